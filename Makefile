@@ -1,0 +1,36 @@
+# Tributary: one workspace, one lock file. `make help` lists the targets.
+SHELL := /bin/bash
+UV ?= uv
+PYTEST_ARGS ?=
+MYPY_PATHS = $(shell find libs services bench tests simulators -name '*.py' -not -path '*/.venv/*' 2>/dev/null)
+
+.PHONY: help install test lint fmt bench clean
+
+help:
+	@echo "install  create .venv and install every workspace member from uv.lock"
+	@echo "test     unit + integration tests of libs/common and every service (real Redis/PostgreSQL/MySQL)"
+	@echo "lint     ruff (lint + format check) and mypy --strict"
+	@echo "fmt      ruff format + autofix"
+	@echo "bench    benchmarks under bench/ (print JSON figures)"
+
+install:
+	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
+	$(UV) sync --all-packages --locked
+
+test: install
+	$(UV) run pytest $(PYTEST_ARGS)
+
+lint: install
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy $(MYPY_PATHS)
+
+fmt: install
+	$(UV) run ruff format .
+	$(UV) run ruff check --fix .
+
+bench: install
+	$(UV) run python bench/streams.py
+
+clean:
+	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

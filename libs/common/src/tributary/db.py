@@ -1,0 +1,82 @@
+"""SQLAlchemy 2 engines and sessions, one schema per service, bounded wait for the database.
+
+PostgreSQL services keep their tables in their own schema: the engine puts
+that schema first on each connection's ``search_path`` so table definitions
+stay schema-free (tests use a throwaway schema the same way). On MySQL the
+database named in the URL plays that role.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import sqlalchemy as sa
+from pydantic import SecretStr
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+log = logging.getLogger(__name__)
+
+#: how long start-up waits for the database before giving up, in seconds
+DEFAULT_DB_WAIT_SECONDS = 60.0
+
+
+def _url(url: str | SecretStr | URL) -> URL:
+    if isinstance(url, SecretStr):
+        url = url.get_secret_value()
+    return make_url(url)
+
+
+def is_postgres(engine: Engine) -> bool:
+    return engine.dialect.name == "postgresql"
+
+
+def make_engine(
+    url: str | SecretStr | URL, schema: str | None = None, pool_size: int = 10, **kwargs: object
+) -> Engine:
+    """An engine for ``url``; on PostgreSQL, ``schema`` leads the search path."""
+    parsed = _url(url)
+    connect_args: dict[str, object] = {}
+    if parsed.get_backend_name() == "postgresql" and schema:
+        connect_args["options"] = f"-csearch_path={schema},public"
+    if parsed.get_backend_name() == "mysql":
+        connect_args["charset"] = "utf8mb4"
+    return sa.create_engine(
+        parsed,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_pre_ping=True,
+        connect_args=connect_args,
+        **kwargs,
+    )
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+def ensure_schema(engine: Engine, schema: str) -> None:
+    """Create the service's schema (PostgreSQL) if it does not exist yet."""
+    if is_postgres(engine):
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+
+
+def wait_for_db(engine: Engine, timeout: float = DEFAULT_DB_WAIT_SECONDS) -> None:
+    """Block until ``SELECT 1`` succeeds, retrying with backoff; raise after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    delay = 0.2
+    while True:
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+            return
+        except sa.exc.OperationalError as exc:
+            if time.monotonic() + delay > deadline:
+                raise TimeoutError(
+                    f"database not reachable after {timeout:.0f}s: {exc.orig!s}"
+                ) from None
+            log.warning("database not reachable yet, retrying in %.1fs", delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)

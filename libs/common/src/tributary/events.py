@@ -1,0 +1,185 @@
+"""The event envelope (DESIGN.md section 2) and the payload registry.
+
+A stream entry is a flat hash readable as-is with ``redis-cli XRANGE``:
+``id type source time specversion v data traceparent tracestate``. The names
+are CloudEvents attribute names; ``data`` is the JSON payload, validated by
+the pydantic model registered for ``type`` on both sides.
+
+Decoding anything malformed raises :class:`MalformedEvent` and nothing else.
+"""
+
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from tributary.errors import MalformedEvent
+
+SPEC_VERSION = "1.0"
+#: fields every envelope carries; the rest (traceparent, tracestate) are optional
+REQUIRED_FIELDS = ("id", "type", "source", "time", "specversion", "data")
+ENVELOPE_FIELDS = (*REQUIRED_FIELDS, "v", "traceparent", "tracestate")
+
+P = TypeVar("P", bound=BaseModel)
+
+
+def new_event_id() -> str:
+    """A UUIDv7: 48-bit Unix milliseconds, then random bits; sortable by creation time."""
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    value = (ms & ((1 << 48) - 1)) << 80
+    value |= 0x7 << 76  # version
+    value |= ((rand >> 62) & 0xFFF) << 64  # rand_a, 12 bits
+    value |= 0b10 << 62  # RFC 4122 variant
+    value |= rand & ((1 << 62) - 1)  # rand_b, 62 bits
+    return str(uuid.UUID(int=value))
+
+
+def utc_now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class Registry:
+    """Maps an event ``type`` to the pydantic model of its payload (and schema version)."""
+
+    def __init__(self) -> None:
+        self._models: dict[str, tuple[type[BaseModel], str]] = {}
+
+    def register(self, event_type: str, model: type[BaseModel], version: str = "1") -> None:
+        known = self._models.get(event_type)
+        if known is not None and known[0] is not model:
+            raise ValueError(f"event type {event_type!r} is already registered to {known[0]}")
+        self._models[event_type] = (model, version)
+
+    def model_for(self, event_type: str) -> type[BaseModel] | None:
+        entry = self._models.get(event_type)
+        return entry[0] if entry else None
+
+    def version_for(self, event_type: str) -> str:
+        entry = self._models.get(event_type)
+        return entry[1] if entry else "1"
+
+    def types(self) -> list[str]:
+        return sorted(self._models)
+
+
+@dataclass(slots=True)
+class Event:
+    """One event. ``data`` is the validated payload model, or a dict for unregistered types."""
+
+    type: str
+    data: BaseModel | dict[str, Any]
+    source: str
+    id: str = field(default_factory=new_event_id)
+    time: str = field(default_factory=utc_now_rfc3339)
+    specversion: str = SPEC_VERSION
+    v: str = "1"
+    traceparent: str | None = None
+    tracestate: str | None = None
+
+    def payload(self, model: builtins.type[P]) -> P:
+        """The payload as ``model``; validates a raw dict on demand."""
+        if isinstance(self.data, model):
+            return self.data
+        try:
+            raw = self.data.model_dump() if isinstance(self.data, BaseModel) else self.data
+            return model.model_validate(raw)
+        except ValidationError as exc:
+            raise MalformedEvent(f"{self.type} payload: {_first_error(exc)}") from None
+
+    def data_json(self) -> str:
+        if isinstance(self.data, BaseModel):
+            return self.data.model_dump_json()
+        return json.dumps(self.data, separators=(",", ":"), default=str)
+
+
+def make_event(
+    event_type: str,
+    data: BaseModel | dict[str, Any],
+    source: str,
+    registry: Registry | None = None,
+    **attributes: Any,
+) -> Event:
+    """Build an event, validating a dict payload against the registered model."""
+    if registry is not None:
+        model = registry.model_for(event_type)
+        if model is not None and not isinstance(data, model):
+            try:
+                raw = data.model_dump() if isinstance(data, BaseModel) else data
+                data = model.model_validate(raw)
+            except ValidationError as exc:
+                raise MalformedEvent(f"{event_type} payload: {_first_error(exc)}") from None
+        attributes.setdefault("v", registry.version_for(event_type))
+    return Event(type=event_type, data=data, source=source, **attributes)
+
+
+def encode(event: Event) -> dict[str, str]:
+    """The flat hash written with XADD."""
+    fields = {
+        "id": event.id,
+        "type": event.type,
+        "source": event.source,
+        "time": event.time,
+        "specversion": event.specversion,
+        "v": event.v,
+        "data": event.data_json(),
+    }
+    if event.traceparent:
+        fields["traceparent"] = event.traceparent
+    if event.tracestate:
+        fields["tracestate"] = event.tracestate
+    return fields
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False, include_input=False)[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "<root>"
+    return f"{loc}: {err['msg']}"
+
+
+def decode(fields: Mapping[str, str], registry: Registry | None = None) -> Event:
+    """Parse a stream entry; raises MalformedEvent (only) when it is not a valid event."""
+    try:
+        missing = [name for name in REQUIRED_FIELDS if not fields.get(name)]
+    except AttributeError:
+        raise MalformedEvent("entry is not a hash of fields") from None
+    if missing:
+        raise MalformedEvent(f"missing envelope field(s): {', '.join(missing)}")
+    if fields["specversion"] != SPEC_VERSION:
+        raise MalformedEvent(f"unsupported specversion {fields['specversion']!r}")
+    event_type = fields["type"]
+    raw = fields["data"]
+    model = registry.model_for(event_type) if registry is not None else None
+    data: BaseModel | dict[str, Any]
+    try:
+        if model is not None:
+            data = model.model_validate_json(raw)
+        else:
+            parsed = json.loads(raw)
+            if not isinstance(parsed, dict):
+                raise MalformedEvent("data is not a JSON object")
+            data = parsed
+    except ValidationError as exc:
+        raise MalformedEvent(f"{event_type} payload: {_first_error(exc)}") from None
+    except (ValueError, TypeError) as exc:
+        raise MalformedEvent(f"data is not valid JSON: {exc}") from None
+    return Event(
+        type=event_type,
+        data=data,
+        source=fields["source"],
+        id=fields["id"],
+        time=fields["time"],
+        specversion=fields["specversion"],
+        v=fields.get("v") or "1",
+        traceparent=fields.get("traceparent") or None,
+        tracestate=fields.get("tracestate") or None,
+    )

@@ -1,0 +1,101 @@
+"""Prometheus metrics of the streams machinery and leases (DESIGN.md section 5).
+
+Built once per process at start-up with its own registry and passed to the
+runners; nothing is registered at import time.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+#: handler latency buckets, in seconds
+DEFAULT_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+)
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        labels = ("stream", "group")
+        self.processed = Counter(
+            "tributary_events_processed",
+            "Events handled successfully.",
+            labels,
+            registry=self.registry,
+        )
+        self.failed = Counter(
+            "tributary_events_failed",
+            "Handler failures (each attempt).",
+            labels,
+            registry=self.registry,
+        )
+        self.retried = Counter(
+            "tributary_events_retried",
+            "Events scheduled for redelivery.",
+            labels,
+            registry=self.registry,
+        )
+        self.dead_lettered = Counter(
+            "tributary_events_dead_lettered",
+            "Events moved to <stream>.dlq.",
+            labels,
+            registry=self.registry,
+        )
+        self.ignored = Counter(
+            "tributary_events_ignored",
+            "Events of a type the group has no handler for.",
+            labels,
+            registry=self.registry,
+        )
+        self.published = Counter(
+            "tributary_events_published",
+            "Events written to a stream.",
+            ("stream",),
+            registry=self.registry,
+        )
+        self.handler_seconds = Histogram(
+            "tributary_handler_duration_seconds",
+            "Handler latency.",
+            labels,
+            buckets=DEFAULT_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.consumer_lag = Gauge(
+            "tributary_consumer_lag",
+            "Entries in the stream not yet delivered to the group.",
+            labels,
+            registry=self.registry,
+        )
+        self.pending = Gauge(
+            "tributary_consumer_pending",
+            "Entries delivered to the group but not acked.",
+            labels,
+            registry=self.registry,
+        )
+        self.lease_held = Gauge(
+            "tributary_lease_held",
+            "1 while this process holds the named lease.",
+            ("lease",),
+            registry=self.registry,
+        )
+        self.outbox_backlog = Gauge(
+            "tributary_outbox_backlog",
+            "Outbox rows not yet published.",
+            ("schema",),
+            registry=self.registry,
+        )

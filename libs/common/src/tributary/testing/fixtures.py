@@ -1,0 +1,108 @@
+"""Pytest fixtures: isolated Redis key prefixes, PostgreSQL schemas and MySQL databases.
+
+Loaded by the root ``conftest.py``; services use the same fixtures. Each test
+gets its own prefix / schema / database and removes it afterwards, so tests
+may run in any order and side by side.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine, make_url
+
+from tributary.streams.names import Keys
+from tributary.testing.infra import Infrastructure
+
+
+def unique_name(kind: str) -> str:
+    return f"t_{kind}_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def infrastructure() -> Iterator[Infrastructure]:
+    infra = Infrastructure()
+    yield infra
+    infra.close()
+
+
+@pytest.fixture(scope="session")
+def redis_url(infrastructure: Infrastructure) -> str:
+    return infrastructure.url("redis")
+
+
+@pytest.fixture(scope="session")
+def postgres_url(infrastructure: Infrastructure) -> str:
+    return infrastructure.url("postgres")
+
+
+@pytest.fixture(scope="session")
+def mysql_url(infrastructure: Infrastructure) -> str:
+    return infrastructure.url("mysql")
+
+
+def delete_prefix(url: str, prefix: str) -> None:
+    client = redis.Redis.from_url(url)
+    try:
+        batch = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        while batch:
+            client.delete(*batch[:500])
+            batch = batch[500:]
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def keys(redis_url: str) -> Iterator[Keys]:
+    """A key prefix of this test's own; every key under it is deleted afterwards."""
+    prefix = f"{unique_name('r')}:"
+    yield Keys(prefix)
+    delete_prefix(redis_url, prefix)
+
+
+@pytest.fixture
+async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
+    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    await client.aclose()
+
+
+@pytest.fixture
+def pg_schema(postgres_url: str) -> Iterator[str]:
+    """A PostgreSQL schema of this test's own, dropped afterwards."""
+    schema = unique_name("s")
+    engine = sa.create_engine(postgres_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    yield schema
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    engine.dispose()
+
+
+@pytest.fixture
+def pg_engine(postgres_url: str, pg_schema: str) -> Iterator[Engine]:
+    """An engine whose connections use ``pg_schema`` as their search path."""
+    from tributary.db import make_engine
+
+    engine = make_engine(postgres_url, schema=pg_schema)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def mysql_database_url(mysql_url: str) -> Iterator[str]:
+    """URL of a MySQL/MariaDB database of this test's own, dropped afterwards."""
+    name = unique_name("d")
+    admin = sa.create_engine(mysql_url)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"CREATE DATABASE `{name}`"))
+    yield make_url(mysql_url).set(database=name).render_as_string(hide_password=False)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
+    admin.dispose()

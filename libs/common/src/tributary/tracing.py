@@ -1,0 +1,104 @@
+"""W3C trace-context across stream entries, and the messaging spans of DESIGN.md section 5.
+
+Producer spans (``send <stream>``, PRODUCER) write their context into the
+entry's ``traceparent``/``tracestate``; consumer spans (``process <stream>``,
+CONSUMER) continue it. Parsing the header is done here directly rather than
+through the global propagator: it is on the hot path of every event.
+"""
+
+from __future__ import annotations
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import (
+    NonRecordingSpan,
+    Span,
+    SpanContext,
+    SpanKind,
+    TraceFlags,
+    Tracer,
+    TraceState,
+)
+
+from tributary.events import Event
+
+MESSAGING_SYSTEM = "redis"
+_INVALID_TRACE = "0" * 32
+_INVALID_SPAN = "0" * 16
+
+
+def format_traceparent(ctx: SpanContext) -> str:
+    return f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{int(ctx.trace_flags):02x}"
+
+
+def parse_traceparent(header: str | None, tracestate: str | None = None) -> SpanContext | None:
+    """SpanContext of a ``traceparent`` header, or None when absent or invalid."""
+    if not header or len(header) != 55:
+        return None
+    version, trace_id, span_id, flags = header[:2], header[3:35], header[36:52], header[53:55]
+    if version == "ff" or header[2] != "-" or header[35] != "-" or header[52] != "-":
+        return None
+    if trace_id == _INVALID_TRACE or span_id == _INVALID_SPAN:
+        return None
+    try:
+        state = TraceState.from_header([tracestate]) if tracestate else TraceState()
+        return SpanContext(
+            trace_id=int(trace_id, 16),
+            span_id=int(span_id, 16),
+            is_remote=True,
+            trace_flags=TraceFlags(int(flags, 16)),
+            trace_state=state,
+        )
+    except ValueError:
+        return None
+
+
+def inject_current(event: Event, span: Span | None = None) -> None:
+    """Write the context of ``span`` (default: the current span) into the event."""
+    ctx = (span or trace.get_current_span()).get_span_context()
+    if ctx.is_valid:
+        event.traceparent = format_traceparent(ctx)
+        state = ctx.trace_state.to_header() if ctx.trace_state else ""
+        event.tracestate = state or None
+
+
+def context_of(event: Event) -> Context | None:
+    """The parent context carried by an event (None: start a new trace)."""
+    span_ctx = parse_traceparent(event.traceparent, event.tracestate)
+    if span_ctx is None:
+        return None
+    return trace.set_span_in_context(NonRecordingSpan(span_ctx))
+
+
+def start_producer_span(tracer: Tracer, stream: str, event: Event) -> Span:
+    """A ``send <stream>`` span whose context is injected into ``event``; end it after XADD."""
+    span = tracer.start_span(
+        f"send {stream}",
+        kind=SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": MESSAGING_SYSTEM,
+            "messaging.destination.name": stream,
+            "messaging.operation.type": "send",
+            "messaging.message.id": event.id,
+            "cloudevents.event_type": event.type,
+        },
+    )
+    inject_current(event, span)
+    return span
+
+
+def start_consumer_span(tracer: Tracer, stream: str, group: str, event: Event) -> Span:
+    """A ``process <stream>`` span continuing the producer's trace."""
+    return tracer.start_span(
+        f"process {stream}",
+        context=context_of(event),
+        kind=SpanKind.CONSUMER,
+        attributes={
+            "messaging.system": MESSAGING_SYSTEM,
+            "messaging.destination.name": stream,
+            "messaging.consumer.group.name": group,
+            "messaging.operation.type": "process",
+            "messaging.message.id": event.id,
+            "cloudevents.event_type": event.type,
+        },
+    )

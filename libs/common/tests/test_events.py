@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import BaseModel
+
+from tributary.errors import MalformedEvent
+from tributary.events import Event, Registry, decode, encode, make_event, new_event_id
+
+
+class Flushed(BaseModel):
+    node: str
+    upload: int
+
+
+@pytest.fixture
+def registry() -> Registry:
+    reg = Registry()
+    reg.register("traffic.flushed", Flushed, version="2")
+    return reg
+
+
+def test_round_trip_keeps_every_envelope_field(registry: Registry) -> None:
+    event = make_event(
+        "traffic.flushed",
+        {"node": "n1", "upload": 5},
+        source="traffic_sync",
+        registry=registry,
+        traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+        tracestate="vendor=x",
+    )
+    fields = encode(event)
+    assert set(fields) == {
+        "id",
+        "type",
+        "source",
+        "time",
+        "specversion",
+        "v",
+        "data",
+        "traceparent",
+        "tracestate",
+    }
+    back = decode(fields, registry)
+    assert back == event
+    assert back.v == "2"
+    assert isinstance(back.data, Flushed)
+    assert json.loads(fields["data"]) == {"node": "n1", "upload": 5}
+    assert fields["time"].endswith("Z")
+
+
+def test_event_ids_are_unique_uuid7() -> None:
+    ids = {new_event_id() for _ in range(10_000)}
+    assert len(ids) == 10_000
+    assert all(i[14] == "7" for i in ids)
+
+
+@pytest.mark.parametrize(
+    ("fields", "message"),
+    [
+        ({}, "missing envelope field"),
+        (
+            {"id": "1", "type": "t", "source": "s", "time": "x", "specversion": "9", "data": "{}"},
+            "specversion",
+        ),
+        (
+            {"id": "1", "type": "t", "source": "s", "time": "x", "specversion": "1.0", "data": "{"},
+            "not valid JSON",
+        ),
+        (
+            {
+                "id": "1",
+                "type": "t",
+                "source": "s",
+                "time": "x",
+                "specversion": "1.0",
+                "data": "[1]",
+            },
+            "not a JSON object",
+        ),
+        (
+            {
+                "id": "1",
+                "type": "traffic.flushed",
+                "source": "s",
+                "time": "x",
+                "specversion": "1.0",
+                "data": '{"node": "n"}',
+            },
+            "upload",
+        ),
+    ],
+)
+def test_malformed_entries_raise_one_error_type(
+    registry: Registry, fields: dict[str, str], message: str
+) -> None:
+    with pytest.raises(MalformedEvent, match=message):
+        decode(fields, registry)
+
+
+def test_payload_converts_and_validates() -> None:
+    event = Event(type="x", data={"node": "a", "upload": "3"}, source="s")
+    assert event.payload(Flushed).upload == 3
+    with pytest.raises(MalformedEvent):
+        Event(type="x", data={"node": "a"}, source="s").payload(Flushed)
