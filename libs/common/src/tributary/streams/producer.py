@@ -9,6 +9,7 @@ from redis.asyncio import Redis
 
 from tributary.events import Event, encode
 from tributary.metrics import Metrics
+from tributary.streams import client
 from tributary.streams.names import Keys
 from tributary.tracing import start_producer_span
 
@@ -28,7 +29,7 @@ class Producer:
         """XADD one event; returns the entry id."""
         span = start_producer_span(self.tracer, stream, event)
         try:
-            entry_id = await self.redis.xadd(self.keys.stream(stream), encode(event))  # type: ignore[arg-type]
+            entry_id = await client.add(self.redis, self.keys.stream(stream), encode(event))
         except BaseException as exc:
             span.record_exception(exc)
             raise
@@ -46,7 +47,7 @@ class Producer:
         try:
             async with self.redis.pipeline(transaction=False) as pipe:
                 for stream, event in items:
-                    pipe.xadd(self.keys.stream(stream), encode(event))  # type: ignore[arg-type]
+                    client.add(pipe, self.keys.stream(stream), encode(event))
                 ids = await pipe.execute()
         finally:
             for span in spans:

@@ -1,0 +1,198 @@
+"""Middleware around every handler call: tracing, metrics, logging and the retry policy.
+
+As in dramatiq, ``before_process`` hooks run in list order and
+``after_process`` hooks in reverse, so the first middleware sees the final
+outcome. A failing middleware is logged and never takes the worker down.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Sequence
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer
+
+from tributary.errors import MalformedEvent, Reject, Retry
+from tributary.metrics import Metrics
+from tributary.streams.message import HandlerCall, Outcome
+from tributary.tracing import MESSAGING_SYSTEM, parse_traceparent, start_consumer_span
+
+log = logging.getLogger(__name__)
+
+#: first redelivery delay after a failure, in seconds (doubles each delivery)
+DEFAULT_RETRY_BASE_SECONDS = 1.0
+#: upper bound of the redelivery delay, in seconds
+DEFAULT_RETRY_MAX_SECONDS = 300.0
+
+
+class Middleware:
+    """Base: both hooks do nothing. ``exc`` is the handler's exception, if any."""
+
+    def before_process(self, call: HandlerCall) -> None:
+        return None
+
+    def after_process(self, call: HandlerCall, exc: BaseException | None) -> None:
+        return None
+
+
+def run_before(middleware: Sequence[Middleware], call: HandlerCall) -> None:
+    for m in middleware:
+        try:
+            m.before_process(call)
+        except Exception:
+            log.exception("middleware %s.before_process failed", type(m).__name__)
+
+
+def run_after(
+    middleware: Sequence[Middleware], call: HandlerCall, exc: BaseException | None
+) -> None:
+    for m in reversed(middleware):
+        try:
+            m.after_process(call, exc)
+        except Exception:
+            log.exception("middleware %s.after_process failed", type(m).__name__)
+
+
+class Retries(Middleware):
+    """Turns a failure into a delayed redelivery, or into a dead letter once deliveries run out.
+
+    ``Reject`` and malformed payloads are dead-lettered at once; ``Retry(delay=)``
+    chooses its own delay. Otherwise the delay is exponential with full jitter.
+    """
+
+    def __init__(
+        self,
+        max_deliveries: int = 5,
+        base: float = DEFAULT_RETRY_BASE_SECONDS,
+        cap: float = DEFAULT_RETRY_MAX_SECONDS,
+    ) -> None:
+        self.max_deliveries = max_deliveries
+        self.base = base
+        self.cap = cap
+
+    def backoff(self, deliveries: int) -> float:
+        ceiling = min(self.cap, self.base * (2 ** max(deliveries - 1, 0)))
+        return random.uniform(ceiling / 2, ceiling)
+
+    def after_process(self, call: HandlerCall, exc: BaseException | None) -> None:
+        if exc is None:
+            return
+        if isinstance(exc, Reject | MalformedEvent) or call.deliveries >= self.max_deliveries:
+            call.outcome = Outcome.DEAD
+            return
+        call.outcome = Outcome.RETRY
+        if isinstance(exc, Retry) and exc.delay is not None:
+            call.delay = exc.delay
+        else:
+            call.delay = self.backoff(call.deliveries)
+
+
+class Tracing(Middleware):
+    """A CONSUMER span per call, continuing the producer's trace (links for a batch)."""
+
+    def __init__(self, tracer: Tracer) -> None:
+        self.tracer = tracer
+
+    def before_process(self, call: HandlerCall) -> None:
+        events = call.events
+        if len(events) == 1:
+            span = start_consumer_span(self.tracer, call.stream, call.group, events[0])
+        else:
+            links = [
+                Link(ctx)
+                for e in events
+                if (ctx := parse_traceparent(e.traceparent, e.tracestate)) is not None
+            ]
+            span = self.tracer.start_span(
+                f"process {call.stream}",
+                kind=SpanKind.CONSUMER,
+                links=links,
+                attributes={
+                    "messaging.system": MESSAGING_SYSTEM,
+                    "messaging.destination.name": call.stream,
+                    "messaging.consumer.group.name": call.group,
+                    "messaging.operation.type": "process",
+                    "messaging.batch.message_count": len(events),
+                },
+            )
+        call.state["span"] = span
+        # the handler runs inside the span: its DB spans and outbox events join this trace
+        call.state["otel_token"] = otel_context.attach(trace.set_span_in_context(span))
+
+    def after_process(self, call: HandlerCall, exc: BaseException | None) -> None:
+        span = call.state.pop("span", None)
+        if span is None:
+            return
+        otel_context.detach(call.state.pop("otel_token"))
+        if exc is not None:
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, str(exc)))
+        span.set_attribute("tributary.outcome", call.outcome.value)
+        span.end()
+
+
+class MetricsMiddleware(Middleware):
+    """Counts outcomes per stream and group, and times handlers."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def after_process(self, call: HandlerCall, exc: BaseException | None) -> None:
+        m, labels, n = self.metrics, (call.stream, call.group), len(call.messages)
+        m.handler_seconds.labels(*labels).observe(time.perf_counter() - call.started)
+        if exc is None:
+            m.processed.labels(*labels).inc(n)
+            return
+        m.failed.labels(*labels).inc(n)
+        if call.outcome is Outcome.RETRY:
+            m.retried.labels(*labels).inc(n)
+        elif call.outcome is Outcome.DEAD:
+            m.dead_lettered.labels(*labels).inc(n)
+
+
+class Logging(Middleware):
+    """Logs failures (with the outcome) and, at DEBUG, every call."""
+
+    def after_process(self, call: HandlerCall, exc: BaseException | None) -> None:
+        ids = [m.entry_id for m in call.messages]
+        if exc is None:
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("processed %s entries %s", call.stream, ids)
+            return
+        log.warning(
+            "handler failed on %s (group %s, delivery %d): %s: %s -> %s",
+            call.stream,
+            call.group,
+            call.deliveries,
+            type(exc).__name__,
+            exc,
+            call.outcome.value,
+            extra={"entry_ids": ids, "outcome": call.outcome.value},
+        )
+
+
+def default_middleware(
+    tracer: Tracer, metrics: Metrics | None, retries: Retries
+) -> list[Middleware]:
+    """Metrics first (sees the final outcome), retry policy last (decides it first)."""
+    chain: list[Middleware] = []
+    if metrics is not None:
+        chain.append(MetricsMiddleware(metrics))
+    chain.extend([Tracing(tracer), Logging(), retries])
+    return chain
+
+
+__all__ = [
+    "Logging",
+    "MetricsMiddleware",
+    "Middleware",
+    "Retries",
+    "Tracing",
+    "default_middleware",
+    "run_after",
+    "run_before",
+]

@@ -1,0 +1,466 @@
+"""The consumer-group runner: XREADGROUP in batches, handlers with bounded concurrency,
+ack after success, redelivery with backoff, XAUTOCLAIM of stuck entries, dead letters.
+
+Life of an entry (DESIGN.md section 3):
+
+1. XREADGROUP delivers it (delivery 1) and it is decoded; a malformed entry
+   goes straight to ``<stream>.dlq``.
+2. Its handler runs inside the middleware chain. Success: XACK. Failure: the
+   entry stays pending and its id goes into a per-group retry sorted set,
+   scored by when it is due; any replica that ZREMs it first XCLAIMs it
+   (delivery n+1) and runs it again. Deliveries exhausted: DLQ copy + XACK in
+   one MULTI.
+3. Entries left pending by a dead consumer are found by XAUTOCLAIM (JUSTID,
+   so the delivery count only grows when the entry is really re-run) once
+   idle longer than the handler deadline. While a handler runs, the runner
+   keeps its entries' idle time fresh so nobody else claims them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry.trace import Tracer
+from redis.asyncio import Redis
+from redis.exceptions import ResponseError
+
+from tributary.errors import MalformedEvent
+from tributary.events import Event, Registry, decode
+from tributary.metrics import Metrics
+from tributary.streams import client
+from tributary.streams.dlq import dead_letter_fields
+from tributary.streams.ids import parse_id
+from tributary.streams.message import HandlerCall, Message, Outcome
+from tributary.streams.middleware import (
+    Middleware,
+    Retries,
+    default_middleware,
+    run_after,
+    run_before,
+)
+from tributary.streams.names import Keys
+from tributary.streams.trim import safe_trim
+
+log = logging.getLogger(__name__)
+
+_XAUTOCLAIM_JUSTID = """
+return redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
+                  'COUNT', ARGV[5], 'JUSTID')
+"""
+
+Handler = Callable[[Event], Awaitable[None]]
+BatchHandler = Callable[[list[Event]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class RunnerOptions:
+    batch_size: int = 500  # entries per XREADGROUP
+    concurrency: int = 16  # handler calls in flight at once
+    block_ms: int = 1000  # XREADGROUP BLOCK, milliseconds
+    handler_timeout: float | None = 30.0  # a handler's deadline, seconds
+    claim_idle_ms: int = 60_000  # XAUTOCLAIM min idle; must exceed handler_timeout
+    housekeeping_interval: float = 15.0  # seconds between claim/cleanup/metrics rounds
+    consumer_idle_ms: int = 3_600_000  # idle consumers without pending entries are removed
+    max_deliveries: int = 5
+    retry_base: float = 1.0  # seconds, doubled per delivery
+    retry_max: float = 300.0  # seconds
+    start_id: str = "0"  # where a new group starts: "0" = everything still in the stream
+    trim_maxlen: int | None = None  # keep at most this many entries (never unacked ones)
+
+
+class StreamRunner:
+    """Consumes one stream as one consumer of one group."""
+
+    def __init__(
+        self,
+        redis: Redis,
+        stream: str,
+        group: str,
+        consumer: str,
+        *,
+        tracer: Tracer,
+        registry: Registry | None = None,
+        metrics: Metrics | None = None,
+        keys: Keys | None = None,
+        options: RunnerOptions | None = None,
+        middleware: Sequence[Middleware] | None = None,
+    ) -> None:
+        self.redis = redis
+        self.stream = stream
+        self.group = group
+        self.consumer = consumer
+        self.registry = registry or Registry()
+        self.metrics = metrics
+        self.keys = keys or Keys()
+        self.options = options or RunnerOptions()
+        self.key = self.keys.stream(stream)
+        self.retry_key = self.keys.retries(stream, group)
+        self.dlq_key = self.keys.dlq(stream)
+        self.retries = Retries(
+            self.options.max_deliveries, self.options.retry_base, self.options.retry_max
+        )
+        self.middleware = (
+            list(middleware)
+            if middleware is not None
+            else default_middleware(tracer, metrics, self.retries)
+        )
+        self._handlers: dict[str, Handler] = {}
+        self._batch_handlers: dict[str, BatchHandler] = {}
+        self._inflight: list[str] = []
+        # redis-py drops XAUTOCLAIM's cursor and deleted ids when JUSTID is given; a script
+        # returns the raw reply
+        self._autoclaim = redis.register_script(_XAUTOCLAIM_JUSTID)
+
+    # -- registration -------------------------------------------------------------------
+
+    def handler(self, event_type: str) -> Callable[[Handler], Handler]:
+        """Register ``async def fn(event)`` for one event type."""
+
+        def register(fn: Handler) -> Handler:
+            self._check_free(event_type)
+            self._handlers[event_type] = fn
+            return fn
+
+        return register
+
+    def batch_handler(self, event_type: str) -> Callable[[BatchHandler], BatchHandler]:
+        """Register ``async def fn(events)``: all events of a type in a read, all or nothing."""
+
+        def register(fn: BatchHandler) -> BatchHandler:
+            self._check_free(event_type)
+            self._batch_handlers[event_type] = fn
+            return fn
+
+        return register
+
+    def _check_free(self, event_type: str) -> None:
+        if event_type in self._handlers or event_type in self._batch_handlers:
+            raise ValueError(f"{self.stream}: a handler for {event_type!r} is already registered")
+
+    # -- running ------------------------------------------------------------------------
+
+    async def ensure_group(self) -> None:
+        try:
+            await self.redis.xgroup_create(
+                self.key, self.group, id=self.options.start_id, mkstream=True
+            )
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def run(self, stop: asyncio.Event | None = None, *, burst: bool = False) -> None:
+        """Consume until ``stop`` is set; with ``burst``, return once nothing is left to do."""
+        stop = stop or asyncio.Event()
+        await self.ensure_group()
+        refresher = asyncio.create_task(self._keep_claims_fresh(), name=f"claims:{self.stream}")
+        next_housekeeping = 0.0
+        try:
+            while not stop.is_set():
+                if time.monotonic() >= next_housekeeping:
+                    await self.housekeeping()
+                    next_housekeeping = time.monotonic() + self.options.housekeeping_interval
+                busy = await self._run_due_retries()
+                busy = await self._read_and_handle(0 if busy else self.options.block_ms) or busy
+                if burst and not busy and await self._group_is_empty():
+                    return
+        finally:
+            refresher.cancel()
+            await asyncio.gather(refresher, return_exceptions=True)
+
+    async def drain(self, timeout: float = 60.0) -> None:  # noqa: ASYNC109 - a test helper's bound
+        """Burst mode for tests: process until the stream and the pending list are empty."""
+        await asyncio.wait_for(self.run(burst=True), timeout)
+
+    async def _group_is_empty(self) -> bool:
+        summary = await self.redis.xpending(self.key, self.group)
+        return int(summary["pending"]) == 0
+
+    async def _read_and_handle(self, block_ms: int) -> bool:
+        entries = await client.read_group(
+            self.redis,
+            self.group,
+            self.consumer,
+            self.key,
+            self.options.batch_size,
+            block_ms or None,
+        )
+        if not entries:
+            return False
+        await self.handle_entries(entries)
+        return True
+
+    # -- handling -----------------------------------------------------------------------
+
+    async def handle_entries(
+        self,
+        entries: Sequence[tuple[str, dict[str, str] | None]],
+        deliveries: dict[str, int] | None = None,
+    ) -> None:
+        """Decode, dispatch, settle one batch of entries delivered to this consumer."""
+        messages = [self._decode(entry_id, fields, deliveries) for entry_id, fields in entries]
+        self._inflight = [m.entry_id for m in messages]
+        try:
+            calls = await self._dispatch(messages)
+            await self._settle(calls)
+        finally:
+            self._inflight = []
+
+    def _decode(
+        self, entry_id: str, fields: dict[str, str] | None, deliveries: dict[str, int] | None
+    ) -> Message:
+        msg = Message(
+            entry_id, fields or {}, deliveries=deliveries.get(entry_id, 1) if deliveries else 1
+        )
+        try:
+            msg.event = decode(msg.fields, self.registry)
+        except MalformedEvent as exc:
+            msg.error, msg.decode_error = f"MalformedEvent: {exc}", exc
+        return msg
+
+    def _call(self, messages: list[Message]) -> HandlerCall:
+        return HandlerCall(self.stream, self.group, self.consumer, messages)
+
+    async def _dispatch(self, messages: list[Message]) -> list[HandlerCall]:
+        settled: list[HandlerCall] = []
+        single: list[tuple[HandlerCall, Handler]] = []
+        batched: dict[str, list[Message]] = defaultdict(list)
+        for msg in messages:
+            event = msg.event
+            if event is None:
+                call = self._call([msg])
+                run_after(self.middleware, call, msg.decode_error)
+                call.outcome = Outcome.DEAD  # never worth a retry, whatever the middleware says
+                settled.append(call)
+            elif (fn := self._handlers.get(event.type)) is not None:
+                single.append((self._call([msg]), fn))
+            elif event.type in self._batch_handlers:
+                batched[event.type].append(msg)
+            else:
+                settled.append(self._ignored(msg))
+        jobs: list[tuple[HandlerCall, Callable[[HandlerCall], Awaitable[None]]]] = [
+            (call, _single_invoker(fn)) for call, fn in single
+        ]
+        jobs.extend(
+            (self._call(msgs), _batch_invoker(self._batch_handlers[t]))
+            for t, msgs in batched.items()
+        )
+        await self._run_jobs(jobs)
+        settled.extend(call for call, _ in jobs)
+        return settled
+
+    def _ignored(self, msg: Message) -> HandlerCall:
+        if self.metrics is not None:
+            self.metrics.ignored.labels(self.stream, self.group).inc()
+        return self._call([msg])
+
+    async def _run_jobs(
+        self, jobs: list[tuple[HandlerCall, Callable[[HandlerCall], Awaitable[None]]]]
+    ) -> None:
+        lanes = min(self.options.concurrency, len(jobs))
+        if lanes <= 1:
+            await self._lane(jobs)
+            return
+        await asyncio.gather(*(self._lane(jobs[i::lanes]) for i in range(lanes)))
+
+    async def _lane(
+        self, jobs: list[tuple[HandlerCall, Callable[[HandlerCall], Awaitable[None]]]]
+    ) -> None:
+        timeout = self.options.handler_timeout
+        for call, invoke in jobs:
+            run_before(self.middleware, call)
+            exc: Exception | None = None
+            try:
+                if timeout is None:
+                    await invoke(call)
+                else:
+                    async with asyncio.timeout(timeout):
+                        await invoke(call)
+            except TimeoutError:
+                exc = TimeoutError(f"handler exceeded its {timeout}s deadline")
+            except Exception as err:
+                exc = err
+            if exc is not None:
+                call.outcome, call.delay = Outcome.RETRY, 0.0
+                for msg in call.messages:
+                    msg.error = f"{type(exc).__name__}: {exc}"
+            run_after(self.middleware, call, exc)
+
+    async def _settle(self, calls: list[HandlerCall]) -> None:
+        """Ack, dead-letter and schedule retries for a batch in one MULTI."""
+        ack: list[str] = []
+        dead: list[dict[str, str]] = []
+        due: dict[str, float] = {}
+        now_ms = time.time() * 1000
+        for call in calls:
+            ids = [m.entry_id for m in call.messages]
+            if call.outcome is Outcome.ACK:
+                ack.extend(ids)
+            elif call.outcome is Outcome.DEAD:
+                ack.extend(ids)
+                dead.extend(self._dead_letter(m) for m in call.messages)
+            elif call.outcome is Outcome.RETRY:
+                due.update(dict.fromkeys(ids, now_ms + call.delay * 1000))
+        if not (ack or due):
+            return
+        async with self.redis.pipeline(transaction=True) as pipe:
+            for fields in dead:
+                client.add(pipe, self.dlq_key, fields)
+            if ack:
+                pipe.xack(self.key, self.group, *ack)
+            if due:
+                pipe.zadd(self.retry_key, due)
+            await pipe.execute()
+
+    def _dead_letter(self, msg: Message) -> dict[str, str]:
+        return dead_letter_fields(
+            msg.fields,
+            error=msg.error or "unknown error",
+            deliveries=msg.deliveries,
+            stream=self.stream,
+            group=self.group,
+            consumer=self.consumer,
+            entry_id=msg.entry_id,
+        )
+
+    # -- redelivery ---------------------------------------------------------------------
+
+    async def _run_due_retries(self) -> bool:
+        """Take retries that are due (ZREM decides who wins one) and run them again."""
+        now_ms = time.time() * 1000
+        ids: list[str] = await self.redis.zrangebyscore(  # type: ignore[assignment]
+            self.retry_key, "-inf", now_ms, start=0, num=self.options.batch_size
+        )
+        if not ids:
+            return False
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry_id in ids:
+                pipe.zrem(self.retry_key, entry_id)
+            removed = await pipe.execute()
+        won = [entry_id for entry_id, n in zip(ids, removed, strict=True) if n]
+        await self._claim_and_handle(won)
+        return bool(won)
+
+    async def _claim_and_handle(self, ids: list[str]) -> None:
+        """XCLAIM (delivery count + 1) and handle; ids acked or deleted meanwhile drop out."""
+        if not ids:
+            return
+        entries = await client.claim(self.redis, self.key, self.group, self.consumer, ids)
+        if entries:
+            await self.handle_entries(entries, await self._delivery_counts([i for i, _ in entries]))
+
+    async def _delivery_counts(self, ids: list[str]) -> dict[str, int]:
+        rows = await self.redis.xpending_range(
+            self.key,
+            self.group,
+            min=min(ids, key=parse_id),
+            max=max(ids, key=parse_id),
+            count=len(ids) * 2 + 10,
+            consumername=self.consumer,
+        )
+        wanted = set(ids)
+        return {
+            r["message_id"]: int(r["times_delivered"]) for r in rows if r["message_id"] in wanted
+        }
+
+    async def reclaim_stuck(self) -> int:
+        """XAUTOCLAIM entries idle past the deadline (their consumer died) and run them."""
+        cursor, reclaimed = "0-0", 0
+        for _ in range(100):  # bounded: at most 100 pages per housekeeping round
+            reply: list[Any] = await self._autoclaim(
+                keys=[self.key],
+                args=[self.group, self.consumer, self.options.claim_idle_ms, cursor,
+                      self.options.batch_size],
+            )  # fmt: skip
+            cursor, ids = reply[0], list(reply[1])
+            deleted = reply[2] if len(reply) > 2 else []
+            if deleted:  # trimmed or XDEL'd while pending: nothing to run, ack them away
+                await self.redis.xack(self.key, self.group, *deleted)
+            reclaimed += await self._run_reclaimed(ids)
+            if cursor in ("0-0", b"0-0"):
+                break
+        return reclaimed
+
+    async def _run_reclaimed(self, ids: list[str]) -> int:
+        """Run reclaimed ids, except retries whose backoff is not over (we just hold them)."""
+        if not ids:
+            return 0
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for entry_id in ids:
+                pipe.zscore(self.retry_key, entry_id)
+            scores = await pipe.execute()
+        now_ms = time.time() * 1000
+        runnable = [i for i, s in zip(ids, scores, strict=True) if s is None or s <= now_ms]
+        scheduled = [i for i, s in zip(ids, scores, strict=True) if s is not None and s <= now_ms]
+        if scheduled:
+            await self.redis.zrem(self.retry_key, *scheduled)
+        await self._claim_and_handle(runnable)
+        return len(runnable)
+
+    async def _keep_claims_fresh(self) -> None:
+        """While a batch runs, reset its entries' idle time so XAUTOCLAIM leaves them alone."""
+        interval = self.options.claim_idle_ms / 3000
+        while True:
+            await asyncio.sleep(interval)
+            ids = list(self._inflight)
+            if ids:
+                try:
+                    await client.touch(self.redis, self.key, self.group, self.consumer, ids)
+                except Exception:
+                    log.warning("could not refresh claims on %s", self.stream, exc_info=True)
+
+    # -- housekeeping -------------------------------------------------------------------
+
+    async def housekeeping(self) -> None:
+        """Reclaim stuck entries, remove idle consumers, update gauges, trim safely."""
+        try:
+            await self.reclaim_stuck()
+            await self._remove_idle_consumers()
+            await self._update_gauges()
+            if self.options.trim_maxlen is not None:
+                await safe_trim(self.redis, self.key, maxlen=self.options.trim_maxlen)
+        except ResponseError:
+            log.exception("housekeeping failed on %s", self.stream)
+
+    async def _remove_idle_consumers(self) -> None:
+        for info in await self.redis.xinfo_consumers(self.key, self.group):
+            name = info["name"]
+            idle_ms = int(info.get("inactive", info["idle"]))
+            if (
+                name != self.consumer
+                and int(info["pending"]) == 0
+                and idle_ms > self.options.consumer_idle_ms
+            ):
+                await self.redis.xgroup_delconsumer(self.key, self.group, name)
+                log.info("removed idle consumer %s from %s/%s", name, self.stream, self.group)
+
+    async def _update_gauges(self) -> None:
+        if self.metrics is None:
+            return
+        for info in await self.redis.xinfo_groups(self.key):
+            if info["name"] == self.group:
+                labels = (self.stream, self.group)
+                self.metrics.pending.labels(*labels).set(int(info["pending"]))
+                if info.get("lag") is not None:
+                    self.metrics.consumer_lag.labels(*labels).set(int(info["lag"]))
+
+
+def _single_invoker(fn: Handler) -> Callable[[HandlerCall], Awaitable[None]]:
+    async def invoke(call: HandlerCall) -> None:
+        event = call.messages[0].event
+        assert event is not None
+        await fn(event)
+
+    return invoke
+
+
+def _batch_invoker(fn: BatchHandler) -> Callable[[HandlerCall], Awaitable[None]]:
+    async def invoke(call: HandlerCall) -> None:
+        await fn(call.events)
+
+    return invoke

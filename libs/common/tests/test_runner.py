@@ -1,0 +1,334 @@
+"""The consumer-group runner against a real Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis.asyncio as aioredis
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, Tracer
+from pydantic import BaseModel
+
+from tributary.errors import Reject
+from tributary.events import Event, Registry, make_event
+from tributary.metrics import Metrics
+from tributary.streams import client
+from tributary.streams.dlq import DeadLetters
+from tributary.streams.names import Keys
+from tributary.streams.producer import Producer
+from tributary.streams.runner import RunnerOptions, StreamRunner
+from tributary.streams.trim import safe_trim
+
+FAST = RunnerOptions(
+    batch_size=50,
+    block_ms=20,
+    retry_base=0.01,
+    retry_max=0.05,
+    claim_idle_ms=200,
+    housekeeping_interval=0.05,
+    handler_timeout=5.0,
+)
+
+
+class Reading(BaseModel):
+    device: str
+    value: float
+
+
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def tracer(exporter: InMemorySpanExporter) -> Iterator[Tracer]:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    yield provider.get_tracer("test")
+    provider.shutdown()
+
+
+@pytest.fixture
+def registry() -> Registry:
+    reg = Registry()
+    reg.register("device.read", Reading)
+    return reg
+
+
+def reading(registry: Registry, value: float, device: str = "d1") -> Event:
+    return make_event("device.read", {"device": device, "value": value}, "test", registry)
+
+
+def runner(
+    redis: aioredis.Redis,
+    keys: Keys,
+    tracer: Tracer,
+    registry: Registry,
+    consumer: str = "c1",
+    options: RunnerOptions = FAST,
+    metrics: Metrics | None = None,
+) -> StreamRunner:
+    return StreamRunner(
+        redis,
+        "readings",
+        "g",
+        consumer,
+        tracer=tracer,
+        registry=registry,
+        keys=keys,
+        options=options,
+        metrics=metrics,
+    )
+
+
+async def test_handler_receives_every_envelope_field(
+    redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry
+) -> None:
+    sent = [reading(registry, float(i)) for i in range(120)]
+    await Producer(redis_client, tracer, keys).publish_many([("readings", e) for e in sent])
+    got: list[Event] = []
+    r = runner(redis_client, keys, tracer, registry)
+
+    @r.handler("device.read")
+    async def on_reading(event: Event) -> None:
+        got.append(event)
+
+    await r.drain()
+    assert sorted(got, key=lambda e: e.id) == sorted(sent, key=lambda e: e.id)
+    assert (await redis_client.xpending(keys.stream("readings"), "g"))["pending"] == 0
+
+
+async def test_malformed_entries_go_to_dlq_and_consumer_keeps_going(
+    redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry
+) -> None:
+    producer = Producer(redis_client, tracer, keys)
+    await producer.publish("readings", reading(registry, 1))
+    await client.add(redis_client, keys.stream("readings"), {"garbage": "yes"})
+    bad_payload = reading(registry, 2)
+    fields = {
+        "id": bad_payload.id,
+        "type": "device.read",
+        "source": "x",
+        "time": "t",
+        "specversion": "1.0",
+        "data": '{"device": 5}',
+    }
+    await client.add(redis_client, keys.stream("readings"), fields)
+    await producer.publish("readings", reading(registry, 3))
+    seen: list[float] = []
+    metrics = Metrics()
+    r = runner(redis_client, keys, tracer, registry, metrics=metrics)
+
+    @r.handler("device.read")
+    async def on_reading(event: Event) -> None:
+        seen.append(event.payload(Reading).value)
+
+    await r.drain()
+    assert seen == [1.0, 3.0]
+    letters = await DeadLetters(redis_client, "readings", keys).page()
+    assert len(letters) == 2
+    assert "missing envelope field" in letters[0].error
+    assert letters[0].fields == {"garbage": "yes"}
+    assert "device" in letters[1].error
+    assert letters[1].group == "g"
+    assert metrics.dead_lettered.labels("readings", "g")._value.get() == 2
+
+
+async def test_failing_handler_is_dead_lettered_after_max_deliveries(
+    redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry
+) -> None:
+    await Producer(redis_client, tracer, keys).publish("readings", reading(registry, 1))
+    attempts = 0
+    r = runner(redis_client, keys, tracer, registry)
+
+    @r.handler("device.read")
+    async def always_fails(event: Event) -> None:
+        nonlocal attempts
+        attempts += 1
+        raise RuntimeError(f"boom {attempts}")
+
+    await r.drain()
+    assert attempts == 5
+    [letter] = await DeadLetters(redis_client, "readings", keys).page()
+    assert letter.error == "RuntimeError: boom 5"
+    assert letter.deliveries == 5
+    assert await redis_client.zcard(keys.retries("readings", "g")) == 0
+
+
+async def test_handler_failing_twice_then_succeeding_is_processed_once(
+    redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry
+) -> None:
+    await Producer(redis_client, tracer, keys).publish("readings", reading(registry, 1))
+    attempts, effects = 0, 0
+    r = runner(redis_client, keys, tracer, registry)
+
+    @r.handler("device.read")
+    async def flaky(event: Event) -> None:
+        nonlocal attempts, effects
+        attempts += 1
+        if attempts <= 2:
+            raise ConnectionError("transient")
+        effects += 1
+
+    await r.drain()
+    assert (attempts, effects) == (3, 1)
+    assert await DeadLetters(redis_client, "readings", keys).count() == 0
+
+
+async def test_reject_dead_letters_at_once(
+    redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry
+) -> None:
+    await Producer(redis_client, tracer, keys).publish("readings", reading(registry, 1))
+    r = runner(redis_client, keys, tracer, registry)
+    calls = 0
+
+    @r.handler("device.read")
+    async def rejects(event: Event) -> None:
+        nonlocal calls
+        calls += 1
+        raise Reject("device unknown")
+
+    await r.drain()
+    [letter] = await DeadLetters(redis_client, "readings", keys).page()
+    assert (calls, letter.deliveries, letter.error) == (1, 1, "Reject: device unknown")
+
+
+async def test_pending_entries_of_a_dead_consumer_are_reclaimed(
+    redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry
+) -> None:
+    await Producer(redis_client, tracer, keys).publish_many(
+        [("readings", reading(registry, float(i))) for i in range(10)]
+    )
+    dead = runner(redis_client, keys, tracer, registry, consumer="dead")
+    await dead.ensure_group()
+    # "dead" reads the entries and dies before acking any of them
+    await client.read_group(redis_client, "g", "dead", keys.stream("readings"), 100, None)
+    got: list[float] = []
+    live = runner(redis_client, keys, tracer, registry, consumer="live")
+
+    @live.handler("device.read")
+    async def on_reading(event: Event) -> None:
+        got.append(event.payload(Reading).value)
+
+    await live.drain()
+    assert sorted(got) == [float(i) for i in range(10)]
+    pending = await redis_client.xpending(keys.stream("readings"), "g")
+    assert pending["pending"] == 0
+
+
+async def test_trimming_never_removes_unacked_entries(
+    redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry
+) -> None:
+    key = keys.stream("readings")
+    producer = Producer(redis_client, tracer, keys)
+    ids = [await producer.publish("readings", reading(registry, float(i))) for i in range(20)]
+    await redis_client.xgroup_create(key, "slow", id="0")
+    await redis_client.xgroup_create(key, "fast", id="0")
+    # "fast" acks everything; "slow" read 10, acked the first 5, never read the rest
+    fast = await client.read_group(redis_client, "fast", "f", key, 100, None)
+    await redis_client.xack(key, "fast", *[i for i, _ in fast])
+    slow = await client.read_group(redis_client, "slow", "s", key, 10, None)
+    await redis_client.xack(key, "slow", *[i for i, _ in slow][:5])
+
+    removed = await safe_trim(redis_client, key, maxlen=0)
+    assert removed == 5
+    left = [i for i, _ in await client.entries(redis_client, key)]
+    assert left == ids[5:]
+    # once "slow" acks everything it read and reads the rest, all may go
+    rest = await client.read_group(redis_client, "slow", "s", key, 100, None)
+    await redis_client.xack(key, "slow", *ids[5:10], *[i for i, _ in rest])
+    assert await safe_trim(redis_client, key, maxlen=3) == 12
+    assert [i for i, _ in await client.entries(redis_client, key)] == ids[17:]
+
+
+async def test_consumer_span_continues_the_producer_trace(
+    redis_client: aioredis.Redis,
+    keys: Keys,
+    tracer: Tracer,
+    registry: Registry,
+    exporter: InMemorySpanExporter,
+) -> None:
+    await Producer(redis_client, tracer, keys).publish("readings", reading(registry, 1))
+    r = runner(redis_client, keys, tracer, registry)
+    inner: list[int] = []
+
+    @r.handler("device.read")
+    async def on_reading(event: Event) -> None:
+        with tracer.start_as_current_span("inside handler") as span:
+            inner.append(span.get_span_context().trace_id)
+
+    await r.drain()
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    send, process = spans["send readings"], spans["process readings"]
+    assert send.kind is SpanKind.PRODUCER
+    assert process.kind is SpanKind.CONSUMER
+    assert process.context.trace_id == send.context.trace_id == inner[0]
+    assert process.parent is not None
+    assert process.parent.span_id == send.context.span_id
+    assert process.attributes is not None
+    assert process.attributes["messaging.consumer.group.name"] == "g"
+    assert process.attributes["messaging.system"] == "redis"
+
+
+async def test_dead_letters_can_be_replayed(
+    redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry
+) -> None:
+    event = reading(registry, 7)
+    await Producer(redis_client, tracer, keys).publish("readings", event)
+    healthy = False
+    got: list[str] = []
+    r = runner(redis_client, keys, tracer, registry)
+
+    @r.handler("device.read")
+    async def until_fixed(ev: Event) -> None:
+        if not healthy:
+            raise Reject("downstream broken")
+        got.append(ev.id)
+
+    await r.drain()
+    dlq = DeadLetters(redis_client, "readings", keys)
+    assert await dlq.count() == 1
+    healthy = True
+    assert await dlq.replay() == 1
+    await r.drain()
+    assert got == [event.id]
+    assert await dlq.count() == 0
+
+
+async def test_batch_handler_gets_all_events_of_a_read(
+    redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry
+) -> None:
+    await Producer(redis_client, tracer, keys).publish_many(
+        [("readings", reading(registry, float(i))) for i in range(30)]
+    )
+    sizes: list[int] = []
+    r = runner(redis_client, keys, tracer, registry)
+
+    @r.batch_handler("device.read")
+    async def on_batch(events: list[Event]) -> None:
+        sizes.append(len(events))
+
+    await r.drain()
+    assert sum(sizes) == 30
+    assert max(sizes) <= FAST.batch_size
+
+
+async def test_idle_consumers_without_pending_entries_are_removed(
+    redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry
+) -> None:
+    key = keys.stream("readings")
+    # consumer_idle_ms=-1: any idle time counts, so the test needs no sleep
+    r = runner(redis_client, keys, tracer, registry, options=RunnerOptions(consumer_idle_ms=-1))
+    await r.ensure_group()
+    producer = Producer(redis_client, tracer, keys)
+    for i in range(2):
+        await producer.publish("readings", reading(registry, float(i)))
+    [(done, _)] = await client.read_group(redis_client, "g", "gone", key, 1, None)
+    await redis_client.xack(key, "g", done)
+    await client.read_group(redis_client, "g", "busy", key, 1, None)  # keeps one pending
+    await r.housekeeping()
+    names = [c["name"] for c in await redis_client.xinfo_consumers(key, "g")]
+    assert names == ["busy"]
