@@ -11,10 +11,12 @@ import logging
 import random
 import time
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer
+from prometheus_client import Counter, Histogram
 
 from tributary.errors import MalformedEvent, Reject, Retry
 from tributary.metrics import Metrics
@@ -140,28 +142,51 @@ class MetricsMiddleware(Middleware):
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
+        # labelled children looked up once per (stream, group): .labels() is not free
+        self._children: dict[tuple[str, str], _Children] = {}
+
+    def _for(self, stream: str, group: str) -> _Children:
+        found = self._children.get((stream, group))
+        if found is None:
+            m, labels = self.metrics, (stream, group)
+            found = _Children(
+                m.handler_seconds.labels(*labels),
+                m.processed.labels(*labels),
+                m.failed.labels(*labels),
+                m.retried.labels(*labels),
+                m.dead_lettered.labels(*labels),
+            )
+            self._children[(stream, group)] = found
+        return found
 
     def after_process(self, call: HandlerCall, exc: BaseException | None) -> None:
-        m, labels, n = self.metrics, (call.stream, call.group), len(call.messages)
-        m.handler_seconds.labels(*labels).observe(time.perf_counter() - call.started)
+        c, n = self._for(call.stream, call.group), len(call.messages)
+        c.seconds.observe(time.perf_counter() - call.started)
         if exc is None:
-            m.processed.labels(*labels).inc(n)
+            c.processed.inc(n)
             return
-        m.failed.labels(*labels).inc(n)
+        c.failed.inc(n)
         if call.outcome is Outcome.RETRY:
-            m.retried.labels(*labels).inc(n)
+            c.retried.inc(n)
         elif call.outcome is Outcome.DEAD:
-            m.dead_lettered.labels(*labels).inc(n)
+            c.dead_lettered.inc(n)
+
+
+class _Children(NamedTuple):
+    seconds: Histogram
+    processed: Counter
+    failed: Counter
+    retried: Counter
+    dead_lettered: Counter
 
 
 class Logging(Middleware):
     """Logs failures (with the outcome) and, at DEBUG, every call."""
 
     def after_process(self, call: HandlerCall, exc: BaseException | None) -> None:
-        ids = [m.entry_id for m in call.messages]
         if exc is None:
             if log.isEnabledFor(logging.DEBUG):
-                log.debug("processed %s entries %s", call.stream, ids)
+                log.debug("processed %s entries %s", call.stream, _ids(call))
             return
         log.warning(
             "handler failed on %s (group %s, delivery %d): %s: %s -> %s",
@@ -171,8 +196,12 @@ class Logging(Middleware):
             type(exc).__name__,
             exc,
             call.outcome.value,
-            extra={"entry_ids": ids, "outcome": call.outcome.value},
+            extra={"entry_ids": _ids(call), "outcome": call.outcome.value},
         )
+
+
+def _ids(call: HandlerCall) -> list[str]:
+    return [m.entry_id for m in call.messages]
 
 
 def default_middleware(

@@ -56,6 +56,8 @@ return redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
 
 Handler = Callable[[Event], Awaitable[None]]
 BatchHandler = Callable[[list[Event]], Awaitable[None]]
+Invoker = Callable[[HandlerCall], Awaitable[None]]
+Job = tuple[HandlerCall, Invoker]
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,9 +245,7 @@ class StreamRunner:
                 batched[event.type].append(msg)
             else:
                 settled.append(self._ignored(msg))
-        jobs: list[tuple[HandlerCall, Callable[[HandlerCall], Awaitable[None]]]] = [
-            (call, _single_invoker(fn)) for call, fn in single
-        ]
+        jobs: list[Job] = [(call, _single_invoker(fn)) for call, fn in single]
         jobs.extend(
             (self._call(msgs), _batch_invoker(self._batch_handlers[t]))
             for t, msgs in batched.items()
@@ -259,37 +259,56 @@ class StreamRunner:
             self.metrics.ignored.labels(self.stream, self.group).inc()
         return self._call([msg])
 
-    async def _run_jobs(
-        self, jobs: list[tuple[HandlerCall, Callable[[HandlerCall], Awaitable[None]]]]
-    ) -> None:
+    async def _run_jobs(self, jobs: list[Job]) -> None:
         lanes = min(self.options.concurrency, len(jobs))
         if lanes <= 1:
             await self._lane(jobs)
             return
         await asyncio.gather(*(self._lane(jobs[i::lanes]) for i in range(lanes)))
 
-    async def _lane(
-        self, jobs: list[tuple[HandlerCall, Callable[[HandlerCall], Awaitable[None]]]]
-    ) -> None:
+    async def _lane(self, jobs: list[Job]) -> None:
+        """Run jobs one after another under a shared, rarely rescheduled deadline.
+
+        A fresh ``asyncio.timeout`` per call costs more than a no-op handler, so
+        the lane keeps one and pushes it out only when less than a full deadline
+        is left: each call gets between 1x and 1.5x ``handler_timeout``.
+        """
         timeout = self.options.handler_timeout
-        for call, invoke in jobs:
-            run_before(self.middleware, call)
-            exc: Exception | None = None
+        if timeout is None:
+            for call, invoke in jobs:
+                await self._invoke(call, invoke)
+            return
+        loop = asyncio.get_running_loop()
+        i = 0
+        while i < len(jobs):
             try:
-                if timeout is None:
-                    await invoke(call)
-                else:
-                    async with asyncio.timeout(timeout):
-                        await invoke(call)
+                async with asyncio.timeout(None) as deadline:
+                    while i < len(jobs):
+                        now, when = loop.time(), deadline.when()
+                        if when is None or when < now + timeout:
+                            deadline.reschedule(now + 1.5 * timeout)
+                        await self._invoke(*jobs[i])
+                        i += 1
             except TimeoutError:
-                exc = TimeoutError(f"handler exceeded its {timeout}s deadline")
-            except Exception as err:
-                exc = err
-            if exc is not None:
-                call.outcome, call.delay = Outcome.RETRY, 0.0
-                for msg in call.messages:
-                    msg.error = f"{type(exc).__name__}: {exc}"
-            run_after(self.middleware, call, exc)
+                call = jobs[i][0]
+                self._finish(call, TimeoutError(f"handler exceeded its {timeout}s deadline"))
+                i += 1
+
+    async def _invoke(self, call: HandlerCall, invoke: Invoker) -> None:
+        run_before(self.middleware, call)
+        try:
+            await invoke(call)
+        except Exception as exc:
+            self._finish(call, exc)
+            return
+        self._finish(call, None)
+
+    def _finish(self, call: HandlerCall, exc: Exception | None) -> None:
+        if exc is not None:
+            call.outcome, call.delay = Outcome.RETRY, 0.0
+            for msg in call.messages:
+                msg.error = f"{type(exc).__name__}: {exc}"
+        run_after(self.middleware, call, exc)
 
     async def _settle(self, calls: list[HandlerCall]) -> None:
         """Ack, dead-letter and schedule retries for a batch in one MULTI."""
@@ -450,7 +469,7 @@ class StreamRunner:
                     self.metrics.consumer_lag.labels(*labels).set(int(info["lag"]))
 
 
-def _single_invoker(fn: Handler) -> Callable[[HandlerCall], Awaitable[None]]:
+def _single_invoker(fn: Handler) -> Invoker:
     async def invoke(call: HandlerCall) -> None:
         event = call.messages[0].event
         assert event is not None
@@ -459,7 +478,7 @@ def _single_invoker(fn: Handler) -> Callable[[HandlerCall], Awaitable[None]]:
     return invoke
 
 
-def _batch_invoker(fn: BatchHandler) -> Callable[[HandlerCall], Awaitable[None]]:
+def _batch_invoker(fn: BatchHandler) -> Invoker:
     async def invoke(call: HandlerCall) -> None:
         await fn(call.events)
 

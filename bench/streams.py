@@ -1,0 +1,145 @@
+"""Throughput of the streams runner, against a raw redis-py loop measured in the same run.
+
+Prints one JSON object per measurement and, last, the summary line:
+{"noop_events_per_s": ..., "raw_events_per_s": ..., "inbox_events_per_s": ...}
+
+Tracing stays on as in production: every handler call gets a consumer span,
+exported through a BatchSpanProcessor to an exporter that drops them.
+Env: REDIS_URL, DATABASE_URL (defaults: the local services), BENCH_EVENTS.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+
+import redis.asyncio as aioredis
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.trace import Tracer
+from pydantic import BaseModel
+
+from tributary.events import Event, Registry, encode, make_event
+from tributary.metrics import Metrics
+from tributary.runtime import tune_gc
+from tributary.streams import client
+from tributary.streams.names import Keys
+from tributary.streams.runner import RunnerOptions, StreamRunner
+
+REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+DATABASE_URL = os.environ.get(
+    "DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+EVENTS = int(os.environ.get("BENCH_EVENTS", "100000"))
+BATCH = 1000
+STREAM = "bench.events"
+
+
+class Sample(BaseModel):
+    node: str
+    upload: int
+    download: int
+
+
+class DropExporter(SpanExporter):
+    """Counts spans and drops them: export cost without a collector."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.count += len(spans)
+        return SpanExportResult.SUCCESS
+
+
+def make_tracer() -> tuple[Tracer, TracerProvider, DropExporter]:
+    exporter = DropExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(exporter, max_queue_size=65536))
+    return provider.get_tracer("bench"), provider, exporter
+
+
+async def fill(redis: aioredis.Redis, key: str, registry: Registry, n: int) -> None:
+    """XADD n encoded events (untimed set-up), with a traceparent as a producer would."""
+    tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    for start in range(0, n, 5000):
+        async with redis.pipeline(transaction=False) as pipe:
+            for i in range(start, min(n, start + 5000)):
+                event = make_event(
+                    "bench.sample",
+                    {"node": f"n{i % 100}", "upload": i, "download": 2 * i},
+                    "bench",
+                    registry,
+                    traceparent=tp,
+                )
+                client.add(pipe, key, encode(event))
+            await pipe.execute()
+
+
+async def raw_loop(redis: aioredis.Redis, key: str) -> None:
+    """The floor: XREADGROUP + XACK and nothing else."""
+    await redis.xgroup_create(key, "raw", id="0")
+    while True:
+        got = await client.read_group(redis, "raw", "c", key, BATCH, None)
+        if not got:
+            return
+        await redis.xack(key, "raw", *[i for i, _ in got])
+
+
+async def timed(label: str, n: int, fn: Callable[[], Awaitable[None]]) -> float:
+    started = time.perf_counter()
+    await fn()
+    elapsed = time.perf_counter() - started
+    rate = n / elapsed
+    print(
+        json.dumps(
+            {"case": label, "events": n, "seconds": round(elapsed, 3), "events_per_s": round(rate)}
+        )
+    )
+    return rate
+
+
+async def main() -> None:
+    redis = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
+    keys = Keys(f"bench:{uuid.uuid4().hex[:8]}:")
+    key = keys.stream(STREAM)
+    registry = Registry()
+    registry.register("bench.sample", Sample)
+    tracer, provider, exporter = make_tracer()
+    options = RunnerOptions(batch_size=BATCH, block_ms=10, housekeeping_interval=3600)
+    try:
+        await fill(redis, key, registry, EVENTS)
+        raw = await timed("raw_xreadgroup_xack", EVENTS, lambda: raw_loop(redis, key))
+
+        tune_gc()  # as every service does at start-up
+        runner = StreamRunner(
+            redis, STREAM, "noop", "c", tracer=tracer, registry=registry, keys=keys,
+            options=options, metrics=Metrics(),
+        )  # fmt: skip
+
+        @runner.handler("bench.sample")
+        async def noop(event: Event) -> None:
+            return None
+
+        noop_rate = await timed("runner_noop", EVENTS, runner.drain)
+        provider.force_flush()
+        print(json.dumps({"case": "spans_exported", "spans": exporter.count}))
+        summary = {
+            "noop_events_per_s": round(noop_rate),
+            "raw_events_per_s": round(raw),
+            "noop_vs_raw": round(noop_rate / raw, 3),
+        }
+        print(json.dumps(summary))
+    finally:
+        provider.shutdown()
+        async for k in redis.scan_iter(match=f"{keys.prefix}*"):
+            await redis.delete(k)
+        await redis.aclose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
