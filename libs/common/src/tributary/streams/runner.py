@@ -19,6 +19,7 @@ Life of an entry (DESIGN.md section 3):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import defaultdict
@@ -28,7 +29,9 @@ from typing import Any
 
 from opentelemetry.trace import Tracer
 from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tributary.errors import MalformedEvent
 from tributary.events import Event, Registry, decode
@@ -48,6 +51,9 @@ from tributary.streams.names import Keys
 from tributary.streams.trim import safe_trim
 
 log = logging.getLogger(__name__)
+
+#: longest pause between attempts to reach Redis again, in seconds
+DEFAULT_RECONNECT_MAX_SECONDS = 5.0
 
 _XAUTOCLAIM_JUSTID = """
 return redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
@@ -115,6 +121,7 @@ class StreamRunner:
         self._handlers: dict[str, Handler] = {}
         self._batch_handlers: dict[str, BatchHandler] = {}
         self._inflight: list[str] = []
+        self._next_housekeeping = 0.0
         # redis-py drops XAUTOCLAIM's cursor and deleted ids when JUSTID is given; a script
         # returns the raw reply
         self._autoclaim = redis.register_script(_XAUTOCLAIM_JUSTID)
@@ -157,23 +164,50 @@ class StreamRunner:
                 raise
 
     async def run(self, stop: asyncio.Event | None = None, *, burst: bool = False) -> None:
-        """Consume until ``stop`` is set; with ``burst``, return once nothing is left to do."""
+        """Consume until ``stop`` is set; with ``burst``, return once nothing is left to do.
+
+        Redis going away is survived: the loop backs off and carries on, and a
+        group that vanished with a non-persistent Redis is created again.
+        """
         stop = stop or asyncio.Event()
-        await self.ensure_group()
         refresher = asyncio.create_task(self._keep_claims_fresh(), name=f"claims:{self.stream}")
-        next_housekeeping = 0.0
+        self._next_housekeeping = 0.0
+        failures, group_ready = 0, False
         try:
             while not stop.is_set():
-                if time.monotonic() >= next_housekeeping:
-                    await self.housekeeping()
-                    next_housekeeping = time.monotonic() + self.options.housekeeping_interval
-                busy = await self._run_due_retries()
-                busy = await self._read_and_handle(0 if busy else self.options.block_ms) or busy
-                if burst and not busy and await self._group_is_empty():
-                    return
+                try:
+                    if not group_ready:
+                        await self.ensure_group()
+                        group_ready = True
+                    if await self._step(burst):
+                        return
+                    failures = 0
+                except (RedisConnectionError, RedisTimeoutError) as exc:
+                    failures += 1
+                    delay = min(DEFAULT_RECONNECT_MAX_SECONDS, 0.05 * 2**failures)
+                    log.warning("redis unavailable on %s (%s); retrying in %.2fs",
+                                self.stream, exc, delay)  # fmt: skip
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), delay)
+                except ResponseError as exc:
+                    if "NOGROUP" not in str(exc):
+                        raise
+                    log.warning(
+                        "group %s of %s vanished; creating it again", self.group, self.stream
+                    )
+                    group_ready = False
         finally:
             refresher.cancel()
             await asyncio.gather(refresher, return_exceptions=True)
+
+    async def _step(self, burst: bool) -> bool:
+        """One round: housekeeping when due, due retries, one read. True: burst is done."""
+        if time.monotonic() >= self._next_housekeeping:
+            await self.housekeeping()
+            self._next_housekeeping = time.monotonic() + self.options.housekeeping_interval
+        busy = await self._run_due_retries()
+        busy = await self._read_and_handle(0 if busy else self.options.block_ms) or busy
+        return burst and not busy and await self._group_is_empty()
 
     async def drain(self, timeout: float = 60.0) -> None:  # noqa: ASYNC109 - a test helper's bound
         """Burst mode for tests: process until the stream and the pending list are empty."""
