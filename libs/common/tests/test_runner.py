@@ -332,3 +332,25 @@ async def test_idle_consumers_without_pending_entries_are_removed(
     await r.housekeeping()
     names = [c["name"] for c in await redis_client.xinfo_consumers(key, "g")]
     assert names == ["busy"]
+
+
+async def test_restarted_consumer_recovers_its_own_pending_entries_at_once(
+    redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry
+) -> None:
+    await Producer(redis_client, tracer, keys).publish_many(
+        [("readings", reading(registry, float(i))) for i in range(5)]
+    )
+    slow_claims = RunnerOptions(block_ms=20, claim_idle_ms=600_000, retry_base=0.01)
+    first = runner(redis_client, keys, tracer, registry, consumer="same", options=slow_claims)
+    await first.ensure_group()
+    # the first life reads everything and dies before acking
+    await client.read_group(redis_client, "g", "same", keys.stream("readings"), 100, None)
+    again = runner(redis_client, keys, tracer, registry, consumer="same", options=slow_claims)
+    got: list[float] = []
+
+    @again.handler("device.read")
+    async def on_reading(event: Event) -> None:
+        got.append(event.payload(Reading).value)
+
+    await again.drain(timeout=10)
+    assert sorted(got) == [0.0, 1.0, 2.0, 3.0, 4.0]
