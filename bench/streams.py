@@ -18,12 +18,16 @@ import uuid
 from collections.abc import Awaitable, Callable, Sequence
 
 import redis.asyncio as aioredis
+import sqlalchemy as sa
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import Tracer
 from pydantic import BaseModel
+from sqlalchemy.orm import Session
 
+from tributary.db import ensure_schema, make_engine, make_sessionmaker
 from tributary.events import Event, Registry, encode, make_event
+from tributary.inbox import aprocess_once, inbox_table
 from tributary.metrics import Metrics
 from tributary.runtime import tune_gc
 from tributary.streams import client
@@ -90,6 +94,51 @@ async def raw_loop(redis: aioredis.Redis, key: str) -> None:
         await redis.xack(key, "raw", *[i for i, _ in got])
 
 
+async def inbox_drain(
+    redis: aioredis.Redis, keys: Keys, registry: Registry, tracer: Tracer
+) -> None:
+    """A batch handler whose effect row and inbox rows commit in one PostgreSQL transaction."""
+    schema = f"bench_{uuid.uuid4().hex[:8]}"
+    engine = make_engine(DATABASE_URL, schema=schema)
+    ensure_schema(engine, schema)
+    metadata = sa.MetaData()
+    inbox_table(metadata)
+    effects = sa.Table(
+        "effects",
+        metadata,
+        sa.Column("event_id", sa.String(64)),
+        sa.Column("upload", sa.BigInteger),
+    )
+    metadata.create_all(engine)
+    sessions = make_sessionmaker(engine)
+    options = RunnerOptions(batch_size=BATCH, block_ms=10, housekeeping_interval=3600)
+    runner = StreamRunner(
+        redis, STREAM, "inbox", "c", tracer=tracer, registry=registry, keys=keys,
+        options=options, metrics=Metrics(),
+    )  # fmt: skip
+
+    @runner.batch_handler("bench.sample")
+    async def record(events: list[Event]) -> None:
+        uploads = {e.id: e.payload(Sample).upload for e in events}
+
+        def write(session: Session, new_ids: set[str]) -> None:
+            session.execute(
+                effects.insert(), [{"event_id": i, "upload": uploads[i]} for i in new_ids]
+            )
+
+        await aprocess_once(sessions, "inbox", list(uploads), write)
+
+    try:
+        await runner.drain(timeout=600)
+        with engine.connect() as conn:
+            written = conn.execute(sa.text("SELECT count(*) FROM effects")).scalar_one()
+        assert written == EVENTS, f"inbox bench wrote {written} of {EVENTS}"
+    finally:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        engine.dispose()
+
+
 async def timed(label: str, n: int, fn: Callable[[], Awaitable[None]]) -> float:
     started = time.perf_counter()
     await fn()
@@ -126,12 +175,28 @@ async def main() -> None:
             return None
 
         noop_rate = await timed("runner_noop", EVENTS, runner.drain)
+        batch_runner = StreamRunner(
+            redis, STREAM, "noop-batch", "c", tracer=tracer, registry=registry, keys=keys,
+            options=options, metrics=Metrics(),
+        )  # fmt: skip
+
+        @batch_runner.batch_handler("bench.sample")
+        async def noop_batch(events: list[Event]) -> None:
+            return None
+
+        batch_rate = await timed("runner_noop_batch_handler", EVENTS, batch_runner.drain)
+        inbox_rate = await timed(
+            "runner_inbox_postgresql", EVENTS, lambda: inbox_drain(redis, keys, registry, tracer)
+        )
         provider.force_flush()
         print(json.dumps({"case": "spans_exported", "spans": exporter.count}))
         summary = {
             "noop_events_per_s": round(noop_rate),
             "raw_events_per_s": round(raw),
+            "inbox_events_per_s": round(inbox_rate),
             "noop_vs_raw": round(noop_rate / raw, 3),
+            "noop_batch_events_per_s": round(batch_rate),
+            "noop_batch_vs_raw": round(batch_rate / raw, 3),
         }
         print(json.dumps(summary))
     finally:

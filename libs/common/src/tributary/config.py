@@ -144,3 +144,12 @@ def settings_table(cls: type[BaseSettings]) -> list[tuple[str, str, str]]:
             default = "" if value is None else str(value)
         rows.append((var, default, field.description or ""))
     return rows
+
+
+def render_settings_table(cls: type[BaseSettings]) -> str:
+    """The Markdown table of ``cls``'s variables, as the README shows it."""
+    lines = ["| variable | default | meaning |", "|---|---|---|"]
+    for var, default, description in settings_table(cls):
+        shown = f"`{default}`" if default else ""
+        lines.append(f"| `{var}` | {shown} | {description} |")
+    return "\n".join(lines)

@@ -80,3 +80,28 @@ def wait_for_db(engine: Engine, timeout: float = DEFAULT_DB_WAIT_SECONDS) -> Non
             log.warning("database not reachable yet, retrying in %.1fs", delay)
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
+
+
+#: PostgreSQL SQLSTATEs of a transaction that lost a race: serialization failure, deadlock
+_PG_RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})
+#: MySQL/MariaDB error codes of the same: deadlock (1213), and MariaDB's "record has
+#: changed since last read" (1020) raised under ``innodb_snapshot_isolation``
+_MYSQL_RETRYABLE_ERRNOS = frozenset({1213, 1020})
+
+
+def is_retryable_conflict(exc: BaseException) -> bool:
+    """True when ``exc`` means "the database rolled this transaction back, run it again".
+
+    Only conflicts between concurrent transactions count (deadlock victim,
+    serialization failure): the whole transaction was undone, so running it
+    again from the start is safe and usually succeeds. Lock wait timeouts are
+    deliberately excluded: they point at something stuck, not at a race.
+    """
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return False
+    orig = exc.orig
+    sqlstate = getattr(orig, "sqlstate", None)
+    if sqlstate is not None:
+        return sqlstate in _PG_RETRYABLE_SQLSTATES
+    args: tuple[object, ...] = getattr(orig, "args", ())
+    return bool(args) and args[0] in _MYSQL_RETRYABLE_ERRNOS

@@ -1,0 +1,42 @@
+"""``python -m tributary``: tools that are not a service's own.
+
+``settings-table [module:Class]`` prints the Markdown configuration table of
+a settings class (default: the settings every service shares); the README's
+tables are produced with it and checked by a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from pydantic_settings import BaseSettings
+
+from tributary.config import ServiceSettings, render_settings_table
+
+
+def _settings_class(path: str | None) -> type[BaseSettings]:
+    if not path:
+        return ServiceSettings
+    module, _, name = path.partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    if not (isinstance(cls, type) and issubclass(cls, BaseSettings)):
+        raise SystemExit(f"{path} is not a settings class")
+    return cls
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tributary")
+    sub = parser.add_subparsers(dest="command", required=True)
+    table = sub.add_parser("settings-table", help="print a settings class as a Markdown table")
+    table.add_argument("settings", nargs="?", help="module:Class (default: shared settings)")
+    args = parser.parse_args(argv)
+    if args.command == "settings-table":
+        print(render_settings_table(_settings_class(args.settings)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

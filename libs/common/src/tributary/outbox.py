@@ -1,0 +1,333 @@
+"""The transactional outbox and its relay (DESIGN.md section 3).
+
+An event that follows a database write is not XADDed by the handler: it is
+written to the ``outbox`` table in the same transaction as the write
+(:func:`add`), and :class:`OutboxRelay` publishes committed rows to their
+streams afterwards. A crash between the commit and the XADD loses nothing:
+the rows are still there for the next relay.
+
+Order: rows go out in ``id`` order, so one transaction's events (and the
+events of transactions that committed one after the other) reach a stream
+in the order they were added. Two transactions committing at the same
+moment have no order between them; the row of the one that commits later
+may go out later even with the lower id.
+
+Delivery is at-least-once. The relay XADDs a batch and then marks it
+published in the transaction that selected it; a crash (or a failed commit)
+between the two publishes the batch again, with the same event ids, and
+consumers drop the duplicates through their inbox.
+
+Like the inbox, the table is schema-free and each service adds it to its own
+metadata and migrations with :func:`outbox_table`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import partial
+from typing import Any, ParamSpec, TypeVar, cast
+
+import sqlalchemy as sa
+from opentelemetry.trace import Tracer
+from redis.asyncio import Redis
+from sqlalchemy import MetaData, Table
+from sqlalchemy.dialects import mysql
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from tributary.db import make_sessionmaker
+from tributary.events import Event, encode
+from tributary.metrics import Metrics
+from tributary.streams.names import Keys
+from tributary.tracing import start_producer_span
+
+log = logging.getLogger(__name__)
+
+TABLE_NAME = "outbox"
+STREAM_MAX_LENGTH = 200
+EVENT_ID_MAX_LENGTH = 64
+DEFAULT_BATCH_SIZE = 500
+#: longest pause between attempts while the database or Redis keeps failing, in seconds
+MAX_ERROR_BACKOFF = 30.0
+
+T = TypeVar("T")
+P = ParamSpec("P")
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def outbox_table(metadata: MetaData) -> Table:
+    """The ``outbox`` table in ``metadata``: one row per event waiting to be (or already) sent."""
+    return Table(
+        TABLE_NAME,
+        metadata,
+        sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=True),
+        sa.Column("stream", sa.String(STREAM_MAX_LENGTH), nullable=False),
+        sa.Column("event_id", sa.String(EVENT_ID_MAX_LENGTH), nullable=False),
+        # the encoded flat hash as JSON; MySQL's TEXT stops at 64 KiB, too little for
+        # a large payload, so MEDIUMTEXT (16 MiB) there
+        sa.Column("fields", sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql"), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False, default=_utcnow),
+        sa.Column("published_at", sa.DateTime(timezone=True), nullable=True),
+        # serves the relay (published_at IS NULL, in id order) and the purge (by age)
+        sa.Index("ix_outbox_published_at_id", "published_at", "id"),
+    )
+
+
+# The statements below only need the table's shape; the schema comes from the connection.
+_OUTBOX = outbox_table(MetaData())
+
+
+def _row(stream: str, event: Event, tracer: Tracer | None) -> dict[str, Any]:
+    if not stream or len(stream) > STREAM_MAX_LENGTH:
+        raise ValueError(f"stream name must be 1..{STREAM_MAX_LENGTH} characters: {stream!r}")
+    if not event.id or len(event.id) > EVENT_ID_MAX_LENGTH:
+        raise ValueError(f"event id must be 1..{EVENT_ID_MAX_LENGTH} characters: {event.id!r}")
+    if tracer is not None:
+        # The send span belongs to the transaction that decides to emit the event (that
+        # is what the trace should show as its cause), not to the relay that copies the
+        # row later; it only needs to exist long enough to give the entry its context.
+        start_producer_span(tracer, stream, event).end()
+    return {
+        "stream": stream,
+        "event_id": event.id,
+        "fields": json.dumps(encode(event), separators=(",", ":")),
+        "created_at": _utcnow(),
+    }
+
+
+def add(session: Session, stream: str, event: Event, tracer: Tracer | None = None) -> None:
+    """Queue ``event`` for ``stream`` (a logical name, no prefix) in the caller's transaction.
+
+    Nothing is sent unless and until the caller commits. With a ``tracer``, a
+    ``send <stream>`` producer span is started under the current span and
+    its context written into the event's ``traceparent``.
+    """
+    session.execute(sa.insert(_OUTBOX).values(_row(stream, event, tracer)))
+
+
+def add_many(
+    session: Session, items: Iterable[tuple[str, Event]], tracer: Tracer | None = None
+) -> None:
+    """:func:`add` for many ``(stream, event)`` pairs, in one round trip."""
+    rows = [_row(stream, event, tracer) for stream, event in items]
+    if rows:
+        session.execute(sa.insert(_OUTBOX), rows)
+
+
+def purge_published(session: Session, older_than: timedelta, now: datetime | None = None) -> int:
+    """Delete rows published more than ``older_than`` ago; returns how many."""
+    cutoff = (now or _utcnow()) - older_than
+    stmt = sa.delete(_OUTBOX).where(_OUTBOX.c.published_at < cutoff)
+    return int(cast("sa.CursorResult[Any]", session.execute(stmt)).rowcount)
+
+
+def count_unpublished(session: Session) -> int:
+    stmt = sa.select(sa.func.count()).select_from(_OUTBOX).where(_OUTBOX.c.published_at.is_(None))
+    return int(session.execute(stmt).scalar_one())
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    stream: str
+    fields: dict[str, str]
+
+
+class OutboxRelay:
+    """Publishes committed outbox rows to their streams, oldest first.
+
+    Run one per service process (:meth:`run`), or call :meth:`relay_once`
+    from a ``once`` cycle. Several relays on the same table are safe: they
+    take turns (see :meth:`_lock_batch`).
+    """
+
+    def __init__(
+        self,
+        engine_or_sessionmaker: Engine | sessionmaker[Session],
+        redis: Redis,
+        keys: Keys,
+        metrics: Metrics | None = None,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        schema_label: str = "",
+    ) -> None:
+        if isinstance(engine_or_sessionmaker, Engine):
+            engine_or_sessionmaker = make_sessionmaker(engine_or_sessionmaker)
+        if batch_size < 1:
+            raise ValueError("batch_size must be at least 1")
+        self._sessionmaker = engine_or_sessionmaker
+        self._redis = redis
+        self._keys = keys
+        self._metrics = metrics
+        self.batch_size = batch_size
+        self.schema_label = schema_label
+        # A relay cycle keeps one transaction open across the await of the XADDs. All of
+        # its database calls go to this single thread, so a cycle cancelled while a call is
+        # still running cannot have its session closed under it from another thread: the
+        # close queues up behind the running call.
+        self._db_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="outbox-relay")
+        # one cycle at a time: a second cycle of the same relay would wait in the database
+        # for the first one's row locks while holding the only database thread
+        self._cycle = asyncio.Lock()
+        self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def _db(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        return await asyncio.get_running_loop().run_in_executor(
+            self._db_thread, partial(fn, *args, **kwargs)
+        )
+
+    async def relay_once(self) -> int:
+        """Publish up to ``batch_size`` unpublished rows in id order; returns how many."""
+        async with self._cycle:
+            session = self._sessionmaker()
+            try:
+                rows = await self._db(self._lock_batch, session)
+                if rows:
+                    await self._publish(rows)
+                    await self._db(self._mark_published, session, rows)
+            except BaseException:
+                # rolls back, after any call still in flight (not at all once closed)
+                with suppress(RuntimeError):
+                    self._db_thread.submit(session.close)
+                raise
+            await self._db(session.close)
+        if self._metrics is not None:
+            await self.backlog()
+        return len(rows)
+
+    def _lock_batch(self, session: Session) -> list[OutboxRow]:
+        """Select and lock the oldest unpublished rows.
+
+        Plain ``FOR UPDATE``, not ``SKIP LOCKED``: a second relay waits for the
+        first one's batch to be published and committed, then finds those rows
+        published and takes the next ones. With ``SKIP LOCKED`` it would jump
+        ahead and could XADD later events of a stream before earlier ones.
+
+        READ COMMITTED: on MySQL/MariaDB the default REPEATABLE READ would also
+        gap-lock the end of the index range, making every transaction that adds
+        to the outbox wait for the relay's XADDs. (It is PostgreSQL's default.)
+        """
+        session.connection(execution_options={"isolation_level": "READ COMMITTED"})
+        stmt = (
+            sa.select(_OUTBOX.c.id, _OUTBOX.c.stream, _OUTBOX.c.fields)
+            .where(_OUTBOX.c.published_at.is_(None))
+            .order_by(_OUTBOX.c.id)
+            .limit(self.batch_size)
+            .with_for_update()
+        )
+        return [
+            OutboxRow(id=row.id, stream=row.stream, fields=json.loads(row.fields))
+            for row in session.execute(stmt)
+        ]
+
+    async def _publish(self, rows: list[OutboxRow]) -> None:
+        """XADD the batch in one round trip, in id order (a pipeline keeps the order)."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for row in rows:
+                pipe.xadd(self._keys.stream(row.stream), row.fields)  # type: ignore[arg-type]
+            await pipe.execute()
+        if self._metrics is not None:
+            for row in rows:
+                self._metrics.published.labels(row.stream).inc()
+
+    def _mark_published(self, session: Session, rows: list[OutboxRow]) -> None:
+        """Mark the batch published and commit, releasing the row locks.
+
+        If this fails after the XADDs, the rows stay unpublished and are sent
+        again by the next cycle: at-least-once, deduplicated by event id.
+        """
+        session.execute(
+            sa.update(_OUTBOX)
+            .where(_OUTBOX.c.id.in_([row.id for row in rows]))
+            .values(published_at=_utcnow())
+        )
+        session.commit()
+
+    def _count(self) -> int:
+        with self._sessionmaker() as session:
+            return count_unpublished(session)
+
+    async def backlog(self) -> int:
+        """Rows not yet published (also sets the ``outbox_backlog`` gauge)."""
+        count: int = await asyncio.to_thread(self._count)
+        if self._metrics is not None:
+            self._metrics.outbox_backlog.labels(self.schema_label).set(count)
+        return count
+
+    def _purge(self, older_than: timedelta) -> int:
+        with self._sessionmaker.begin() as session:
+            return purge_published(session, older_than)
+
+    async def purge_published(self, older_than: timedelta) -> int:
+        """Delete rows published more than ``older_than`` ago; returns how many."""
+        deleted: int = await asyncio.to_thread(self._purge, older_than)
+        return deleted
+
+    def wake(self) -> None:
+        """Publish promptly: call after committing outbox rows. Safe from any thread."""
+        loop = self._loop
+        if loop is None or _running_loop() is loop:
+            self._wake.set()
+        else:
+            loop.call_soon_threadsafe(self._wake.set)
+
+    async def _pause(self, stop: asyncio.Event, seconds: float) -> None:
+        """Sleep up to ``seconds``, ending early on ``stop`` or :meth:`wake`."""
+        waiters = {asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())}
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
+    async def run(self, stop: asyncio.Event, idle_interval: float = 0.5) -> None:
+        """Relay until ``stop`` is set, then publish one last batch.
+
+        Back to back while there is work; when a cycle finds nothing it waits
+        ``idle_interval`` (or until :meth:`wake`). Failures (database or Redis
+        down) are logged and retried with a growing pause; they never end the
+        loop.
+        """
+        self._loop = asyncio.get_running_loop()
+        failures = 0
+        while not stop.is_set():
+            self._wake.clear()  # a wake() during the cycle below is kept for the pause after
+            try:
+                published = await self.relay_once()
+                failures = 0
+            except Exception:
+                failures += 1
+                log.exception("outbox relay cycle failed (%d in a row)", failures)
+                await self._pause(stop, min(idle_interval * 2**failures, MAX_ERROR_BACKOFF))
+                continue
+            if published == 0:
+                await self._pause(stop, idle_interval)
+        await self._final_batch()
+
+    async def _final_batch(self) -> None:
+        """On shutdown, send what was committed just before it (best effort: rows are safe)."""
+        try:
+            await self.relay_once()
+        except Exception:
+            log.warning("outbox relay could not flush on shutdown", exc_info=True)
+
+    def close(self) -> None:
+        """Let the database thread end once its queued work is done."""
+        self._db_thread.shutdown(wait=False)
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None

@@ -1,0 +1,324 @@
+"""One process of a service: resources built once, consumers, leader-only schedulers,
+the outbox relay and the HTTP surface, all stopped cleanly on SIGTERM/SIGINT.
+
+A service describes itself with a :class:`Service` (name, settings class,
+schema, migrations, event registry) and a ``build`` function that returns its
+:class:`Components` given the shared :class:`Resources`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import redis.asyncio as aioredis
+from fastapi import APIRouter
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from tributary.config import ServiceSettings
+from tributary.db import make_engine, make_sessionmaker, wait_for_db
+from tributary.events import Registry
+from tributary.http import (
+    HttpServer,
+    ReadinessCheck,
+    create_app,
+    database_check,
+    migrations_check,
+    redis_check,
+)
+from tributary.leases import Lease, run_as_leader
+from tributary.logs import configure_logging
+from tributary.metrics import Metrics
+from tributary.outbox import OutboxRelay
+from tributary.runtime import tune_gc
+from tributary.streams.names import Keys
+from tributary.streams.producer import Producer
+from tributary.streams.runner import RunnerOptions, StreamRunner
+from tributary.telemetry import Telemetry, setup_telemetry
+
+log = logging.getLogger(__name__)
+
+Job = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class Periodic:
+    """A job run every ``interval`` seconds; by default on the lease holder only."""
+
+    name: str
+    interval: float
+    job: Job
+    leader_only: bool = True
+
+
+@dataclass
+class Components:
+    """What a service runs in its process."""
+
+    runners: Sequence[StreamRunner] = ()
+    periodic: Sequence[Periodic] = ()
+    routers: Sequence[APIRouter] = ()
+    checks: Sequence[ReadinessCheck] = ()
+    #: extra long-running tasks: ``async def task(stop)``
+    tasks: Sequence[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = ()
+    #: run before exit, after consumers stopped (e.g. a final flush)
+    on_shutdown: Sequence[Job] = ()
+    uses_outbox: bool = False
+
+
+@dataclass
+class Resources:
+    """Everything built once at start-up and handed to the service explicitly."""
+
+    settings: ServiceSettings
+    service: Service
+    redis: aioredis.Redis
+    engine: Engine
+    sessions: sessionmaker[Session]
+    telemetry: Telemetry
+    metrics: Metrics
+    keys: Keys
+    producer: Producer
+    consumer_name: str
+    #: publishes the service's outbox; call ``relay.wake()`` after committing outbox rows
+    relay: OutboxRelay
+
+    def runner(self, stream: str, options: RunnerOptions | None = None) -> StreamRunner:
+        """A runner of ``stream`` in the service's consumer group, as this replica."""
+        s = self.settings
+        return StreamRunner(
+            self.redis,
+            stream,
+            self.service.name,
+            self.consumer_name,
+            tracer=self.telemetry.tracer,
+            registry=self.service.registry,
+            metrics=self.metrics,
+            keys=self.keys,
+            options=options or RunnerOptions(max_deliveries=s.max_deliveries),
+        )
+
+    def lease(self, name: str, ttl: float | None = None) -> Lease:
+        kwargs = {} if ttl is None else {"ttl": ttl}
+        return Lease(
+            self.redis, self.keys, f"{self.service.name}:{name}", metrics=self.metrics, **kwargs
+        )
+
+
+@dataclass
+class Service:
+    name: str
+    settings_class: type[ServiceSettings]
+    build: Callable[[Resources], Components]
+    registry: Registry = field(default_factory=Registry)
+    #: PostgreSQL schema of the service's tables (None: the database in the URL)
+    schema: str | None = None
+    #: Alembic script folder (None: the service has no tables)
+    migrations: Path | None = None
+    #: one cycle of the service's work, for ``once`` (cron / CronJob)
+    once: Callable[[Resources, Components], Awaitable[None]] | None = None
+
+    @property
+    def version_table(self) -> str:
+        return f"alembic_version_{self.name}"
+
+
+def default_consumer_name(settings: ServiceSettings, slot: int = 0) -> str:
+    """Stable per replica: the host (pod) name plus a slot, never a fresh uuid."""
+    base = settings.consumer_name or socket.gethostname()
+    return base if slot == 0 else f"{base}-{slot}"
+
+
+def migrate(service: Service, engine: Engine) -> None:
+    """Apply the service's migrations (idempotent)."""
+    if service.migrations is None:
+        return
+    from tributary.migrate import run_migrations
+
+    # run_migrations creates the schema itself, under its migration lock
+    run_migrations(engine, service.migrations, service.schema, service.version_table)
+
+
+def _migrations_applied(service: Service, engine: Engine) -> Callable[[], bool]:
+    def applied() -> bool:
+        if service.migrations is None:
+            return True
+        from tributary.migrate import is_up_to_date
+
+        return bool(
+            is_up_to_date(engine, service.migrations, service.schema, service.version_table)
+        )
+
+    return applied
+
+
+async def open_resources(service: Service, settings: ServiceSettings) -> Resources:
+    """Connect to Redis and the database (bounded wait) and build the shared objects."""
+    telemetry = setup_telemetry(service.name, settings.otel_exporter_otlp_endpoint, set_global=True)
+    telemetry.instrument_redis()
+    telemetry.instrument_httpx()
+    redis = aioredis.Redis.from_url(settings.redis_url.get_secret_value(), decode_responses=True)
+    engine = make_engine(settings.database_url, schema=service.schema)
+    telemetry.instrument_engine(engine)
+    await asyncio.to_thread(wait_for_db, engine)
+    metrics = Metrics()
+    keys = Keys(settings.stream_prefix)
+    return Resources(
+        settings=settings,
+        service=service,
+        redis=redis,
+        engine=engine,
+        sessions=make_sessionmaker(engine),
+        telemetry=telemetry,
+        metrics=metrics,
+        keys=keys,
+        producer=Producer(redis, telemetry.tracer, keys, metrics),
+        consumer_name=default_consumer_name(settings),
+        relay=OutboxRelay(
+            engine, redis, keys, metrics, schema_label=service.schema or service.name
+        ),
+    )
+
+
+async def close_resources(res: Resources) -> None:
+    res.relay.close()
+    await res.redis.aclose()
+    res.engine.dispose()
+    res.telemetry.shutdown()
+
+
+async def _periodic_loop(periodic: Periodic, stop: asyncio.Event) -> None:
+    """A job on every replica (not leader-only), every ``interval`` seconds."""
+    while not stop.is_set():
+        try:
+            await periodic.job()
+        except Exception:
+            log.exception("periodic job %s failed", periodic.name)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), periodic.interval)
+
+
+def _tasks(res: Resources, parts: Components, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+    tasks = [asyncio.create_task(r.run(stop), name=f"consume:{r.stream}") for r in parts.runners]
+    for p in parts.periodic:
+        coro = (
+            run_as_leader(res.lease(p.name), p.interval, p.job, stop)
+            if p.leader_only
+            else _periodic_loop(p, stop)
+        )
+        tasks.append(asyncio.create_task(coro, name=f"periodic:{p.name}"))
+    tasks.extend(asyncio.create_task(t(stop), name="task") for t in parts.tasks)
+    if parts.uses_outbox:
+        tasks.append(asyncio.create_task(res.relay.run(stop), name="outbox-relay"))
+    return tasks
+
+
+def _http_app(res: Resources, parts: Components) -> HttpServer:
+    checks = [
+        redis_check(res.redis),
+        database_check(res.engine),
+        migrations_check(_migrations_applied(res.service, res.engine)),
+        *parts.checks,
+    ]
+    app = create_app(res.service.name, res.metrics, checks, parts.routers)
+    res.telemetry.instrument_app(app)
+    return HttpServer(app, "0.0.0.0", res.settings.http_port)
+
+
+async def _stop_all(tasks: list[asyncio.Task[None]], bound: float) -> None:
+    """Wait for tasks to finish on their own, then cancel whatever is left."""
+    if not tasks:
+        return
+    done, pending = await asyncio.wait(tasks, timeout=bound)
+    for task in pending:
+        log.warning("task %s did not stop within %.0fs; cancelling it", task.get_name(), bound)
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    for task in done:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("task %s failed", task.get_name(), exc_info=task.exception())
+
+
+def install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+async def run_service(
+    service: Service,
+    settings: ServiceSettings,
+    stop: asyncio.Event | None = None,
+    *,
+    apply_migrations: bool = True,
+) -> None:
+    """Run until SIGTERM/SIGINT (or ``stop``): then stop reading, finish in-flight work
+    within ``SHUTDOWN_TIMEOUT_SECONDS``, flush the outbox and telemetry, return."""
+    configure_logging(settings.log_level, service.name)
+    stop = stop or asyncio.Event()
+    install_signal_handlers(stop)
+    res = await open_resources(service, settings)
+    try:
+        if apply_migrations:
+            await asyncio.to_thread(migrate, service, res.engine)
+        parts = service.build(res)
+        tune_gc()
+        http = _http_app(res, parts) if settings.http_port else None
+        if http is not None:
+            await http.start()
+        tasks = _tasks(res, parts, stop)
+        log.info("%s running as consumer %s", service.name, res.consumer_name)
+        await _wait_for_stop_or_crash(stop, tasks)
+        stop.set()
+        await _stop_all(tasks, settings.shutdown_timeout_seconds)
+        for hook in parts.on_shutdown:
+            await asyncio.wait_for(hook(), settings.shutdown_timeout_seconds)
+        if http is not None:
+            await http.stop()
+        log.info("%s stopped", service.name)
+    finally:
+        await close_resources(res)
+
+
+async def _wait_for_stop_or_crash(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
+    """Return on stop, or as soon as a task ends with an error (logged; the rest stop too)."""
+    stopper: asyncio.Task[Any] = asyncio.create_task(stop.wait())
+    pending: set[asyncio.Task[Any]] = {stopper, *tasks}
+    while not stop.is_set():
+        done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+        failed = [t for t in done if t is not stopper and not t.cancelled() and t.exception()]
+        if failed:
+            log.error("a task failed; stopping the service", exc_info=failed[0].exception())
+            break
+        if not pending - {stopper}:
+            break
+    stopper.cancel()
+
+
+async def run_once(service: Service, settings: ServiceSettings) -> None:
+    """One cycle of the service's work, then exit (cron/CronJob friendly)."""
+    configure_logging(settings.log_level, service.name)
+    res = await open_resources(service, settings)
+    try:
+        await asyncio.to_thread(migrate, service, res.engine)
+        parts = service.build(res)
+        if service.once is not None:
+            await service.once(res, parts)
+        else:
+            for runner in parts.runners:
+                await runner.run(burst=True)
+            for p in parts.periodic:
+                await p.job()
+        if parts.uses_outbox:
+            while await res.relay.relay_once():
+                pass
+    finally:
+        await close_resources(res)

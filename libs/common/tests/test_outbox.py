@@ -1,0 +1,388 @@
+"""Outbox and relay, on PostgreSQL and MySQL/MariaDB, with real Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import cast
+
+import pytest
+import redis.asyncio as aioredis
+import sqlalchemy as sa
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from tributary import outbox
+from tributary.db import make_engine, make_sessionmaker
+from tributary.events import Event, decode
+from tributary.metrics import Metrics
+from tributary.outbox import OutboxRelay, OutboxRow, outbox_table
+from tributary.streams.names import Keys
+from tributary.tracing import parse_traceparent
+
+FLUSHED = "traffic.flushed"
+AGGREGATED = "usage.aggregated"
+
+metadata = sa.MetaData()
+table = outbox_table(metadata)
+
+
+@pytest.fixture(params=["postgresql", "mysql"])
+def db_url(request: pytest.FixtureRequest) -> tuple[str, str | None]:
+    """(URL, schema) of a throwaway PostgreSQL schema or MySQL database."""
+    if request.param == "postgresql":
+        return request.getfixturevalue("postgres_url"), request.getfixturevalue("pg_schema")
+    return request.getfixturevalue("mysql_database_url"), None
+
+
+@pytest.fixture
+def engine(db_url: tuple[str, str | None]) -> Iterator[Engine]:
+    eng = make_engine(db_url[0], schema=db_url[1])
+    metadata.create_all(eng)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture
+def sm(engine: Engine) -> sessionmaker[Session]:
+    return make_sessionmaker(engine)
+
+
+@pytest.fixture
+def make_relay(redis_client: aioredis.Redis, keys: Keys) -> Iterator[Callable[..., OutboxRelay]]:
+    made: list[OutboxRelay] = []
+
+    def make(target: Engine | sessionmaker[Session], **kwargs: object) -> OutboxRelay:
+        cls = kwargs.pop("cls", OutboxRelay)
+        assert isinstance(cls, type)
+        relay: OutboxRelay = cls(target, redis_client, keys, **kwargs)
+        made.append(relay)
+        return relay
+
+    yield make
+    for relay in made:
+        relay.close()
+
+
+def event(n: int, event_id: str | None = None) -> Event:
+    made = Event(type=FLUSHED, data={"node": f"n{n}", "total": n}, source="traffic_sync")
+    if event_id is not None:
+        made.id = event_id
+    return made
+
+
+async def entries(redis_client: aioredis.Redis, keys: Keys, stream: str) -> list[dict[str, str]]:
+    found = await redis_client.xrange(keys.stream(stream))
+    return [cast("dict[str, str]", fields) for _, fields in found or []]
+
+
+def unpublished(engine: Engine) -> int:
+    with engine.connect() as conn:
+        query = sa.select(sa.func.count()).where(table.c.published_at.is_(None))
+        return int(conn.execute(query).scalar_one())
+
+
+def backlog(metrics: Metrics) -> float | None:
+    return metrics.registry.get_sample_value("tributary_outbox_backlog", {"schema": "traffic"})
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not reached before the deadline")
+        await asyncio.sleep(0.01)
+
+
+async def test_rolled_back_add_publishes_nothing(
+    sm: sessionmaker[Session],
+    make_relay: Callable[..., OutboxRelay],
+    redis_client: aioredis.Redis,
+    keys: Keys,
+) -> None:
+    with sm() as session, session.begin():
+        outbox.add(session, FLUSHED, event(1))
+        session.rollback()
+    relay = make_relay(sm)
+    assert await relay.relay_once() == 0
+    assert await redis_client.exists(keys.stream(FLUSHED)) == 0
+
+
+async def test_committed_events_are_published_in_order(
+    engine: Engine,
+    sm: sessionmaker[Session],
+    make_relay: Callable[..., OutboxRelay],
+    redis_client: aioredis.Redis,
+    keys: Keys,
+) -> None:
+    flushed = [event(n) for n in range(5)]
+    aggregated = [
+        Event(type=AGGREGATED, data={"merchant": "m", "value": n}, source="aggregation")
+        for n in range(3)
+    ]
+    with sm.begin() as session:
+        for n in range(5):
+            outbox.add(session, FLUSHED, flushed[n])
+            if n < 3:
+                outbox.add(session, AGGREGATED, aggregated[n])
+    relay = make_relay(engine)
+    assert await relay.relay_once() == 8
+    assert [decode(f) for f in await entries(redis_client, keys, FLUSHED)] == flushed
+    assert [decode(f) for f in await entries(redis_client, keys, AGGREGATED)] == aggregated
+    assert unpublished(engine) == 0
+    assert await relay.relay_once() == 0
+    assert len(await entries(redis_client, keys, FLUSHED)) == 5
+
+
+async def test_add_many_and_batches_keep_the_order(
+    engine: Engine,
+    sm: sessionmaker[Session],
+    make_relay: Callable[..., OutboxRelay],
+    redis_client: aioredis.Redis,
+    keys: Keys,
+) -> None:
+    events = [event(n) for n in range(7)]
+    with sm.begin() as session:
+        outbox.add_many(session, [(FLUSHED, e) for e in events])
+    metrics = Metrics()
+    relay = make_relay(sm, batch_size=3, metrics=metrics, schema_label="traffic")
+    assert await relay.relay_once() == 3
+    assert backlog(metrics) == 4
+    assert [await relay.relay_once(), await relay.relay_once()] == [3, 1]
+    assert backlog(metrics) == 0
+    assert (
+        metrics.registry.get_sample_value("tributary_events_published_total", {"stream": FLUSHED})
+        == 7
+    )
+    published = [decode(f).id for f in await entries(redis_client, keys, FLUSHED)]
+    assert published == [e.id for e in events]
+
+
+async def test_crash_between_commit_and_publish_still_publishes(
+    db_url: tuple[str, str | None],
+    engine: Engine,
+    make_relay: Callable[..., OutboxRelay],
+    redis_client: aioredis.Redis,
+    keys: Keys,
+) -> None:
+    events = [event(n) for n in range(3)]
+    with make_sessionmaker(engine).begin() as session:
+        outbox.add_many(session, [(FLUSHED, e) for e in events])
+    engine.dispose()  # the process that committed dies before any relay ran
+
+    restarted = make_engine(db_url[0], schema=db_url[1])
+    try:
+        assert await make_relay(restarted).relay_once() == 3
+    finally:
+        restarted.dispose()
+    assert [decode(f) for f in await entries(redis_client, keys, FLUSHED)] == events
+
+
+class CrashAfterXadd(OutboxRelay):
+    """Dies once between the XADDs and the commit that marks them published."""
+
+    crashed = False
+
+    def _mark_published(self, session: Session, rows: list[OutboxRow]) -> None:
+        if not self.crashed:
+            self.crashed = True
+            raise ConnectionError("simulated crash after XADD")
+        super()._mark_published(session, rows)
+
+
+async def test_crash_after_xadd_before_marking_publishes_again(
+    engine: Engine,
+    sm: sessionmaker[Session],
+    make_relay: Callable[..., OutboxRelay],
+    redis_client: aioredis.Redis,
+    keys: Keys,
+) -> None:
+    """At-least-once: the batch goes out twice with the same event ids; consumers dedupe."""
+    events = [event(n) for n in range(3)]
+    with sm.begin() as session:
+        outbox.add_many(session, [(FLUSHED, e) for e in events])
+    relay = make_relay(sm, cls=CrashAfterXadd)
+    with pytest.raises(ConnectionError):
+        await relay.relay_once()
+    assert len(await entries(redis_client, keys, FLUSHED)) == 3
+    assert unpublished(engine) == 3  # the marking rolled back with the crash
+
+    assert await relay.relay_once() == 3
+    ids = [decode(f).id for f in await entries(redis_client, keys, FLUSHED)]
+    assert ids == [e.id for e in events] * 2
+    assert unpublished(engine) == 0
+
+
+async def test_traceparent_of_the_span_active_at_add_is_carried(
+    sm: sessionmaker[Session],
+    make_relay: Callable[..., OutboxRelay],
+    redis_client: aioredis.Redis,
+    keys: Keys,
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    with tracer.start_as_current_span("handle reading") as parent, sm.begin() as session:
+        outbox.add(session, FLUSHED, event(1), tracer=tracer)
+    await make_relay(sm).relay_once()
+
+    (fields,) = await entries(redis_client, keys, FLUSHED)
+    carried = parse_traceparent(fields["traceparent"])
+    assert carried is not None
+    (send,) = [s for s in exporter.get_finished_spans() if s.name == f"send {FLUSHED}"]
+    assert send.kind is SpanKind.PRODUCER
+    assert send.parent is not None
+    assert send.parent.span_id == parent.get_span_context().span_id
+    assert carried.trace_id == parent.get_span_context().trace_id
+    assert carried.span_id == send.context.span_id
+    provider.shutdown()
+
+
+async def test_run_publishes_on_wake_and_stops_promptly(
+    sm: sessionmaker[Session],
+    make_relay: Callable[..., OutboxRelay],
+    redis_client: aioredis.Redis,
+    keys: Keys,
+) -> None:
+    relay = make_relay(sm)
+    stop = asyncio.Event()
+    # idle for longer than the test's deadlines: only wake() can explain a prompt publish
+    task = asyncio.create_task(relay.run(stop, idle_interval=60))
+
+    async def published(n: int) -> bool:
+        return len(await entries(redis_client, keys, FLUSHED)) == n
+
+    with sm.begin() as session:
+        outbox.add(session, FLUSHED, event(1))
+    relay.wake()
+    await eventually(lambda: published(1))
+
+    with sm.begin() as session:
+        outbox.add(session, FLUSHED, event(2))
+    await asyncio.to_thread(relay.wake)  # e.g. from a handler's worker thread
+    await eventually(lambda: published(2))
+
+    stop.set()
+    await asyncio.wait_for(task, timeout=10)
+
+
+async def test_run_flushes_on_stop(
+    sm: sessionmaker[Session],
+    make_relay: Callable[..., OutboxRelay],
+    redis_client: aioredis.Redis,
+    keys: Keys,
+) -> None:
+    stop = asyncio.Event()
+    stop.set()
+    with sm.begin() as session:
+        outbox.add(session, FLUSHED, event(1))
+    await asyncio.wait_for(make_relay(sm).run(stop), timeout=10)
+    assert len(await entries(redis_client, keys, FLUSHED)) == 1
+
+
+async def test_run_survives_a_failing_cycle(
+    sm: sessionmaker[Session],
+    make_relay: Callable[..., OutboxRelay],
+    redis_client: aioredis.Redis,
+    keys: Keys,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with sm.begin() as session:
+        outbox.add(session, FLUSHED, event(1))
+    relay = make_relay(sm, cls=CrashAfterXadd)
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop, idle_interval=0.01))
+
+    async def marked() -> bool:
+        return await relay.backlog() == 0
+
+    await eventually(marked)
+    stop.set()
+    await asyncio.wait_for(task, timeout=10)
+    assert "outbox relay cycle failed" in caplog.text
+    assert len(await entries(redis_client, keys, FLUSHED)) == 2  # once before the crash
+
+
+async def test_two_relays_take_turns_and_keep_the_order(
+    engine: Engine,
+    sm: sessionmaker[Session],
+    make_relay: Callable[..., OutboxRelay],
+    redis_client: aioredis.Redis,
+    keys: Keys,
+) -> None:
+    events = [event(n) for n in range(200)]
+    with sm.begin() as session:
+        outbox.add_many(session, [(FLUSHED, e) for e in events])
+    relays = [make_relay(engine, batch_size=15), make_relay(engine, batch_size=15)]
+
+    async def drain(relay: OutboxRelay) -> None:
+        while await relay.relay_once():
+            pass
+
+    await asyncio.wait_for(asyncio.gather(*(drain(r) for r in relays)), timeout=60)
+    published = [decode(f).id for f in await entries(redis_client, keys, FLUSHED)]
+    assert published == [e.id for e in events]  # each once (no crash), in order
+    assert unpublished(engine) == 0
+
+
+def add_with_short_lock_wait(sm: sessionmaker[Session]) -> None:
+    with sm() as session, session.begin():
+        if session.connection().dialect.name == "postgresql":
+            session.execute(sa.text("SET LOCAL lock_timeout = '2s'"))
+        else:
+            session.execute(sa.text("SET SESSION innodb_lock_wait_timeout = 2"))
+        outbox.add(session, FLUSHED, event(99))
+
+
+class AddsWhilePublishing(OutboxRelay):
+    """Commits a new outbox row while its own batch is locked and being sent."""
+
+    async def _publish(self, rows: list[OutboxRow]) -> None:
+        await asyncio.to_thread(add_with_short_lock_wait, self._sessionmaker)
+        await super()._publish(rows)
+
+
+async def test_adding_is_not_blocked_while_a_relay_holds_its_batch(
+    engine: Engine, sm: sessionmaker[Session], make_relay: Callable[..., OutboxRelay]
+) -> None:
+    """Producers must not wait for the relay's XADDs (MySQL's gap locks under REPEATABLE READ
+    would make them: the relay reads at READ COMMITTED)."""
+    with sm.begin() as session:
+        outbox.add(session, FLUSHED, event(1))
+    relay = make_relay(sm, cls=AddsWhilePublishing)
+    assert await relay.relay_once() == 1  # would raise a lock wait timeout otherwise
+    assert unpublished(engine) == 1
+
+
+async def test_purge_published_deletes_old_published_rows_only(
+    engine: Engine, sm: sessionmaker[Session], make_relay: Callable[..., OutboxRelay]
+) -> None:
+    with sm.begin() as session:
+        outbox.add_many(session, [(FLUSHED, event(n)) for n in range(3)])
+    relay = make_relay(sm, batch_size=2)
+    await relay.relay_once()
+    with sm.begin() as session:
+        session.execute(
+            sa.update(table)
+            .where(table.c.published_at.is_not(None))
+            .values(published_at=datetime.now(UTC) - timedelta(days=10))
+        )
+    assert await relay.purge_published(timedelta(days=30)) == 0
+    assert await relay.purge_published(timedelta(days=7)) == 2
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one() == 1
+
+
+def test_add_refuses_names_that_do_not_fit(sm: sessionmaker[Session]) -> None:
+    with sm() as session, session.begin():
+        with pytest.raises(ValueError, match="stream name"):
+            outbox.add(session, "s" * 201, event(1))
+        with pytest.raises(ValueError, match="event id"):
+            outbox.add(session, FLUSHED, event(1, event_id="x" * 65))

@@ -1,0 +1,202 @@
+"""Whole-process guarantees: SIGKILL mid-batch, SIGTERM mid-run, start-up config errors.
+
+The sample service (tributary.testing.sample_service) runs as a real
+subprocess against the real Redis and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+import sqlalchemy as sa
+from opentelemetry.trace import NoOpTracer
+from sqlalchemy.engine import Engine
+
+from tributary.events import make_event
+from tributary.streams.names import Keys
+from tributary.streams.producer import Producer
+from tributary.testing.sample_service import EVENT_TYPE, STREAM
+
+EVENTS = 10_000
+KILLS = 5
+
+
+def publish(redis_url: str, keys: Keys, n: int) -> list[str]:
+    async def go() -> list[str]:
+        client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        producer = Producer(client, NoOpTracer(), keys)
+        ids: list[str] = []
+        for start in range(0, n, 1000):
+            events = [
+                make_event(EVENT_TYPE, {"n": i}, "test") for i in range(start, min(n, start + 1000))
+            ]
+            await producer.publish_many([(STREAM, e) for e in events])
+            ids.extend(e.id for e in events)
+        await client.aclose()
+        return ids
+
+    return asyncio.run(go())
+
+
+@pytest.fixture
+def service_env(redis_url: str, postgres_url: str, pg_schema: str, keys: Keys) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAMPLE_", "OTEL_"))}
+    env.update(
+        REDIS_URL=redis_url,
+        DATABASE_URL=postgres_url,
+        STREAM_PREFIX=keys.prefix,
+        SAMPLE_SCHEMA=pg_schema,
+        HTTP_PORT="0",
+        CONSUMER_NAME="sample-0",
+        SHUTDOWN_TIMEOUT_SECONDS="10",
+        LOG_LEVEL="WARNING",
+    )
+    return env
+
+
+@pytest.fixture
+def start(service_env: dict[str, str]) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def launch(*args: str, **extra_env: str) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tributary.testing.sample_service", *(args or ("run",))],
+            env={**service_env, **extra_env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        procs.append(proc)
+        return proc
+
+    yield launch
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        proc.communicate()
+
+
+def effects(engine: Engine) -> tuple[int, int]:
+    """(rows, distinct event ids) in the effects table (0, 0 before it exists)."""
+    with engine.connect() as conn:
+        if not sa.inspect(conn).has_table("effects"):
+            return 0, 0
+        row = conn.execute(sa.text("SELECT count(*), count(DISTINCT event_id) FROM effects")).one()
+        return int(row[0]), int(row[1])
+
+
+def wait_until(
+    condition: Callable[[], bool], proc: subprocess.Popen[bytes], seconds: float
+) -> None:
+    """Poll ``condition`` until it holds; fail early if the process died."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if proc.poll() is not None:
+            _, err = proc.communicate()
+            pytest.fail(f"service exited with {proc.returncode}: {err.decode()[-2000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {seconds}s")
+        time.sleep(0.02)
+
+
+def pending(redis_url: str, keys: Keys) -> int:
+    client = redis.Redis.from_url(redis_url)
+    try:
+        return int(client.xpending(keys.stream(STREAM), "sample")["pending"])
+    finally:
+        client.close()
+
+
+@pytest.mark.slow
+def test_sigkill_mid_batch_repeatedly_leaves_exactly_one_effect_per_event(
+    start: Callable[..., subprocess.Popen[bytes]],
+    pg_engine: Engine,
+    redis_url: str,
+    keys: Keys,
+) -> None:
+    sent = publish(redis_url, keys, EVENTS)
+    for kill in range(KILLS):
+        proc = start(SAMPLE_HANDLER_DELAY_MS="20", SAMPLE_BATCH_SIZE="100")
+        goal = (kill + 1) * EVENTS // (KILLS + 2)
+
+        def reached(goal: int = goal) -> bool:
+            return effects(pg_engine)[0] >= goal
+
+        wait_until(reached, proc, 120)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        rows, distinct = effects(pg_engine)
+        assert rows == distinct, f"duplicate effects after kill {kill + 1}"
+        assert rows < EVENTS, "the kill should land mid-run"
+    proc = start()
+    wait_until(lambda: effects(pg_engine)[0] >= EVENTS and pending(redis_url, keys) == 0, proc, 120)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    with pg_engine.connect() as conn:
+        done = {r[0] for r in conn.execute(sa.text("SELECT event_id FROM effects"))}
+    assert effects(pg_engine) == (EVENTS, EVENTS)
+    assert done == set(sent)
+
+
+@pytest.mark.slow
+def test_sigterm_during_processing_exits_0_and_acks_only_processed_entries(
+    start: Callable[..., subprocess.Popen[bytes]],
+    pg_engine: Engine,
+    redis_url: str,
+    keys: Keys,
+) -> None:
+    sent = publish(redis_url, keys, 3000)
+    proc = start(SAMPLE_HANDLER_DELAY_MS="50", SAMPLE_BATCH_SIZE="50")
+    wait_until(lambda: effects(pg_engine)[0] >= 500, proc, 60)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    with pg_engine.connect() as conn:
+        done = {r[0] for r in conn.execute(sa.text("SELECT event_id FROM effects"))}
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        key = keys.stream(STREAM)
+        group = next(g for g in client.xinfo_groups(key) if g["name"] == "sample")
+        still_pending = {
+            r["message_id"] for r in client.xpending_range(key, "sample", "-", "+", 10_000)
+        }
+        delivered: list[tuple[str, dict[str, str]]] = client.xrange(  # type: ignore[assignment]
+            key, "-", group["last-delivered-id"]
+        )
+    finally:
+        client.close()
+    acked = [fields["id"] for entry_id, fields in delivered if entry_id not in still_pending]
+    assert 500 <= len(done) < len(sent), "SIGTERM should land mid-run"
+    assert set(acked) <= done, "an entry was acked without its effect"
+    assert effects(pg_engine)[0] == len(done), "no duplicate effects"
+
+
+def test_bad_configuration_fails_start_up_with_one_line_naming_the_variable(
+    start: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    proc = start("check-config", HTTP_PORT="not-a-port", MAX_DELIVERIES="0")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    lines = err.decode().strip().splitlines()
+    assert len(lines) == 1
+    assert "HTTP_PORT" in lines[0]
+    assert "MAX_DELIVERIES" in lines[0]
+
+
+def test_check_config_never_prints_secrets(
+    start: Callable[..., subprocess.Popen[bytes]], postgres_url: str
+) -> None:
+    secret_url = "postgresql+psycopg://svc:hunter2@db.example:5432/x"
+    proc = start("check-config", DATABASE_URL=secret_url)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert b"hunter2" not in out
+    assert b'"database_url": "**********"' in out
