@@ -1,0 +1,1 @@
+"""Moves daily per-merchant usage counters from Redis into PostgreSQL."""

@@ -1,0 +1,1 @@
+"""Threshold rules over every service's facts; alert lifecycle; notifications."""

@@ -1,0 +1,1 @@
+"""Gmail analytics jobs: batched fetches, caching, incremental sync, progress, token refresh."""

@@ -1,0 +1,1 @@
+"""Outline VPN usage snapshots, correct deltas, top consumers, anomalies, time to quota."""

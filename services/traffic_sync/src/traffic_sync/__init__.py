@@ -1,0 +1,1 @@
+"""Flushes per-node traffic counters from Redis hashes into MySQL exactly once."""
