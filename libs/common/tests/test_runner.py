@@ -354,3 +354,57 @@ async def test_restarted_consumer_recovers_its_own_pending_entries_at_once(
 
     await again.drain(timeout=10)
     assert sorted(got) == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+async def test_middleware_after_hooks_run_in_reverse_and_a_failing_one_is_contained(
+    redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry
+) -> None:
+    from tributary.streams.message import HandlerCall
+    from tributary.streams.middleware import Middleware
+
+    calls: list[str] = []
+
+    class Recorder(Middleware):
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def before_process(self, call: HandlerCall) -> None:
+            calls.append(f"before {self.name}")
+
+        def after_process(self, call: HandlerCall, exc: BaseException | None) -> None:
+            calls.append(f"after {self.name}")
+
+    class Broken(Middleware):
+        def before_process(self, call: HandlerCall) -> None:
+            raise RuntimeError("middleware bug")
+
+        def after_process(self, call: HandlerCall, exc: BaseException | None) -> None:
+            raise RuntimeError("middleware bug")
+
+    await Producer(redis_client, tracer, keys).publish("readings", reading(registry, 1))
+    r = StreamRunner(
+        redis_client, "readings", "g", "c1", tracer=tracer, registry=registry, keys=keys,
+        options=FAST, middleware=[Recorder("a"), Broken(), Recorder("b")],
+    )  # fmt: skip
+    handled: list[float] = []
+
+    @r.handler("device.read")
+    async def on_reading(event: Event) -> None:
+        handled.append(event.payload(Reading).value)
+
+    await r.drain()
+    assert handled == [1.0]
+    assert calls == ["before a", "before b", "after b", "after a"]
+
+
+async def test_entries_deleted_while_pending_are_acked_away(
+    redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry
+) -> None:
+    key = keys.stream("readings")
+    entry_id = await Producer(redis_client, tracer, keys).publish("readings", reading(registry, 1))
+    r = runner(redis_client, keys, tracer, registry, consumer="live")
+    await r.ensure_group()
+    await client.read_group(redis_client, "g", "dead", key, 10, None)
+    await redis_client.xdel(key, entry_id)
+    await r.drain()
+    assert (await redis_client.xpending(key, "g"))["pending"] == 0

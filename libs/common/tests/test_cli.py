@@ -1,0 +1,54 @@
+"""The common CLI verbs, in process."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+
+from tributary.cli import main
+from tributary.streams.dlq import dead_letter_fields
+from tributary.streams.names import Keys
+from tributary.testing.sample_service import STREAM, make_service
+
+
+@pytest.fixture
+def env(monkeypatch: pytest.MonkeyPatch, redis_url: str, keys: Keys) -> Keys:
+    monkeypatch.setenv("REDIS_URL", redis_url)
+    monkeypatch.setenv("STREAM_PREFIX", keys.prefix)
+    return keys
+
+
+def test_dlq_list_show_replay_purge(
+    env: Keys, redis_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    original = {"id": "e1", "type": "sample.happened", "data": "{}"}
+    for n in range(3):
+        fields = dead_letter_fields(
+            {**original, "id": f"e{n}"}, error="boom", deliveries=5, stream=STREAM,
+            group="sample", consumer="c", entry_id=f"1-{n}",
+        )  # fmt: skip
+        client.xadd(env.dlq(STREAM), fields)  # type: ignore[arg-type]
+    service = make_service("unused")
+
+    assert main(service, ["dlq", "list", STREAM]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["error"] for r in rows] == ["boom"] * 3
+    first = rows[0]["id"]
+
+    assert main(service, ["dlq", "show", STREAM, first]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["fields"]["id"] == "e0"
+    assert shown["deliveries"] == 5
+
+    assert main(service, ["dlq", "replay", STREAM, first]) == 0
+    assert "replayed 1" in capsys.readouterr().out
+    back = client.xrange(env.stream(STREAM))
+    assert [f for _, f in back or []] == [{**original, "id": "e0"}]
+
+    assert main(service, ["dlq", "purge", STREAM, rows[1]["id"]]) == 0
+    assert "purged 1" in capsys.readouterr().out
+    assert client.xlen(env.dlq(STREAM)) == 1
+    client.close()
