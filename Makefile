@@ -30,7 +30,7 @@ fmt: install
 	$(UV) run ruff check --fix .
 
 bench: install
-	$(UV) run python bench/streams.py
+	for b in bench/*.py; do echo "== $$b"; $(UV) run python $$b || exit 1; done
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache
