@@ -34,3 +34,8 @@ bench: install
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache
+
+STREAM ?= alerts
+.PHONY: tail
+tail: install
+	$(UV) run python -m tributary tail $(STREAM)

@@ -1,5 +1,6 @@
 """``python -m tributary``: tools that are not a service's own.
 
+``tail <stream>...`` prints entries as they arrive (``make tail STREAM=alerts``).
 ``settings-table [module:Class]`` prints the Markdown configuration table of
 a settings class (default: the settings every service shares); the README's
 tables are produced with it and checked by a test.
@@ -14,7 +15,8 @@ from collections.abc import Sequence
 
 from pydantic_settings import BaseSettings
 
-from tributary.config import ServiceSettings, render_settings_table
+from tributary.config import ServiceSettings, load_settings, render_settings_table
+from tributary.tail import run_tail
 
 
 def _settings_class(path: str | None) -> type[BaseSettings]:
@@ -32,10 +34,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     table = sub.add_parser("settings-table", help="print a settings class as a Markdown table")
     table.add_argument("settings", nargs="?", help="module:Class (default: shared settings)")
+    tail = sub.add_parser("tail", help="print stream entries as they arrive, with group lag")
+    tail.add_argument("streams", nargs="+", help="stream names (without STREAM_PREFIX)")
+    tail.add_argument("--from-start", action="store_true", help="print what is there first")
+    tail.add_argument("--count", type=int, default=None, help="stop after this many entries")
     args = parser.parse_args(argv)
     if args.command == "settings-table":
         print(render_settings_table(_settings_class(args.settings)))
-    return 0
+        return 0
+    settings = load_settings(ServiceSettings)
+    return run_tail(
+        settings.redis_url.get_secret_value(),
+        settings.stream_prefix,
+        args.streams,
+        from_start=args.from_start,
+        count=args.count,
+    )
 
 
 if __name__ == "__main__":
