@@ -1,0 +1,124 @@
+"""HTTP API: create, read, list and cancel analytics jobs (bearer token auth).
+
+``POST /api/analytics/jobs`` writes the job and queues ``gmail.job.created``
+in one transaction (outbox); any replica's worker picks it up. Clients follow
+a job with ``GET /api/analytics/jobs/{id}`` or by tailing ``gmail.job-events``.
+"""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from opentelemetry.trace import Tracer
+from pydantic import BaseModel, ConfigDict, Field
+
+from gmail_fetch import repository as repo
+from gmail_fetch.config import GmailFetchSettings
+from gmail_fetch.repository import Job
+from gmail_fetch.store import Store
+
+JobId = Annotated[str, Path(min_length=1, max_length=36, description="Job id.")]
+
+
+class JobRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: str = Field(min_length=1, max_length=200, description="Account whose mail to fetch.")
+    type: Literal["fetch_messages"] = "fetch_messages"
+    max_results: int | None = Field(
+        None, ge=1, description="Newest messages to cover (default and cap: see settings)."
+    )
+
+
+class JobView(BaseModel):
+    id: str
+    user_id: str
+    type: str
+    status: Literal["pending", "processing", "completed", "failed", "cancelled"]
+    max_results: int
+    progress: int
+    total: int
+    current_step: str
+    attempts: int
+    fetched: int
+    cached: int
+    cache_hit_rate: float | None
+    sync_mode: str | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+
+def _view(job: Job) -> JobView:
+    return JobView.model_validate(job.public())
+
+
+#: module level: FastAPI resolves the dependency's (string) annotations in this namespace
+BEARER = HTTPBearer(auto_error=False, description="A token of GMAIL_FETCH_API_TOKENS.")
+
+
+def bearer_auth(settings: GmailFetchSettings) -> Callable[..., None]:
+    accepted = [t.encode() for t in settings.bearer_tokens()]
+
+    def authorize(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
+    ) -> None:
+        given = credentials.credentials.encode() if credentials is not None else b""
+        # compare with every token, always: the time taken says nothing about which matched
+        matched = [hmac.compare_digest(given, token) for token in accepted]
+        if credentials is None or not any(matched):
+            raise HTTPException(
+                401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"}
+            )
+
+    return authorize
+
+
+def make_router(settings: GmailFetchSettings, store: Store, tracer: Tracer | None) -> APIRouter:
+    router = APIRouter(
+        prefix="/api/analytics", tags=["analytics"], dependencies=[Depends(bearer_auth(settings))]
+    )
+
+    @router.post("/jobs", status_code=202, response_model=JobView)
+    async def create_job(body: JobRequest, response: Response) -> JobView:
+        max_results = body.max_results or settings.default_max_results
+        if max_results > settings.max_results_cap:
+            raise HTTPException(422, f"max_results: must be at most {settings.max_results_cap}")
+        if await store.run(repo.get_account, body.user_id) is None:
+            raise HTTPException(404, f"no Gmail account for user {body.user_id!r}")
+        job = await store.run(repo.create_job, body.user_id, body.type, max_results, tracer)
+        response.headers["Location"] = f"/api/analytics/jobs/{job.id}"
+        return _view(job)
+
+    @router.get("/jobs/{job_id}", response_model=JobView)
+    async def get_job(job_id: JobId) -> JobView:
+        job = await store.run(repo.get_job, job_id)
+        if job is None:
+            raise HTTPException(404, f"job {job_id!r} not found")
+        return _view(job)
+
+    @router.get("/jobs", response_model=list[JobView])
+    async def list_jobs(
+        user_id: Annotated[str, Query(min_length=1, max_length=200)],
+        limit: Annotated[int, Query(ge=1, le=200)] = 20,
+    ) -> list[JobView]:
+        return [_view(j) for j in await store.run(repo.list_jobs, user_id, limit)]
+
+    @router.delete("/jobs/{job_id}", response_model=JobView)
+    async def cancel_job(job_id: JobId) -> JobView:
+        job = await store.run(repo.cancel_job, job_id, tracer)
+        if job is not None:
+            return _view(job)
+        existing = await store.run(repo.get_job, job_id)
+        if existing is None:
+            raise HTTPException(404, f"job {job_id!r} not found")
+        raise HTTPException(409, f"job {job_id!r} is already {existing.status}")
+
+    return router

@@ -1,0 +1,131 @@
+"""gmail_fetch's own CLI verbs: ``accounts add`` and ``jobs create | show``.
+
+The refresh token is read from ``GMAIL_FETCH_REFRESH_TOKEN`` or standard
+input, never from the command line (where ``ps`` would show it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import os
+import sys
+from typing import cast
+
+import redis.asyncio as aioredis
+
+from gmail_fetch import repository as repo
+from gmail_fetch.config import GmailFetchSettings
+from gmail_fetch.crypto import TokenCipher
+from gmail_fetch.repository import Job
+from tributary.cli import Command
+from tributary.config import ServiceSettings
+from tributary.db import make_engine, make_sessionmaker, wait_for_db
+from tributary.outbox import OutboxRelay
+from tributary.service import Service, migrate
+from tributary.streams.names import Keys
+
+REFRESH_TOKEN_ENV = "GMAIL_FETCH_REFRESH_TOKEN"  # noqa: S105 - a variable name
+
+
+def _accounts_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True)
+    add = sub.add_parser(
+        "add", help=f"add or re-authorize an account (token: ${REFRESH_TOKEN_ENV} or stdin)"
+    )
+    add.add_argument("user_id")
+    add.add_argument("email")
+
+
+def _jobs_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True)
+    create = sub.add_parser("create", help="create a fetch_messages job and print it")
+    create.add_argument("user_id")
+    create.add_argument("--max-results", type=int, default=None)
+    show = sub.add_parser("show", help="print a job")
+    show.add_argument("job_id")
+
+
+def _read_refresh_token() -> str:
+    token = os.environ.get(REFRESH_TOKEN_ENV, "")
+    if not token:
+        token = getpass.getpass("refresh token: ") if sys.stdin.isatty() else sys.stdin.readline()
+    return token.strip()
+
+
+def _job_json(job: Job) -> str:
+    return json.dumps(job.public(), default=str)
+
+
+def accounts(service: Service, base: ServiceSettings, args: argparse.Namespace) -> int:
+    settings = cast(GmailFetchSettings, base)
+    token = _read_refresh_token()
+    if not token:
+        print(f"no refresh token: set {REFRESH_TOKEN_ENV} or pipe it on stdin", file=sys.stderr)
+        return 2
+    encrypted = TokenCipher(settings.encryption_keys()).encrypt(token)
+    engine = make_engine(settings.database_url, schema=service.schema)
+    try:
+        wait_for_db(engine)
+        migrate(service, engine)
+        with make_sessionmaker(engine).begin() as session:
+            new = repo.upsert_account(session, args.user_id, args.email, encrypted)
+    finally:
+        engine.dispose()
+    print(json.dumps({"user_id": args.user_id, "email": args.email, "added": new}))
+    return 0
+
+
+async def _publish(settings: GmailFetchSettings, engine: object) -> None:
+    """Send the job's event now rather than at the running service's next relay poll."""
+    redis = aioredis.Redis.from_url(settings.redis_url.get_secret_value(), decode_responses=True)
+    relay = OutboxRelay(engine, redis, Keys(settings.stream_prefix))  # type: ignore[arg-type]
+    try:
+        while await relay.relay_once():
+            pass
+    finally:
+        relay.close()
+        await redis.aclose()
+
+
+def jobs(service: Service, base: ServiceSettings, args: argparse.Namespace) -> int:
+    settings = cast(GmailFetchSettings, base)
+    engine = make_engine(settings.database_url, schema=service.schema)
+    try:
+        wait_for_db(engine)
+        sessions = make_sessionmaker(engine)
+        if args.action == "show":
+            with sessions() as session:
+                job = repo.get_job(session, args.job_id)
+            if job is None:
+                print(f"job {args.job_id} not found", file=sys.stderr)
+                return 1
+            print(_job_json(job))
+            return 0
+        max_results = args.max_results or settings.default_max_results
+        if not 1 <= max_results <= settings.max_results_cap:
+            print(f"--max-results must be 1..{settings.max_results_cap}", file=sys.stderr)
+            return 2
+        with sessions.begin() as session:
+            if repo.get_account(session, args.user_id) is None:
+                print(f"no Gmail account for user {args.user_id}", file=sys.stderr)
+                return 1
+            job = repo.create_job(session, args.user_id, "fetch_messages", max_results, None)
+        asyncio.run(_publish(settings, engine))
+        print(_job_json(job))
+        return 0
+    finally:
+        engine.dispose()
+
+
+COMMANDS: list[Command] = [
+    (
+        "accounts",
+        "manage Gmail accounts (accounts add USER_ID EMAIL)",
+        _accounts_arguments,
+        accounts,
+    ),
+    ("jobs", "create or show analytics jobs", _jobs_arguments, jobs),
+]

@@ -1,0 +1,29 @@
+"""How a job attempt can end other than by completing.
+
+A job attempt either completes, or raises one of these: ``PermanentJobError``
+fails the job at once (revoked grant, missing permissions, unknown user),
+``TransientJobError`` retries it with backoff up to ``job_max_attempts``,
+``JobCancelled`` stops it because a client cancelled it.
+"""
+
+from __future__ import annotations
+
+
+class JobError(Exception):
+    """Base of the ways a job attempt fails; the message is shown to clients."""
+
+
+class PermanentJobError(JobError):
+    """Retrying cannot help: the job fails at once."""
+
+
+class TransientJobError(JobError):
+    """Network, 5xx, rate limits past their backoff budget: the job is tried again."""
+
+
+class JobCancelled(Exception):
+    """The job was cancelled (DELETE) while it ran."""
+
+
+class HistoryExpired(Exception):
+    """history.list answered 404: the stored startHistoryId is too old; do a full sync."""

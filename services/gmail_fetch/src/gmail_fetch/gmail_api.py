@@ -1,0 +1,349 @@
+"""The Gmail API through google-api-python-client, from asyncio.
+
+The client is synchronous (httplib2), so every call runs in a bounded pool
+of worker threads, each with its own ``httplib2.Http`` (they are not thread
+safe); the pool's size is the number of Gmail requests a replica has in
+flight. The service is built from the library's bundled discovery document
+(``static_discovery=True``) pointed at ``api_endpoint``; batch requests go to
+an explicit ``batch_uri`` because the library would build that one from the
+discovery document's Google root URL.
+
+Credentials are ``google.oauth2.credentials.Credentials`` built directly with
+the configured ``token_uri``. google-auth refreshes them before a request when
+they are expired and again on a 401 (``AuthorizedHttp``); the batch request
+re-sends 401 parts once after a refresh. A refresh refused with
+``invalid_grant`` is permanent: the job fails without retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import google_auth_httplib2
+import httplib2  # type: ignore[import-untyped]
+from google.auth import exceptions as auth_exceptions
+from google.oauth2.credentials import Credentials
+from googleapiclient.discovery import build
+from googleapiclient.errors import HttpError
+from googleapiclient.http import BatchHttpRequest, HttpRequest
+from opentelemetry.trace import SpanKind, Tracer
+
+from gmail_fetch.config import GmailFetchSettings
+from gmail_fetch.errors import HistoryExpired, PermanentJobError, TransientJobError
+from gmail_fetch.gmail_http import (
+    TRANSPORT_ERRORS,
+    GmailExecutor,
+    NotFound,
+    auth_failure,
+    describe,
+    is_retryable,
+)
+from gmail_fetch.metrics import GmailMetrics
+from gmail_fetch.quota import UNITS, QuotaBucket
+
+T = TypeVar("T")
+
+#: what a message costs to fetch: enough for analytics, a fraction of format=full
+MESSAGE_FIELDS = "id,threadId,labelIds,historyId,internalDate,sizeEstimate,payload/headers"
+HISTORY_TYPES = ["messageAdded", "messageDeleted", "labelAdded", "labelRemoved"]
+#: messages.list and history.list page size (the API's maximum)
+PAGE_SIZE = 500
+#: messages in these labels are outside messages.list's default view
+HIDDEN_LABELS = frozenset({"SPAM", "TRASH"})
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass
+class MessageRef:
+    id: str
+    thread_id: str
+
+
+@dataclass
+class HistoryDelta:
+    """What changed since a historyId: messages to (re)fetch with the record id that last
+    touched them, messages gone from the view, and the mailbox's current historyId."""
+
+    upserts: dict[str, int] = field(default_factory=dict)
+    deletes: set[str] = field(default_factory=set)
+    history_id: int = 0
+
+
+@dataclass
+class FetchResult:
+    messages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    missing: set[str] = field(default_factory=set)  # deleted between listing and fetching
+    retried_parts: int = 0
+
+
+@dataclass
+class _BatchReply:
+    messages: dict[str, dict[str, Any]] = field(default_factory=dict)
+    missing: set[str] = field(default_factory=set)
+    retry: dict[str, str] = field(default_factory=dict)  # id -> why
+    permanent: list[str] = field(default_factory=list)
+
+
+class GmailClient:
+    """One account's Gmail, for one job attempt."""
+
+    def __init__(
+        self,
+        settings: GmailFetchSettings,
+        executor: GmailExecutor,
+        quota: QuotaBucket,
+        credentials: Credentials,
+        user_id: str,
+        *,
+        tracer: Tracer,
+        metrics: GmailMetrics,
+        sleep: Sleep = asyncio.sleep,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.settings = settings
+        self.credentials = credentials
+        self.user_id = user_id
+        self._executor = executor
+        self._quota = quota
+        self._tracer = tracer
+        self._metrics = metrics
+        self._sleep = sleep
+        self._rng = rng
+        self._service = build(
+            "gmail",
+            "v1",
+            http=google_auth_httplib2.AuthorizedHttp(credentials, http=httplib2.Http()),
+            static_discovery=True,
+            client_options={"api_endpoint": settings.api_endpoint},
+        )
+        self._users: Any = self._service.users()
+        self._refresh_lock = threading.Lock()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def backoff(self, attempt: int) -> float:
+        """Exponential with jitter: between half and all of base * 2**attempt (capped)."""
+        s = self.settings
+        ceiling = min(s.backoff_max_seconds, s.backoff_base_seconds * 2**attempt)
+        return float(ceiling / 2 + self._rng() * ceiling / 2)
+
+    def _authorized(self, http: httplib2.Http) -> google_auth_httplib2.AuthorizedHttp:
+        """``http`` with credentials, holding a valid access token.
+
+        Refreshing here, once for every thread that finds the token expired, spares
+        the token endpoint a refresh per concurrent batch; later 401s are still
+        handled by AuthorizedHttp and the batch request.
+        """
+        with self._refresh_lock:
+            if not self.credentials.valid:
+                self.credentials.refresh(google_auth_httplib2.Request(http))  # type: ignore[no-untyped-call]
+        return google_auth_httplib2.AuthorizedHttp(self.credentials, http=http)
+
+    async def _run(self, method: str, fn: Callable[[httplib2.Http], T]) -> T:
+        """One HTTP exchange in a worker thread, in a client span; refresh failures mapped."""
+        with self._tracer.start_as_current_span(
+            f"gmail {method}", kind=SpanKind.CLIENT, attributes={"rpc.method": method}
+        ):
+            try:
+                result = await self._executor.run(fn)
+            except auth_exceptions.RefreshError as exc:
+                self._metrics.requests.labels(method, "auth_error").inc()
+                raise auth_failure(exc) from None
+            except Exception:
+                self._metrics.requests.labels(method, "error").inc()
+                raise
+        self._metrics.requests.labels(method, "ok").inc()
+        return result
+
+    async def _execute(self, method: str, make: Callable[[], HttpRequest]) -> dict[str, Any]:
+        """A single call, retried on rate limits, 5xx and transport errors with backoff."""
+        last = ""
+        for attempt in range(self.settings.part_max_retries + 1):
+            if attempt:
+                await self._sleep(self.backoff(attempt - 1))
+            await self._quota.take(self.user_id, UNITS[method])
+            try:
+                reply: dict[str, Any] = await self._run(
+                    method, lambda http: make().execute(http=self._authorized(http))
+                )
+                return reply
+            except HttpError as exc:
+                if exc.status_code == 404:
+                    raise NotFound(describe(exc)) from None
+                if not is_retryable(exc):
+                    raise PermanentJobError(f"{method} failed: {describe(exc)}") from None
+                last = describe(exc)
+            except TRANSPORT_ERRORS as exc:
+                last = describe(exc)
+        raise TransientJobError(
+            f"{method} still failing after {self.settings.part_max_retries} retries: {last}"
+        )
+
+    # -- calls ----------------------------------------------------------------------------
+
+    async def profile_history_id(self) -> int:
+        try:
+            reply = await self._execute(
+                "users.getProfile",
+                lambda: self._users.getProfile(userId="me", fields="emailAddress,historyId"),
+            )
+        except NotFound:
+            raise PermanentJobError("Gmail user not found (404)") from None
+        return int(reply["historyId"])
+
+    async def list_messages(self, limit: int) -> list[MessageRef]:
+        """The newest ``limit`` messages (ids and threads), paging as needed."""
+        refs: list[MessageRef] = []
+        page: str | None = None
+        while len(refs) < limit:
+            size = min(PAGE_SIZE, limit - len(refs))
+
+            def request(size: int = size, page: str | None = page) -> HttpRequest:
+                return self._users.messages().list(
+                    userId="me",
+                    maxResults=size,
+                    pageToken=page,
+                    fields="messages(id,threadId),nextPageToken",
+                )
+
+            try:
+                reply = await self._execute("messages.list", request)
+            except NotFound:
+                raise PermanentJobError("Gmail user not found (404)") from None
+            refs.extend(MessageRef(m["id"], m["threadId"]) for m in reply.get("messages", []))
+            page = reply.get("nextPageToken")
+            if not page or not reply.get("messages"):
+                break
+        return refs[:limit]
+
+    async def history_since(self, start: int) -> HistoryDelta:
+        """Changes since ``start``; raises HistoryExpired when Gmail no longer has them."""
+        delta = HistoryDelta(history_id=start)
+        page: str | None = None
+        while True:
+
+            def request(page: str | None = page) -> HttpRequest:
+                return self._users.history().list(
+                    userId="me",
+                    startHistoryId=str(start),
+                    historyTypes=HISTORY_TYPES,
+                    maxResults=PAGE_SIZE,
+                    pageToken=page,
+                )
+
+            try:
+                reply = await self._execute("history.list", request)
+            except NotFound:
+                raise HistoryExpired(f"history since {start} is no longer available") from None
+            for record in reply.get("history", []):
+                apply_history_record(delta, record)
+            delta.history_id = max(delta.history_id, int(reply.get("historyId", start)))
+            page = reply.get("nextPageToken")
+            if not page:
+                return delta
+
+    def _get_request(self, message_id: str) -> HttpRequest:
+        request: HttpRequest = self._users.messages().get(
+            userId="me",
+            id=message_id,
+            format="metadata",
+            metadataHeaders=self.settings.headers,
+            fields=MESSAGE_FIELDS,
+        )
+        return request
+
+    async def fetch_messages(self, ids: list[str]) -> FetchResult:
+        """messages.get of ``ids`` in one batch request; failed parts (429, 403 rate
+        limits, 5xx) are re-sent alone with backoff and jitter, up to part_max_retries."""
+        result, pending, last = FetchResult(), list(ids), ""
+        for attempt in range(self.settings.part_max_retries + 1):
+            if attempt:
+                result.retried_parts += len(pending)
+                self._metrics.parts_retried.inc(len(pending))
+                await self._sleep(self.backoff(attempt - 1))
+            await self._quota.take(self.user_id, UNITS["messages.get"] * len(pending))
+            try:
+                reply = await self._batch(pending)
+            except HttpError as exc:
+                if not is_retryable(exc):
+                    raise PermanentJobError(f"batch request failed: {describe(exc)}") from None
+                last = describe(exc)
+                continue
+            except TRANSPORT_ERRORS as exc:
+                last = describe(exc)
+                continue
+            if reply.permanent:
+                raise PermanentJobError(f"messages.get failed: {reply.permanent[0]}")
+            result.messages.update(reply.messages)
+            result.missing |= reply.missing
+            if not reply.retry:
+                return result
+            pending = list(reply.retry)
+            last = next(iter(reply.retry.values()))
+        raise TransientJobError(
+            f"{len(pending)} messages still failing after "
+            f"{self.settings.part_max_retries} retries: {last}"
+        )
+
+    async def _batch(self, ids: list[str]) -> _BatchReply:
+        def send(http: httplib2.Http) -> dict[str, tuple[Any, HttpError | None]]:
+            results: dict[str, tuple[Any, HttpError | None]] = {}
+
+            def collect(request_id: str, response: Any, exception: HttpError | None) -> None:
+                results[request_id] = (response, exception)
+
+            batch = BatchHttpRequest(callback=collect, batch_uri=self.settings.batch_uri)
+            for message_id in ids:
+                batch.add(self._get_request(message_id), request_id=message_id)
+            batch.execute(http=self._authorized(http))
+            return results
+
+        results = await self._run("batch", send)
+        reply = _BatchReply()
+        for message_id in ids:
+            response, exc = results.get(message_id, (None, None))
+            sort_part(reply, message_id, response, exc)
+        self._metrics.requests.labels("messages.get", "ok").inc(len(reply.messages))
+        return reply
+
+
+def sort_part(reply: _BatchReply, message_id: str, response: Any, exc: HttpError | None) -> None:
+    """File one batch part's outcome: a message, gone, worth a retry, or a permanent error."""
+    if exc is None and isinstance(response, dict):
+        reply.messages[message_id] = response
+    elif exc is None:
+        reply.retry[message_id] = "no response for this part"
+    elif exc.status_code == 404:
+        reply.missing.add(message_id)
+    elif is_retryable(exc):
+        reply.retry[message_id] = describe(exc)
+    else:
+        reply.permanent.append(describe(exc))
+
+
+def apply_history_record(delta: HistoryDelta, record: dict[str, Any]) -> None:
+    """Fold one history record into ``delta``; later records win over earlier ones."""
+    record_id = int(record["id"])
+    for kind in ("messagesAdded", "labelsAdded", "labelsRemoved"):
+        for entry in record.get(kind, []):
+            message = entry.get("message", {})
+            message_id = message.get("id")
+            if not message_id:
+                continue
+            if HIDDEN_LABELS.intersection(message.get("labelIds", [])):
+                delta.upserts.pop(message_id, None)
+                delta.deletes.add(message_id)
+            else:
+                delta.deletes.discard(message_id)
+                delta.upserts[message_id] = max(record_id, delta.upserts.get(message_id, 0))
+    for entry in record.get("messagesDeleted", []):
+        message_id = entry.get("message", {}).get("id")
+        if message_id:
+            delta.upserts.pop(message_id, None)
+            delta.deletes.add(message_id)

@@ -1,0 +1,353 @@
+"""The state and the API logic of the fake Gmail (:mod:`simulators.gmail` serves it).
+
+Mailboxes, OAuth grants and access tokens, injected faults and request counts;
+every method is safe to call from a test's thread while the server runs.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+import urllib.parse
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from simulators.gmail_mailbox import Mailbox, parse_fields, select_fields
+
+#: the largest batch Gmail accepts
+MAX_BATCH_PARTS = 100
+#: lifetime of an issued access token, in seconds (what ``expires_in`` says)
+DEFAULT_TOKEN_TTL = 3600
+GMAIL_SCOPES = frozenset(
+    {
+        "https://mail.google.com/",
+        "https://www.googleapis.com/auth/gmail.readonly",
+        "https://www.googleapis.com/auth/gmail.metadata",
+        "https://www.googleapis.com/auth/gmail.modify",
+    }
+)
+STATUS_TEXT = {
+    400: ("Bad Request", "INVALID_ARGUMENT"),
+    401: ("Unauthorized", "UNAUTHENTICATED"),
+    403: ("Forbidden", "PERMISSION_DENIED"),
+    404: ("Not Found", "NOT_FOUND"),
+    429: ("Too Many Requests", "RESOURCE_EXHAUSTED"),
+    500: ("Internal Server Error", "INTERNAL"),
+    502: ("Bad Gateway", "UNAVAILABLE"),
+    503: ("Service Unavailable", "UNAVAILABLE"),
+}
+
+Reply = tuple[int, dict[str, Any]]
+
+
+def google_error(code: int, message: str, reason: str, domain: str = "global") -> Reply:
+    """An error body as Google APIs send it."""
+    status = STATUS_TEXT.get(code, ("Error", "UNKNOWN"))[1]
+    errors = [{"message": message, "domain": domain, "reason": reason}]
+    return code, {"error": {"code": code, "message": message, "errors": errors, "status": status}}
+
+
+@dataclass
+class Grant:
+    email: str
+    scopes: tuple[str, ...]
+    revoked: bool = False
+
+
+@dataclass
+class Fault:
+    status: int
+    reason: str
+
+
+@dataclass
+class GmailFake:
+    """The fake's state; every method is safe to call from the test's thread."""
+
+    latency: float = 0.0  # seconds added to every HTTP request
+    token_ttl: int = DEFAULT_TOKEN_TTL
+    client_id: str | None = None  # when set, the token endpoint checks the client
+    client_secret: str | None = None
+    mailboxes: dict[str, Mailbox] = field(default_factory=dict)
+    counts: Counter[str] = field(default_factory=Counter)
+    fetched_ids: list[str] = field(default_factory=list)
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    _grants: dict[str, Grant] = field(default_factory=dict)
+    _access: dict[str, tuple[str, float, tuple[str, ...]]] = field(default_factory=dict)
+    _part_faults: list[Fault] = field(default_factory=list)
+    _id_faults: dict[str, list[Fault]] = field(default_factory=dict)
+    _request_faults: list[tuple[Fault, str]] = field(default_factory=list)
+    _expire_after: int | None = None
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def add_user(
+        self, email: str, messages: int = 0, *, seed: int = 0, scopes: Iterable[str] | None = None
+    ) -> str:
+        """Create a mailbox with ``messages`` generated messages; returns a refresh token."""
+        with self.lock:
+            mailbox = self.mailboxes.get(email) or Mailbox(email, seed)
+            self.mailboxes[email] = mailbox
+            mailbox.generate(messages)
+            return self.grant(email, scopes)
+
+    def grant(self, email: str, scopes: Iterable[str] | None = None) -> str:
+        """A new refresh token for ``email`` (default scope: gmail.readonly)."""
+        token = f"1//fake-{secrets.token_urlsafe(24)}"
+        chosen = tuple(scopes or ("https://www.googleapis.com/auth/gmail.readonly",))
+        with self.lock:
+            self._grants[token] = Grant(email, chosen)
+        return token
+
+    def mailbox(self, email: str) -> Mailbox:
+        return self.mailboxes[email]
+
+    # -- faults ---------------------------------------------------------------------------
+
+    def fail_next_parts(
+        self, count: int, status: int = 429, reason: str = "rateLimitExceeded"
+    ) -> None:
+        """The next ``count`` batch parts fail with ``status``."""
+        with self.lock:
+            self._part_faults.extend(Fault(status, reason) for _ in range(count))
+
+    def fail_ids(
+        self,
+        ids: Iterable[str],
+        status: int = 429,
+        reason: str = "rateLimitExceeded",
+        times: int = 1,
+    ) -> None:
+        """messages.get of each id (in a batch or not) fails ``times`` times."""
+        with self.lock:
+            for message_id in ids:
+                self._id_faults.setdefault(message_id, []).extend(
+                    Fault(status, reason) for _ in range(times)
+                )
+
+    def fail_next_requests(
+        self, count: int, status: int = 503, reason: str = "backendError", path: str = ""
+    ) -> None:
+        """The next ``count`` HTTP requests whose path contains ``path`` fail whole."""
+        with self.lock:
+            self._request_faults.extend((Fault(status, reason), path) for _ in range(count))
+
+    def expire_tokens(self) -> None:
+        """Every access token issued so far stops working now (server side)."""
+        with self.lock:
+            self._access.clear()
+
+    def expire_tokens_after(self, requests: int) -> None:
+        """Access tokens stop working after ``requests`` more Gmail API requests."""
+        with self.lock:
+            self._expire_after = requests
+
+    def revoke(self, refresh_token: str) -> None:
+        with self.lock:
+            self._grants[refresh_token].revoked = True
+            self._access = {k: v for k, v in self._access.items() if v[0] != refresh_token}
+
+    def reset_counts(self) -> None:
+        with self.lock:
+            self.counts.clear()
+            self.fetched_ids.clear()
+
+    # -- OAuth ----------------------------------------------------------------------------
+
+    def token(self, form: dict[str, str]) -> Reply:
+        if self.client_id is not None and (
+            form.get("client_id") != self.client_id
+            or form.get("client_secret") != self.client_secret
+        ):
+            return 401, {
+                "error": "invalid_client",
+                "error_description": "The OAuth client was not found.",
+            }
+        if form.get("grant_type") != "refresh_token":
+            return 400, {
+                "error": "unsupported_grant_type",
+                "error_description": "Invalid grant_type",
+            }
+        refresh = form.get("refresh_token", "")
+        with self.lock:
+            grant = self._grants.get(refresh)
+            if grant is None or grant.revoked:
+                return 400, {
+                    "error": "invalid_grant",
+                    "error_description": "Token has been expired or revoked.",
+                }
+            access = f"ya29.fake-{secrets.token_urlsafe(32)}"
+            self._access[access] = (refresh, time.monotonic() + self.token_ttl, grant.scopes)
+        return 200, {
+            "access_token": access,
+            "expires_in": self.token_ttl,
+            "scope": " ".join(grant.scopes),
+            "token_type": "Bearer",
+        }
+
+    def _authorize(self, authorization: str | None) -> tuple[Grant | None, Reply | None]:
+        token = (authorization or "").removeprefix("Bearer ").strip()
+        entry = self._access.get(token)
+        if entry is None or entry[1] < time.monotonic():
+            return None, google_error(
+                401,
+                "Request had invalid authentication credentials. Expected OAuth 2 access token.",
+                "authError",
+            )
+        grant = self._grants[entry[0]]
+        if not GMAIL_SCOPES.intersection(entry[2]):
+            return None, google_error(
+                403, "Request had insufficient authentication scopes.", "insufficientPermissions"
+            )
+        return grant, None
+
+    # -- the API --------------------------------------------------------------------------
+
+    def api(
+        self, method: str, path: str, query: dict[str, list[str]], authorization: str | None
+    ) -> Reply:
+        """One Gmail API call (a plain request or a batch part)."""
+        with self.lock:
+            if self._expire_after is not None:
+                self._expire_after -= 1
+                if self._expire_after < 0:
+                    self._expire_after = None
+                    self._access.clear()
+            grant, error = self._authorize(authorization)
+            if error is not None:
+                return error
+            assert grant is not None
+            status, body = self._route(method, path, query, grant)
+        fields = query.get("fields")
+        if status == 200 and fields:
+            try:
+                body = select_fields(body, parse_fields(fields[0]))
+            except ValueError as exc:
+                return google_error(400, str(exc), "invalidParameter")
+        return status, body
+
+    def _route(self, method: str, path: str, query: dict[str, list[str]], grant: Grant) -> Reply:
+        parts = path.strip("/").split("/")
+        if method != "GET" or len(parts) < 5 or parts[:3] != ["gmail", "v1", "users"]:
+            return google_error(404, f"Method not found: {method} {path}", "notFound")
+        user = urllib.parse.unquote(parts[3])
+        if user not in ("me", grant.email):
+            return google_error(403, "Delegation denied for " + grant.email, "forbidden")
+        mailbox = self.mailboxes.get(grant.email)
+        if mailbox is None:
+            return google_error(404, "Requested entity was not found.", "notFound")
+        rest = parts[4:]
+        if rest == ["profile"]:
+            return self._profile(mailbox)
+        if rest == ["messages"]:
+            return self._list(mailbox, query)
+        if len(rest) == 2 and rest[0] == "messages":
+            return self._get(mailbox, rest[1], query)
+        if rest == ["history"]:
+            return self._history(mailbox, query)
+        return google_error(404, f"Method not found: {method} {path}", "notFound")
+
+    def _profile(self, mailbox: Mailbox) -> Reply:
+        self.counts["users.getProfile"] += 1
+        return 200, {
+            "emailAddress": mailbox.email,
+            "messagesTotal": len(mailbox.messages),
+            "threadsTotal": len({m.thread_id for m in mailbox.messages.values()}),
+            "historyId": str(mailbox.history_id),
+        }
+
+    def _list(self, mailbox: Mailbox, query: dict[str, list[str]]) -> Reply:
+        self.counts["messages.list"] += 1
+        try:
+            size = _int_param(query, "maxResults", 100, 1, 500)
+            offset = int(_first(query, "pageToken") or 0)
+        except ValueError as exc:
+            return google_error(400, str(exc), "invalidArgument")
+        include = _first(query, "includeSpamTrash") == "true"
+        found = mailbox.listed(query.get("labelIds", []), include)
+        page = found[offset : offset + size]
+        body: dict[str, Any] = {"resultSizeEstimate": len(found)}
+        if page:
+            body["messages"] = [{"id": m.id, "threadId": m.thread_id} for m in page]
+        if offset + size < len(found):
+            body["nextPageToken"] = str(offset + size)
+        return 200, body
+
+    def _get(self, mailbox: Mailbox, message_id: str, query: dict[str, list[str]]) -> Reply:
+        self.counts["messages.get"] += 1
+        faults = self._id_faults.get(message_id)
+        if faults:
+            fault = faults.pop(0)
+            return google_error(fault.status, "Injected failure", fault.reason, "usageLimits")
+        self.fetched_ids.append(message_id)
+        message = mailbox.messages.get(message_id)
+        if message is None:
+            return google_error(404, "Requested entity was not found.", "notFound")
+        fmt = _first(query, "format") or "full"
+        if fmt not in ("minimal", "full", "raw", "metadata"):
+            return google_error(400, f"Invalid value for format: {fmt}", "invalidArgument")
+        return 200, message.resource(fmt, query.get("metadataHeaders"))
+
+    def _history(self, mailbox: Mailbox, query: dict[str, list[str]]) -> Reply:
+        self.counts["history.list"] += 1
+        try:
+            start = int(_first(query, "startHistoryId") or "")
+            size = _int_param(query, "maxResults", 100, 1, 500)
+            offset = int(_first(query, "pageToken") or 0)
+        except ValueError:
+            return google_error(
+                400, "Invalid startHistoryId, maxResults or pageToken", "invalidArgument"
+            )
+        if start < mailbox.history_floor:
+            return google_error(404, "Requested entity was not found.", "notFound")
+        records = mailbox.history_since(start, query.get("historyTypes", []))
+        page = records[offset : offset + size]
+        body: dict[str, Any] = {"historyId": str(mailbox.history_id)}
+        if page:
+            body["history"] = [r.resource() for r in page]
+        if offset + size < len(records):
+            body["nextPageToken"] = str(offset + size)
+        return 200, body
+
+    # -- faults on the wire ---------------------------------------------------------------
+
+    def request_fault(self, path: str) -> Reply | None:
+        with self.lock:
+            for i, (fault, wanted) in enumerate(self._request_faults):
+                if wanted in path:
+                    del self._request_faults[i]
+                    return google_error(fault.status, "Injected failure", fault.reason)
+        return None
+
+    def batch_part(self, method: str, target: str, headers: dict[str, str]) -> Reply:
+        """One part of a batch: an injected fault, or the call it carries."""
+        with self.lock:
+            self.counts["batch.parts"] += 1
+        reply = self.part_fault()
+        if reply is not None:
+            return reply
+        url = urllib.parse.urlsplit(target)
+        query = urllib.parse.parse_qs(url.query)
+        return self.api(method, url.path, query, headers.get("authorization"))
+
+    def part_fault(self) -> Reply | None:
+        with self.lock:
+            if not self._part_faults:
+                return None
+            fault = self._part_faults.pop(0)
+        domain = "usageLimits" if fault.status in (403, 429) else "global"
+        return google_error(fault.status, "Injected failure", fault.reason, domain)
+
+
+def _first(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    return values[0] if values else None
+
+
+def _int_param(query: dict[str, list[str]], name: str, default: int, low: int, high: int) -> int:
+    raw = _first(query, name)
+    value = default if raw is None else int(raw)
+    return max(low, min(high, value))
