@@ -7,11 +7,8 @@ subprocess against the real Redis and PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -24,6 +21,7 @@ from sqlalchemy.engine import Engine
 from tributary.events import make_event
 from tributary.streams.names import Keys
 from tributary.streams.producer import Producer
+from tributary.testing.process import ServiceProcesses, service_env, wait_until
 from tributary.testing.sample_service import EVENT_TYPE, STREAM
 
 EVENTS = 10_000
@@ -48,41 +46,20 @@ def publish(redis_url: str, keys: Keys, n: int) -> list[str]:
 
 
 @pytest.fixture
-def service_env(redis_url: str, postgres_url: str, pg_schema: str, keys: Keys) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SAMPLE_", "OTEL_"))}
-    env.update(
-        REDIS_URL=redis_url,
-        DATABASE_URL=postgres_url,
-        STREAM_PREFIX=keys.prefix,
+def start(
+    redis_url: str, postgres_url: str, pg_schema: str, keys: Keys
+) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    env = service_env(
+        redis_url=redis_url,
+        database_url=postgres_url,
+        stream_prefix=keys.prefix,
+        drop_prefixes=("SAMPLE_",),
         SAMPLE_SCHEMA=pg_schema,
-        HTTP_PORT="0",
         CONSUMER_NAME="sample-0",
-        SHUTDOWN_TIMEOUT_SECONDS="10",
-        LOG_LEVEL="WARNING",
     )
-    return env
-
-
-@pytest.fixture
-def start(service_env: dict[str, str]) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def launch(*args: str, **extra_env: str) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tributary.testing.sample_service", *(args or ("run",))],
-            env={**service_env, **extra_env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        procs.append(proc)
-        return proc
-
-    yield launch
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        proc.communicate()
+    procs = ServiceProcesses("tributary.testing.sample_service", env)
+    yield procs.start
+    procs.close()
 
 
 def effects(engine: Engine) -> tuple[int, int]:
@@ -92,20 +69,6 @@ def effects(engine: Engine) -> tuple[int, int]:
             return 0, 0
         row = conn.execute(sa.text("SELECT count(*), count(DISTINCT event_id) FROM effects")).one()
         return int(row[0]), int(row[1])
-
-
-def wait_until(
-    condition: Callable[[], bool], proc: subprocess.Popen[bytes], seconds: float
-) -> None:
-    """Poll ``condition`` until it holds; fail early if the process died."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if proc.poll() is not None:
-            _, err = proc.communicate()
-            pytest.fail(f"service exited with {proc.returncode}: {err.decode()[-2000:]}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {seconds}s")
-        time.sleep(0.02)
 
 
 def pending(redis_url: str, keys: Keys) -> int:
