@@ -1,0 +1,257 @@
+"""Reading one date's counters from Redis: discovery (SSCAN / SCAN), then MGET in pipelines.
+
+Discovery walks the per-date index set first (cheap: only that date's keys),
+then, for counters written without the index, SCANs the keyspace with a
+MATCH pattern; keys the scan finds that the index already gave are dropped,
+so each is read once. Values are read as absolute numbers with
+MGET, several MGETs per pipeline round trip. Keys that cannot be parsed, and
+values that are not 64-bit integers, are reported in the batch, not raised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any, cast
+
+import redis.asyncio as aioredis
+from redis.connection import HiredisRespSerializer
+from redis.utils import HIREDIS_AVAILABLE
+
+from aggregation.config import Discovery
+from aggregation.keys import MAX_NAME_LENGTH, KeyFormat, name_problem, parse_value
+
+#: longest value stored with a malformed-key report, in characters
+MAX_REPORTED_VALUE = 200
+#: digit strings this long always fit a BIGINT (19 digits may not)
+_SAFE_DIGITS = 18
+
+
+@dataclass(frozen=True, slots=True)
+class Malformed:
+    key: str
+    reason: str
+    value: str | None = None
+
+
+@dataclass(slots=True)
+class Batch:
+    """Counters of one date read in one round trip, merged per (merchant, metric)."""
+
+    keys_read: int = 0
+    #: keys that vanished (expired, deleted) or are not strings between discovery and MGET
+    missing: int = 0
+    rows: dict[tuple[str, str], int] = field(default_factory=dict)
+    malformed: list[Malformed] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class ReadOptions:
+    discovery: Discovery = "index+scan"
+    batch_size: int = 10_000
+    mget_chunk: int = 1_000
+    scan_count: int = 5_000
+
+
+class CounterReader:
+    """Yields :class:`Batch` es of one date's counters (of one merchant if asked)."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis | Callable[[], aioredis.Redis],
+        keys: KeyFormat,
+        options: ReadOptions | None = None,
+        #: called after each batch is read (tests make increments "arrive during a run")
+        after_read: Callable[[Batch], Awaitable[None]] | None = None,
+    ) -> None:
+        # a client, or a function returning one (opened on first use)
+        self._get_client = redis if not isinstance(redis, aioredis.Redis) else lambda: redis
+        self._keys = keys
+        self._options = options or ReadOptions()
+        self._after_read = after_read
+
+    @property
+    def _redis(self) -> aioredis.Redis:
+        return self._get_client()
+
+    async def batches(self, day: date, merchant_id: str | None = None) -> AsyncIterator[Batch]:
+        parser = _Parser(self._keys, day, merchant_id)
+        async for names in self._discover(day, merchant_id):
+            batch = parser.batch(names, await self._mget(names))
+            if self._after_read is not None:
+                await self._after_read(batch)
+            yield batch
+
+    # -- discovery ----------------------------------------------------------
+
+    async def _discover(self, day: date, merchant_id: str | None) -> AsyncIterator[list[str]]:
+        discovery = self._options.discovery
+        pattern = self._keys.pattern(day, merchant_id)
+        # hashes of the names the index gave, so that the scan skips them: a set of ints
+        # costs less than one of the names (and than asking Redis with SMISMEMBER); a
+        # collision would hide one unindexed key for one run (hash() is seeded per process)
+        indexed: set[int] = set()
+        if discovery in ("index+scan", "index"):
+            # a merchant's keys are a small part of the index: let Redis filter them
+            match = pattern if merchant_id is not None else None
+            async for names in self._regroup(self._sscan(self._keys.index(day), match)):
+                if discovery == "index+scan":
+                    indexed.update(map(hash, names))
+                yield names
+        if discovery in ("index+scan", "scan"):
+            async for names in self._regroup(self._scan(pattern)):
+                if indexed:
+                    names = [name for name in names if hash(name) not in indexed]
+                if names:
+                    yield names
+
+    async def _sscan(self, index: str, match: str | None) -> AsyncIterator[list[str]]:
+        cursor: Any = 0
+        while True:
+            reply: Any = await self._redis.sscan(
+                index, cursor, match=match, count=self._options.scan_count
+            )
+            cursor, members = reply
+            yield list(members)
+            if int(cursor) == 0:
+                return
+
+    async def _scan(self, pattern: str) -> AsyncIterator[list[str]]:
+        cursor: Any = 0
+        while True:
+            reply: Any = await self._redis.scan(
+                cursor, match=pattern, count=self._options.scan_count
+            )
+            cursor, names = reply
+            yield list(names)
+            if int(cursor) == 0:
+                return
+
+    async def _regroup(self, pages: AsyncIterator[list[str]]) -> AsyncIterator[list[str]]:
+        """SCAN pages of any size -> lists of ``batch_size`` names (the last may be shorter)."""
+        size = self._options.batch_size
+        pending: list[str] = []
+        async for page in pages:
+            pending.extend(page)
+            while len(pending) >= size:
+                yield pending[:size]
+                del pending[:size]
+        if pending:
+            yield pending
+
+    # -- values ---------------------------------------------------------------
+
+    async def _mget(self, names: Sequence[str]) -> list[str | None]:
+        chunk = self._options.mget_chunk
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for start in range(0, len(names), chunk):
+                pipe.mget(names[start : start + chunk])
+            replies: list[list[str | None]] = await pipe.execute()
+        return [value for reply in replies for value in reply]
+
+
+class _HiredisPackedConnection(aioredis.Connection):
+    """Packs commands in C (hiredis), as redis-py's sync client does; its asyncio client
+    packs in Python, which costs about a second per million MGET keys."""
+
+    _packer = HiredisRespSerializer()
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        try:
+            return cast(list[bytes], self._packer.pack(*args))
+        except UnicodeEncodeError:  # a foreign key's undecodable bytes (surrogateescape)
+            return super().pack_command(*args)
+
+
+def counter_client(url: str) -> aioredis.Redis:
+    """A client for counter keys and values written by others.
+
+    Bytes that are not UTF-8 must not fail a whole run: they are decoded with
+    ``surrogateescape`` (and reported as malformed keys or values).
+    """
+    client = aioredis.Redis.from_url(url, decode_responses=True, encoding_errors="surrogateescape")
+    pool = client.connection_pool
+    if HIREDIS_AVAILABLE and pool.connection_class is aioredis.Connection:  # plain TCP only
+        pool.connection_class = _HiredisPackedConnection
+    return client
+
+
+class _Parser:
+    """Turns (key, value) pairs of one date into rows and malformed-key reports."""
+
+    def __init__(self, keys: KeyFormat, day: date, merchant_id: str | None) -> None:
+        self._keys = keys
+        self._day = day
+        self._day_text = day.isoformat()
+        self._merchant_id = merchant_id
+        self._start = keys.counter_prefix
+
+    def batch(self, names: Sequence[str], values: Sequence[str | None]) -> Batch:
+        batch = Batch(keys_read=len(names))
+        rows, day_text, start, only = batch.rows, self._day_text, self._start, self._merchant_id
+        skip = len(start)
+        for key, raw in zip(names, values, strict=True):
+            if raw is None:
+                batch.missing += 1
+                continue
+            parts = key[skip:].split(":")
+            # the common case in one expression (this loop runs for every counter); anything
+            # unusual (a negative value, a long name...) takes the full path below
+            if (
+                len(parts) == 3
+                and parts[1] == day_text
+                and 0 < len(parts[0]) <= MAX_NAME_LENGTH
+                and 0 < len(parts[2]) <= MAX_NAME_LENGTH
+                and raw.isdigit()
+                and raw.isascii()
+                and len(raw) <= _SAFE_DIGITS
+                and key.isprintable()
+                and key.startswith(start)
+                and (only is None or parts[0] == only)
+            ):
+                # duplicates inside a batch (SSCAN may repeat a member) merge here
+                rows[(parts[0], parts[2])] = int(raw)
+            elif len(parts) == 3 and parts[1] == day_text and key.startswith(start):
+                self._add(batch, key, parts[0], parts[2], raw)
+            else:
+                batch.malformed.append(
+                    Malformed(printable(key), self._key_problem(key), _shown(raw))
+                )
+        return batch
+
+    def _add(self, batch: Batch, key: str, merchant_id: str, metric: str, raw: str) -> None:
+        problem = name_problem(merchant_id) or name_problem(metric)
+        if problem is not None:
+            which = "merchant id" if name_problem(merchant_id) else "metric"
+            batch.malformed.append(Malformed(printable(key), f"{which} {problem}", _shown(raw)))
+            return
+        if self._merchant_id is not None and merchant_id != self._merchant_id:
+            return  # a pattern look-alike of another merchant: not this run's business
+        try:
+            value = parse_value(raw)
+        except ValueError as exc:
+            batch.malformed.append(Malformed(printable(key), str(exc), _shown(raw)))
+            return
+        # duplicates inside a batch (SSCAN may repeat members) merge here: last read wins
+        batch.rows[(merchant_id, metric)] = value
+
+    def _key_problem(self, key: str) -> str:
+        try:
+            counter = self._keys.parse(key)
+        except ValueError as exc:
+            return f"key: {exc}"
+        return f"key belongs to {counter.date.isoformat()}, not {self._day_text}"
+
+
+def _shown(raw: str) -> str:
+    shown = raw if len(raw) <= MAX_REPORTED_VALUE else raw[:MAX_REPORTED_VALUE] + "..."
+    return printable(shown)
+
+
+def printable(text: str) -> str:
+    """``text`` storable in PostgreSQL: undecodable bytes and NUL written as escapes."""
+    if text.isprintable():
+        return text
+    raw = text.encode("utf-8", "surrogateescape")
+    return raw.decode("utf-8", "backslashreplace").replace("\x00", "\\x00")

@@ -1,0 +1,160 @@
+"""The aggregation service: its parts built from the shared resources, and its Service."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import cast
+
+import redis.asyncio as aioredis
+
+from aggregation.aggregator import Aggregator, AggregatorOptions, Clock, utc_now
+from aggregation.api import router
+from aggregation.config import DEFAULT_SCHEMA, AggregationSettings
+from aggregation.keys import KeyFormat
+from aggregation.metrics import AggregationMetrics
+from aggregation.policy import RetryPolicy
+from aggregation.reader import Batch, CounterReader, ReadOptions, counter_client
+from aggregation.scheduler import Scheduler
+from aggregation.writer import EVENT_TYPE, UsageWriter
+from tributary import catalog
+from tributary.service import Components, Periodic, Resources, Service
+
+NAME = "aggregation"
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+class CounterClient:
+    """The Redis client of counter reads (:func:`aggregation.reader.counter_client`),
+    opened on first use. Separate from the shared client: it decodes leniently."""
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._client: aioredis.Redis | None = None
+
+    def get(self) -> aioredis.Redis:
+        if self._client is None:
+            self._client = counter_client(self._url)
+        return self._client
+
+    async def aclose(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+
+@dataclass
+class AggregationApp:
+    settings: AggregationSettings
+    aggregator: Aggregator
+    scheduler: Scheduler
+    client: CounterClient
+    keys: KeyFormat
+    metrics: AggregationMetrics
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+def create_app(
+    res: Resources,
+    *,
+    clock: Clock = utc_now,
+    after_read: Callable[[Batch], Awaitable[None]] | None = None,
+) -> AggregationApp:
+    settings = cast(AggregationSettings, res.settings)
+    client = CounterClient(settings.redis_url.get_secret_value())
+    keys = KeyFormat(settings.stream_prefix)
+    reader = CounterReader(
+        client.get,
+        keys,
+        ReadOptions(
+            discovery=settings.discovery,
+            batch_size=settings.batch_size,
+            mget_chunk=settings.mget_chunk,
+            scan_count=settings.scan_count,
+        ),
+        after_read,
+    )
+    writer = UsageWriter(
+        res.telemetry.tracer,
+        NAME,
+        settings.write_method,
+        settings.copy_threshold,
+        res.service.registry.version_for(EVENT_TYPE),
+    )
+    metrics = AggregationMetrics.of(res.metrics.registry)
+    aggregator = Aggregator(
+        res.engine,
+        reader,
+        writer,
+        AggregatorOptions(
+            grace=timedelta(hours=settings.finality_grace_hours),
+            publish_events=settings.publish_events,
+            write_concurrency=settings.write_concurrency,
+            max_recorded_errors=settings.max_recorded_errors,
+            retry=RetryPolicy(
+                settings.retry_base_seconds,
+                settings.retry_max_seconds,
+                settings.retry_max_attempts,
+            ),
+        ),
+        clock=clock,
+        metrics=metrics,
+        on_commit=res.relay.wake,
+    )
+    scheduler = Scheduler(
+        aggregator,
+        res.sessions,
+        interval=timedelta(seconds=settings.interval_seconds),
+        lookback_days=settings.lookback_days,
+        clock=clock,
+    )
+    return AggregationApp(settings, aggregator, scheduler, client, keys, metrics)
+
+
+def build(res: Resources) -> Components:
+    app = create_app(res)
+
+    async def tick() -> None:
+        await app.scheduler.tick()
+
+    periodic = (
+        [Periodic("scheduler", app.settings.tick_seconds, tick)]
+        if app.settings.scheduler_enabled
+        else []
+    )
+    return Components(
+        periodic=periodic,
+        routers=[router(res.sessions)],
+        on_shutdown=[app.aclose],
+        uses_outbox=True,
+    )
+
+
+async def once(res: Resources, parts: Components) -> None:
+    """One scheduled pass (today, yesterday, unfinished dates, due retries), scheduler or not."""
+    app = create_app(res)
+    try:
+        await app.scheduler.tick(force_pass=True)
+    finally:
+        await app.aclose()
+
+
+def service_for(schema: str | None) -> Service:
+    """The service with its tables in ``schema`` (``AGGREGATION_DB_SCHEMA``)."""
+    return SERVICE if not schema else dataclasses.replace(SERVICE, schema=schema)
+
+
+SERVICE = Service(
+    name=NAME,
+    settings_class=AggregationSettings,
+    build=build,
+    registry=catalog.default_registry(),
+    schema=DEFAULT_SCHEMA,
+    migrations=MIGRATIONS,
+    once=once,
+)

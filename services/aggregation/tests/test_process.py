@@ -1,0 +1,215 @@
+"""The service as a real process: SIGKILL in the middle of a large run, and ``run`` serving
+HTTP, scheduling, and stopping cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+import redis
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from aggregation.keys import KeyFormat
+from tributary import catalog
+from tributary.streams.names import Keys
+
+from .conftest import DAY, count, rows_of
+
+MERCHANTS = 2_000
+METRICS = 30  # 60,000 counters
+
+
+@pytest.fixture
+def service_env(redis_url: str, postgres_url: str, pg_schema: str, keys: Keys) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGGREGATION_", "OTEL_"))}
+    env.update(
+        REDIS_URL=redis_url,
+        DATABASE_URL=postgres_url,
+        STREAM_PREFIX=keys.prefix,
+        AGGREGATION_DB_SCHEMA=pg_schema,
+        HTTP_PORT="0",
+        CONSUMER_NAME="aggregation-0",
+        SHUTDOWN_TIMEOUT_SECONDS="10",
+        LOG_LEVEL="WARNING",
+    )
+    return env
+
+
+@pytest.fixture
+def start(service_env: dict[str, str]) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def launch(*args: str, **extra_env: str) -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "aggregation", *args],
+            env={**service_env, **extra_env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        procs.append(proc)
+        return proc
+
+    yield launch
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        proc.communicate()
+
+
+def wait_until(
+    condition: Callable[[], bool], proc: subprocess.Popen[bytes], seconds: float
+) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"exited with {proc.returncode}: {(out + err).decode()[-2000:]}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"condition not met within {seconds}s")
+        time.sleep(0.01)
+
+
+def rows(engine: Engine) -> int:
+    with engine.connect() as conn:
+        if not sa.inspect(conn).has_table("merchant_usage"):
+            return 0
+        return int(conn.execute(sa.text("SELECT count(*) FROM merchant_usage")).scalar_one())
+
+
+def populate(redis_url: str, keys: KeyFormat) -> dict[tuple[str, str], int]:
+    values = {(f"m{m:05d}", f"metric{k:02d}"): m * METRICS + k for m in range(MERCHANTS)
+              for k in range(METRICS)}  # fmt: skip
+    client = redis.Redis.from_url(redis_url)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for (merchant, metric), value in values.items():
+            name = keys.counter(merchant, DAY, metric)
+            pipe.set(name, value)
+            pipe.sadd(keys.index(DAY), name)
+        pipe.execute()
+    finally:
+        client.close()
+    return values
+
+
+def bump(redis_url: str, keys: KeyFormat, values: dict[tuple[str, str], int], step: int) -> None:
+    """Live traffic between runs: every ``step``-th counter goes up by one."""
+    client = redis.Redis.from_url(redis_url)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for merchant, metric in list(values)[::step]:
+            pipe.incrby(keys.counter(merchant, DAY, metric), 1)
+            values[(merchant, metric)] += 1
+        pipe.execute()
+    finally:
+        client.close()
+
+
+def events_by_row(engine: Engine) -> dict[tuple[str, str], list[int]]:
+    """Values of the usage.aggregated events in the outbox, per row, in order."""
+    query = sa.text(
+        "SELECT d->>'merchant_id', d->>'metric', (d->>'value')::bigint FROM"
+        " (SELECT id, ((fields::json)->>'data')::json AS d FROM outbox) AS e ORDER BY id"
+    )
+    found: dict[tuple[str, str], list[int]] = {}
+    with engine.connect() as conn:
+        for merchant, metric, value in conn.execute(query):
+            found.setdefault((merchant, metric), []).append(int(value))
+    return found
+
+
+@pytest.mark.slow
+def test_sigkill_during_a_large_run_then_rerun_gives_exact_rows(
+    start: Callable[..., subprocess.Popen[bytes]],
+    pg_engine: Engine,
+    redis_url: str,
+    key_format: KeyFormat,
+) -> None:
+    values = populate(redis_url, key_format)
+    untouched = set(list(values)[1::7])  # never bumped below
+    small_batches = {"AGGREGATION_BATCH_SIZE": "500", "AGGREGATION_WRITE_CONCURRENCY": "1"}
+    for goal in (len(values) // 5, len(values) // 2):
+        proc = start("aggregate", "--date", str(DAY), "--no-progress", **small_batches)
+        wait_until(lambda goal=goal: rows(pg_engine) >= goal, proc, 120)  # type: ignore[misc]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        assert rows(pg_engine) < len(values), "the kill should land mid-run"
+        bump(redis_url, key_format, values, 7)
+    proc = start("aggregate", "--date", str(DAY), "--no-progress", "--json")
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    assert b'"status": "succeeded"' in out
+    assert rows_of(pg_engine) == values
+    # every row's events end with its final value; a row whose counter never moved
+    # changed once over all three runs: one event, none twice, none lost
+    events = events_by_row(pg_engine)
+    assert {row: found[-1] for row, found in events.items()} == values
+    assert all(len(events[row]) == 1 for row in untouched)
+    with pg_engine.connect() as conn:
+        ids = conn.execute(sa.text("SELECT count(*), count(DISTINCT event_id) FROM outbox"))
+        total, distinct = ids.one()
+        statuses = conn.execute(
+            sa.text("SELECT status, error FROM aggregation_runs ORDER BY id")
+        ).all()
+    assert total == distinct
+    assert [s for s, _ in statuses] == ["failed", "failed", "succeeded"]
+    assert all("abandoned" in (e or "") for _, e in statuses[:2])
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_run_serves_http_schedules_and_stops_on_sigterm(
+    start: Callable[..., subprocess.Popen[bytes]],
+    pg_engine: Engine,
+    redis_url: str,
+    key_format: KeyFormat,
+    keys: Keys,
+) -> None:
+    from aggregation.tracking import track_usage_sync
+
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    try:
+        track_usage_sync(client, "shop1", "calls", 3, prefix=key_format.prefix)
+    finally:
+        client.close()
+    port = free_port()
+    proc = start("run", HTTP_PORT=str(port))
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{base}/readyz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(ready, proc, 60)
+    wait_until(
+        lambda: count(pg_engine, "aggregation_runs WHERE status <> 'running'") >= 2, proc, 60
+    )
+    usage = httpx.get(f"{base}/usage", params={"merchant": "shop1"}, timeout=5).json()
+    assert [(r["metric"], r["value"]) for r in usage["rows"]] == [("calls", 3)]
+    runs = httpx.get(f"{base}/runs", timeout=5).json()["runs"]
+    assert {r["trigger"] for r in runs} == {"schedule"}
+    metrics = httpx.get(f"{base}/metrics", timeout=5).text
+    assert "aggregation_runs_total" in metrics
+    stream = keys.stream(catalog.USAGE_AGGREGATED)
+    client = redis.Redis.from_url(redis_url)
+    try:
+        wait_until(lambda: client.xlen(stream) == 1, proc, 30)  # the relay published it
+    finally:
+        client.close()
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
