@@ -1,0 +1,1 @@
+"""Notifications: suppression (silences, maintenance, inhibition), webhook and email."""

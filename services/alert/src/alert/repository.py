@@ -1,0 +1,272 @@
+"""Queries of the configuration tables and of events (API and CLI)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.orm import Session
+
+from alert.models import (
+    alert_events,
+    delivery_attempts,
+    maintenance_windows,
+    notifications,
+    receivers,
+    rules,
+    rules_meta,
+    silences,
+)
+from alert.rules import RuleSpec
+from alert.schemas import ReceiverOut, ReceiverSpec, SilenceSpec, WindowSpec
+from tributary.logs import redact
+
+# -- rules --------------------------------------------------------------------------------
+
+
+def bump_rules_version(session: Session) -> int:
+    """Next rules version; the row lock orders rule changes by commit (see index.py)."""
+    stmt = (
+        postgresql.insert(rules_meta)
+        .values(id=1, version=1)
+        .on_conflict_do_update(
+            index_elements=[rules_meta.c.id], set_={"version": rules_meta.c.version + 1}
+        )
+        .returning(rules_meta.c.version)
+    )
+    return int(session.execute(stmt).scalar_one())
+
+
+def _rule_values(spec: RuleSpec, revision: int, now: datetime) -> dict[str, Any]:
+    return {
+        "name": spec.name,
+        "source": spec.source,
+        "metric": spec.metric,
+        "kind": spec.kind,
+        "enabled": spec.enabled,
+        "spec": spec.model_dump(mode="json"),
+        "revision": revision,
+        "updated_at": now,
+    }
+
+
+def insert_rules(session: Session, specs: Sequence[RuleSpec], now: datetime) -> list[int]:
+    """Insert rules with one version bump (the API adds one, the benchmark thousands)."""
+    if not specs:
+        return []
+    revision = bump_rules_version(session)
+    rows = [{**_rule_values(s, revision, now), "created_at": now} for s in specs]
+    result = session.execute(
+        sa.insert(rules).returning(rules.c.id, sort_by_parameter_order=True), rows
+    )
+    return [int(i) for i in result.scalars()]
+
+
+def update_rule(session: Session, rule_id: int, spec: RuleSpec, now: datetime) -> bool:
+    revision = bump_rules_version(session)
+    found = session.execute(
+        sa.update(rules)
+        .where(rules.c.id == rule_id, rules.c.deleted_at.is_(None))
+        .values(**_rule_values(spec, revision, now))
+        .returning(rules.c.id)
+    ).first()
+    return found is not None
+
+
+def delete_rule(session: Session, rule_id: int, now: datetime) -> bool:
+    """Soft delete: events keep pointing at the rule; the index drops it."""
+    revision = bump_rules_version(session)
+    found = session.execute(
+        sa.update(rules)
+        .where(rules.c.id == rule_id, rules.c.deleted_at.is_(None))
+        .values(deleted_at=now, enabled=False, revision=revision, updated_at=now)
+        .returning(rules.c.id)
+    ).first()
+    return found is not None
+
+
+def get_rule(session: Session, rule_id: int, *, lock: bool = False) -> Any:
+    stmt = sa.select(rules).where(rules.c.id == rule_id, rules.c.deleted_at.is_(None))
+    return session.execute(stmt.with_for_update() if lock else stmt).first()
+
+
+def list_rules(
+    session: Session,
+    source: str | None = None,
+    enabled: bool | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> list[Any]:
+    stmt = sa.select(rules).where(rules.c.deleted_at.is_(None))
+    if source is not None:
+        stmt = stmt.where(rules.c.source == source)
+    if enabled is not None:
+        stmt = stmt.where(rules.c.enabled == enabled)
+    return list(session.execute(stmt.order_by(rules.c.id).limit(limit).offset(offset)))
+
+
+# -- receivers ----------------------------------------------------------------------------
+
+
+def missing_receivers(session: Session, names: Sequence[str]) -> list[str]:
+    if not names:
+        return []
+    known = set(
+        session.execute(sa.select(receivers.c.name).where(receivers.c.name.in_(names))).scalars()
+    )
+    return sorted(set(names) - known)
+
+
+def receiver_out(row: Any) -> ReceiverOut:
+    config = row.config or {}
+    url = config.get("url")
+    return ReceiverOut(
+        id=row.id,
+        name=row.name,
+        kind=row.kind,
+        url=redact(url) if url else None,
+        timeout_seconds=config.get("timeout_seconds"),
+        header_names=sorted(config.get("headers") or {}),
+        has_hmac_secret=bool(row.secret),
+        to=config.get("to") or [],
+        subject_prefix=config.get("subject_prefix") or "",
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+def save_receiver(
+    session: Session, spec: ReceiverSpec, now: datetime, receiver_id: int | None = None
+) -> Any:
+    values: dict[str, Any] = {
+        "name": spec.name,
+        "kind": spec.kind,
+        "config": spec.config(),
+        "updated_at": now,
+    }
+    if spec.hmac_secret is not None:
+        values["secret"] = spec.hmac_secret.get_secret_value() or None
+    if receiver_id is None:
+        return session.execute(
+            sa.insert(receivers).values(**values, created_at=now).returning(receivers)
+        ).first()
+    return session.execute(
+        sa.update(receivers)
+        .where(receivers.c.id == receiver_id)
+        .values(**values)
+        .returning(receivers)
+    ).first()
+
+
+def receiver_in_use(session: Session, name: str) -> list[int]:
+    """Ids of live rules naming receiver ``name`` (directly or as escalation)."""
+    spec = rules.c.spec
+    stmt = sa.select(rules.c.id).where(
+        rules.c.deleted_at.is_(None),
+        sa.or_(
+            spec["receivers"].op("@>")(sa.cast([name], postgresql.JSONB)),
+            spec["escalation"]["receiver"].astext == name,
+        ),
+    )
+    return list(session.execute(stmt.limit(20)).scalars())
+
+
+# -- silences and maintenance windows -----------------------------------------------------
+
+
+def insert_silence(session: Session, spec: SilenceSpec, now: datetime) -> Any:
+    values = {
+        "matchers": [m.model_dump() for m in spec.matchers],
+        "starts_at": spec.starts_at or now,
+        "ends_at": spec.ends_at,
+        "created_by": spec.created_by,
+        "comment": spec.comment,
+        "created_at": now,
+    }
+    return session.execute(sa.insert(silences).values(**values).returning(silences)).first()
+
+
+def list_silences(session: Session, active_at: datetime | None) -> list[Any]:
+    stmt = sa.select(silences).order_by(silences.c.id)
+    if active_at is not None:
+        stmt = stmt.where(silences.c.starts_at <= active_at, silences.c.ends_at > active_at)
+    return list(session.execute(stmt.limit(1000)))
+
+
+def expire_silence(session: Session, silence_id: int, now: datetime) -> Any:
+    c = silences.c
+    stmt = (
+        sa.update(silences)
+        .where(c.id == silence_id)
+        .values(ends_at=sa.func.least(c.ends_at, now), starts_at=sa.func.least(c.starts_at, now))
+        .returning(silences)
+    )
+    return session.execute(stmt).first()
+
+
+def save_window(
+    session: Session, spec: WindowSpec, now: datetime, window_id: int | None = None
+) -> Any:
+    values = spec.model_dump()
+    values["matchers"] = [m.model_dump() for m in spec.matchers]
+    values["updated_at"] = now
+    table = maintenance_windows
+    if window_id is None:
+        return session.execute(
+            sa.insert(table).values(**values, created_at=now).returning(table)
+        ).first()
+    return session.execute(
+        sa.update(table).where(table.c.id == window_id).values(**values).returning(table)
+    ).first()
+
+
+# -- events -------------------------------------------------------------------------------
+
+
+def list_events(
+    session: Session,
+    *,
+    open_only: bool | None = None,
+    subject: str | None = None,
+    rule_id: int | None = None,
+    limit: int = 100,
+) -> list[Any]:
+    c = alert_events.c
+    stmt = sa.select(alert_events)
+    if open_only is True:
+        stmt = stmt.where(c.resolved_at.is_(None))
+    elif open_only is False:
+        stmt = stmt.where(c.resolved_at.is_not(None))
+    if subject is not None:
+        stmt = stmt.where(c.subject == subject)
+    if rule_id is not None:
+        stmt = stmt.where(c.rule_id == rule_id)
+    return list(session.execute(stmt.order_by(c.triggered_at.desc(), c.id).limit(limit)))
+
+
+def event_detail(session: Session, event_id: str) -> tuple[Any, list[Any], list[Any]] | None:
+    event = session.execute(sa.select(alert_events).where(alert_events.c.id == event_id)).first()
+    if event is None:
+        return None
+    sent = list(
+        session.execute(
+            sa.select(notifications)
+            .where(notifications.c.event_id == event_id)
+            .order_by(notifications.c.id)
+        )
+    )
+    tries = (
+        list(
+            session.execute(
+                sa.select(delivery_attempts)
+                .where(delivery_attempts.c.notification_id.in_([n.id for n in sent]))
+                .order_by(delivery_attempts.c.id)
+            )
+        )
+        if sent
+        else []
+    )
+    return event, sent, tries

@@ -1,0 +1,113 @@
+"""The alert service: consumers of every input stream, the leader's tick, the notifier,
+the outbox relay and the HTTP API."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from alert import api, handlers
+from alert.app import AlertApp
+from alert.clock import Clock, utc_now
+from alert.config import DEFAULT_SCHEMA, AlertSettings
+from alert.emit import Emitter
+from alert.engine import Evaluator
+from alert.index import RuleCache
+from alert.metrics import AlertMetrics
+from alert.notify.notifier import Notifier
+from alert.samples import SOURCES
+from alert.scheduler import Ticker
+from tributary import catalog
+from tributary.service import Components, Periodic, Resources, Service
+from tributary.streams.runner import RunnerOptions
+
+NAME = "alert"
+MIGRATIONS = Path(__file__).parent / "migrations"
+#: seconds between purges of old inbox and outbox rows
+PURGE_INTERVAL_SECONDS = 3600.0
+
+
+@dataclass
+class AlertComponents(Components):
+    app: AlertApp | None = None
+
+
+def settings_of(res: Resources) -> AlertSettings:
+    settings = res.settings
+    if not isinstance(settings, AlertSettings):
+        raise TypeError(f"alert needs AlertSettings, got {type(settings).__name__}")
+    return settings
+
+
+def assemble(
+    res: Resources, *, clock: Clock = utc_now, http_client: httpx.AsyncClient | None = None
+) -> AlertApp:
+    """The service's parts; tests inject a clock and an HTTP client."""
+    settings = settings_of(res)
+    cache = RuleCache()
+    emitter = Emitter(res.telemetry.tracer, res.service.registry, clock)
+    metrics = AlertMetrics(res.metrics.registry)
+    app = AlertApp(
+        settings=settings,
+        group=res.service.name,
+        sessions=res.sessions,
+        clock=clock,
+        registry=res.service.registry,
+        cache=cache,
+        evaluator=Evaluator(
+            cache,
+            emitter,
+            clock,
+            max_clock_skew=settings.max_clock_skew_seconds,
+            max_window_points=settings.max_window_points,
+        ),
+        ticker=Ticker(cache, emitter, clock),
+        notifier=Notifier(
+            res.sessions, cache, settings, clock, res.telemetry.tracer, metrics, http_client
+        ),
+        metrics=metrics,
+        relay=res.relay,
+        producer=res.producer,
+    )
+    options = RunnerOptions(
+        batch_size=settings.batch_size,
+        block_ms=settings.read_block_ms,
+        max_deliveries=settings.max_deliveries,
+    )
+    for source in SOURCES:
+        runner = res.runner(source, options)
+        handlers.register(runner, app, source)
+        app.runners[source] = runner
+    return app
+
+
+def build(res: Resources) -> Components:
+    app = assemble(res)
+    settings = app.settings
+    return AlertComponents(
+        runners=list(app.runners.values()),
+        periodic=[
+            Periodic("tick", settings.tick_interval_seconds, app.tick),
+            Periodic("purge", PURGE_INTERVAL_SECONDS, app.purge),
+        ],
+        routers=[api.router(app)],
+        tasks=[app.notifier.run],
+        uses_outbox=True,
+        app=app,
+    )
+
+
+def make_service(schema: str = DEFAULT_SCHEMA) -> Service:
+    from alert.dryrun import dry_run
+
+    return Service(
+        name=NAME,
+        settings_class=AlertSettings,
+        build=build,
+        registry=catalog.default_registry(),
+        schema=schema,
+        migrations=MIGRATIONS,
+        once=dry_run,
+    )

@@ -1,0 +1,167 @@
+"""Helpers for tests and the benchmark: the service wired by hand to given resources.
+
+``Harness`` drives the service the way its tasks would (drain the runners,
+relay the outbox, run a notifier round, run a tick) but one step at a time, with
+an injected clock, so tests need no sleeps.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import datetime
+from typing import Any
+
+import httpx
+import redis.asyncio as aioredis
+import sqlalchemy as sa
+from pydantic import BaseModel
+from sqlalchemy.engine import Engine
+
+from alert import repository
+from alert.app import AlertApp
+from alert.clock import ManualClock
+from alert.config import AlertSettings
+from alert.models import alert_events, notifications, rule_state
+from alert.rules import RuleSpec
+from alert.samples import EVENT_TYPES
+from alert.scheduler import TickOutcome
+from alert.schemas import ReceiverSpec
+from alert.service import assemble
+from tributary import catalog
+from tributary.db import make_sessionmaker
+from tributary.events import Event, decode, make_event
+from tributary.metrics import Metrics
+from tributary.outbox import OutboxRelay
+from tributary.service import Resources, Service
+from tributary.streams import client
+from tributary.streams.names import Keys
+from tributary.streams.producer import Producer
+from tributary.telemetry import Telemetry
+
+
+def build_resources(
+    settings: AlertSettings,
+    service: Service,
+    redis: aioredis.Redis,
+    engine: Engine,
+    keys: Keys,
+    telemetry: Telemetry,
+    consumer: str = "test-0",
+) -> Resources:
+    metrics = Metrics()
+    return Resources(
+        settings=settings,
+        service=service,
+        redis=redis,
+        engine=engine,
+        sessions=make_sessionmaker(engine),
+        telemetry=telemetry,
+        metrics=metrics,
+        keys=keys,
+        producer=Producer(redis, telemetry.tracer, keys, metrics),
+        consumer_name=consumer,
+        relay=OutboxRelay(engine, redis, keys, metrics, schema_label=service.schema or ""),
+    )
+
+
+class Harness:
+    def __init__(self, res: Resources, clock: ManualClock, http: httpx.AsyncClient) -> None:
+        self.res = res
+        self.clock = clock
+        self.http = http
+        self.app = assemble(res, clock=clock, http_client=http)
+
+    def restart(self) -> AlertApp:
+        """A fresh app on the same database and streams (nothing kept in memory)."""
+        self.res = dataclasses.replace(self.res, metrics=Metrics())
+        self.app = assemble(self.res, clock=self.clock, http_client=self.http)
+        return self.app
+
+    # -- input ----------------------------------------------------------------------------
+
+    async def publish(self, source: str, payload: dict[str, Any] | BaseModel) -> Event:
+        # the envelope time is the test clock's: it is the sample time of payloads without one
+        when = self.clock().isoformat().replace("+00:00", "Z")
+        event = make_event(
+            EVENT_TYPES[source], payload, "test", self.res.service.registry, time=when
+        )
+        await self.res.producer.publish(source, event)
+        return event
+
+    async def reading(
+        self,
+        device_id: str,
+        value: float | None,
+        at: datetime,
+        metric: str | None = "temp",
+        **extra: Any,
+    ) -> Event:
+        payload = {"device_id": device_id, "metric": metric, "value": value, "time": at, **extra}
+        return await self.publish(catalog.DEVICE_READINGS, payload)
+
+    async def drain(self, *sources: str) -> None:
+        for source in sources or tuple(self.app.runners):
+            await self.app.runners[source].drain(timeout=30)
+
+    async def relay(self) -> int:
+        total = 0
+        while n := await self.res.relay.relay_once():
+            total += n
+        return total
+
+    async def notify(self) -> int:
+        """Notifier rounds until nothing is due (at the clock's time)."""
+        total = 0
+        while n := await self.app.notifier.run_once():
+            total += n
+        return total
+
+    async def tick(self) -> TickOutcome:
+        return await self.app.run_tick()
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def add_rule(self, **spec: Any) -> int:
+        spec.setdefault("name", f"rule-{spec.get('metric', 'temp')}")
+        spec.setdefault("source", catalog.DEVICE_READINGS)
+        spec.setdefault("metric", "temp")
+        with self.res.sessions.begin() as session:
+            (rule_id,) = repository.insert_rules(
+                session, [RuleSpec.model_validate(spec)], self.clock()
+            )
+        return rule_id
+
+    def add_receiver(self, **spec: Any) -> int:
+        with self.res.sessions.begin() as session:
+            row = repository.save_receiver(session, ReceiverSpec.model_validate(spec), self.clock())
+        return int(row.id)
+
+    # -- looking --------------------------------------------------------------------------
+
+    def events(self, *, open_only: bool | None = None, subject: str | None = None) -> list[Any]:
+        with self.res.sessions() as session:
+            rows = repository.list_events(
+                session, open_only=open_only, subject=subject, limit=10_000
+            )
+        return sorted(rows, key=lambda r: (r.triggered_at, r.id))
+
+    def states(self) -> dict[tuple[int, str], Any]:
+        with self.res.sessions() as session:
+            return {(r.rule_id, r.subject): r for r in session.execute(sa.select(rule_state))}
+
+    def notifications(self) -> list[Any]:
+        with self.res.sessions() as session:
+            stmt = sa.select(notifications).order_by(notifications.c.id)
+            return list(session.execute(stmt))
+
+    def open_count(self) -> int:
+        with self.res.sessions() as session:
+            stmt = sa.select(sa.func.count()).where(alert_events.c.resolved_at.is_(None))
+            return int(session.execute(stmt).scalar_one())
+
+    async def alerts(self) -> list[Event]:
+        """Events published to the alerts stream so far (after relaying the outbox)."""
+        await self.relay()
+        key = self.res.keys.stream(catalog.ALERTS)
+        entries = await client.entries(self.res.redis, key)
+        return [decode(fields, self.res.service.registry) for _, fields in entries]

@@ -1,0 +1,165 @@
+"""Fixtures of the alert service's tests: the service wired to the test's own Redis key
+prefix and PostgreSQL schema, a manual clock, a real local webhook server and a
+real local SMTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+import redis.asyncio as aioredis
+from aiosmtpd.controller import Controller
+from fastapi import FastAPI, Request, Response
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from sqlalchemy.engine import Engine
+
+from alert.clock import ManualClock
+from alert.config import AlertSettings
+from alert.service import make_service
+from alert.testing import Harness, build_resources
+from tributary.http import HttpServer
+from tributary.service import migrate
+from tributary.streams.names import Keys
+from tributary.telemetry import Telemetry, setup_telemetry
+
+#: a Monday, noon UTC
+T0 = datetime(2025, 1, 6, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def clock() -> ManualClock:
+    return ManualClock(T0)
+
+
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def telemetry(exporter: InMemorySpanExporter) -> Iterator[Telemetry]:
+    telemetry = setup_telemetry("alert", None, exporter=exporter)
+    yield telemetry
+    telemetry.shutdown()
+
+
+@pytest.fixture
+def settings(postgres_url: str, redis_url: str, keys: Keys, pg_schema: str) -> AlertSettings:
+    return AlertSettings(
+        REDIS_URL=redis_url,
+        DATABASE_URL=postgres_url,
+        STREAM_PREFIX=keys.prefix,
+        HTTP_PORT=0,
+        db_schema=pg_schema,
+        notify_retry_base_seconds=10,
+        webhook_timeout_seconds=2,
+        max_deliveries=2,
+        read_block_ms=5,
+    )
+
+
+@pytest.fixture
+def migrated(pg_engine: Engine, pg_schema: str) -> Engine:
+    migrate(make_service(pg_schema), pg_engine)
+    return pg_engine
+
+
+@pytest.fixture
+async def harness(
+    settings: AlertSettings,
+    migrated: Engine,
+    redis_client: aioredis.Redis,
+    keys: Keys,
+    telemetry: Telemetry,
+    clock: ManualClock,
+    pg_schema: str,
+) -> AsyncIterator[Harness]:
+    http = httpx.AsyncClient()
+    telemetry.instrument_httpx(http)
+    res = build_resources(
+        settings, make_service(pg_schema), redis_client, migrated, keys, telemetry
+    )
+    harness = Harness(res, clock, http)
+    yield harness
+    await http.aclose()
+    res.relay.close()
+
+
+# -- a real webhook receiver ----------------------------------------------------------------
+
+
+@dataclass
+class Hook:
+    """What the local webhook server received, and how it should answer."""
+
+    url: str = ""
+    calls: list[dict[str, Any]] = field(default_factory=list)
+    status: int = 200
+    delay: float = 0.0
+
+    @property
+    def bodies(self) -> list[dict[str, Any]]:
+        return [c["json"] for c in self.calls]
+
+
+@pytest.fixture
+async def hook() -> AsyncIterator[Hook]:
+    state = Hook()
+    app = FastAPI()
+
+    @app.post("/hook")
+    async def receive(request: Request) -> Response:
+        body = await request.body()
+        state.calls.append(
+            {"headers": dict(request.headers), "body": body, "json": await request.json()}
+        )
+        if state.delay:
+            await asyncio.sleep(state.delay)
+        return Response(status_code=state.status)
+
+    server = HttpServer(app, "127.0.0.1", 0)
+    port = await server.start()
+    state.url = f"http://127.0.0.1:{port}/hook"
+    yield state
+    await server.stop()
+
+
+# -- a real SMTP server -----------------------------------------------------------------------
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list[dict[str, Any]] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(
+            {
+                "from": envelope.mail_from,
+                "to": list(envelope.rcpt_tos),
+                "data": envelope.content.decode("utf8", errors="replace"),
+            }
+        )
+        return "250 Message accepted for delivery"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Inbox, int]]:
+    inbox = Inbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    yield inbox, port
+    controller.stop()
