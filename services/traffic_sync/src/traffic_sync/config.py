@@ -1,0 +1,93 @@
+"""traffic_sync settings: the shared ones (``REDIS_URL``, ``DATABASE_URL``...) plus
+its own, prefixed ``TRAFFIC_SYNC_``."""
+
+from __future__ import annotations
+
+import re
+from typing import ClassVar, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import SettingsConfigDict
+
+from tributary.config import ServiceSettings, shared
+
+#: MySQL/MariaDB, as the deployment this service replaces
+DEFAULT_DATABASE_URL = "mysql+pymysql://root@127.0.0.1:3306/test"
+#: seconds between two flushes
+DEFAULT_INTERVAL_SECONDS = 300.0
+#: nodes moved out of Redis and applied to the database per transaction
+DEFAULT_BATCH_SIZE = 1000
+#: COUNT hint of each SCAN / SSCAN call
+DEFAULT_SCAN_COUNT = 1000
+#: places where ``TRAFFIC_SYNC_CRASH_AT`` can kill the process
+CRASH_POINTS = ("before_move", "after_move", "after_commit")
+
+Discovery = Literal["both", "index", "scan"]
+
+_CRASH_AT = re.compile(rf"^(?:{'|'.join(CRASH_POINTS)}):[1-9][0-9]*$")
+
+
+class TrafficSyncSettings(ServiceSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TRAFFIC_SYNC_", extra="ignore", populate_by_name=True, frozen=True
+    )
+    service_name: ClassVar[str] = "traffic_sync"
+
+    database_url: SecretStr = Field(
+        SecretStr(DEFAULT_DATABASE_URL),
+        validation_alias=shared("DATABASE_URL"),
+        description="SQLAlchemy URL of the traffic database (MySQL/MariaDB or PostgreSQL).",
+    )
+    interval_seconds: float = Field(
+        DEFAULT_INTERVAL_SECONDS,
+        gt=0,
+        description="Seconds between two flushes (run on the lease holder only).",
+    )
+    batch_size: int = Field(
+        DEFAULT_BATCH_SIZE,
+        ge=1,
+        le=50_000,
+        description="Nodes moved out of Redis and applied in one database transaction.",
+    )
+    apply_concurrency: int = Field(
+        2,
+        ge=1,
+        le=16,
+        description="Batches applied to the database at the same time during a flush.",
+    )
+    discovery: Discovery = Field(
+        "both",
+        description=(
+            "How dirty nodes are found: `index` (the set record_traffic maintains), "
+            "`scan` (SCAN for node:*:traffic, finds foreign writers too) or `both`."
+        ),
+    )
+    scan_count: int = Field(
+        DEFAULT_SCAN_COUNT, ge=1, description="COUNT hint of each SCAN/SSCAN call."
+    )
+    publish_events: bool = Field(
+        True, description="Publish one traffic.flushed event per flushed node (via the outbox)."
+    )
+    ledger_retention_days: float = Field(
+        30.0,
+        gt=0,
+        description="Days an applied batch id is kept in the ledger (must outlive any crash).",
+    )
+    outbox_retention_hours: float = Field(
+        24.0, gt=0, description="Hours published outbox rows are kept before being purged."
+    )
+    crash_at: str = Field(
+        "",
+        description=(
+            "Fault injection for tests and drills: `<point>:<n>` SIGKILLs the process the "
+            "n-th time a flush reaches <point> (before_move, after_move, after_commit). "
+            "Empty: off."
+        ),
+    )
+
+    @field_validator("crash_at")
+    @classmethod
+    def _crash_point(cls, value: str) -> str:
+        if value and not _CRASH_AT.match(value):
+            raise ValueError(f"must be <point>:<n> with <point> one of {', '.join(CRASH_POINTS)}")
+        return value

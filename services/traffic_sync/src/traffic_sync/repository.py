@@ -1,0 +1,299 @@
+"""Queries on traffic_sync's tables, for MySQL/MariaDB and PostgreSQL alike.
+
+The batch upsert is one multi-row ``INSERT ... ON DUPLICATE KEY UPDATE``
+(MySQL) or ``INSERT ... ON CONFLICT DO UPDATE`` (PostgreSQL) per chunk of
+nodes, written as driver SQL: SQLAlchemy's multi-values compilation costs more
+than the database for thousands of rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql
+from sqlalchemy.engine import Connection
+from sqlalchemy.orm import Session
+
+from traffic_sync.batch import Batch, NodeDelta, RejectedNode
+from traffic_sync.models import flush_ledger, node_traffic, rejects
+
+#: nodes per upsert statement
+DEFAULT_CHUNK = 1000
+
+_COLUMNS = "node_id, upload_bytes, download_bytes, traffic_used_bytes, updated_at"
+_MYSQL_UPDATE = (
+    " ON DUPLICATE KEY UPDATE"
+    " upload_bytes = upload_bytes + VALUES(upload_bytes),"
+    " download_bytes = download_bytes + VALUES(download_bytes),"
+    " traffic_used_bytes = traffic_used_bytes + VALUES(traffic_used_bytes),"
+    " updated_at = VALUES(updated_at)"
+)
+_POSTGRES_UPDATE = (
+    " ON CONFLICT (node_id) DO UPDATE SET"
+    " upload_bytes = node_traffic.upload_bytes + EXCLUDED.upload_bytes,"
+    " download_bytes = node_traffic.download_bytes + EXCLUDED.download_bytes,"
+    " traffic_used_bytes = node_traffic.traffic_used_bytes + EXCLUDED.traffic_used_bytes,"
+    " updated_at = EXCLUDED.updated_at"
+)
+_TOTAL_COLUMNS = "node_id, upload_bytes, download_bytes, traffic_used_bytes, traffic_limit_bytes"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """MySQL DATETIME comes back naive; every time this service stores is UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeTotals:
+    """A node's counters right after a batch was applied, with the batch's delta."""
+
+    node_id: int
+    upload_delta: int
+    download_delta: int
+    upload_total: int
+    download_total: int
+    traffic_used_total: int
+    traffic_limit: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeTraffic:
+    node_id: int
+    upload_bytes: int
+    download_bytes: int
+    traffic_used_bytes: int
+    traffic_limit_bytes: int | None
+    updated_at: datetime
+
+
+def _is_mysql(conn: Connection) -> bool:
+    return conn.dialect.name in ("mysql", "mariadb")
+
+
+# -- the ledger -------------------------------------------------------------------------
+
+
+def claim_batch(session: Session, batch: Batch, now: datetime) -> bool:
+    """Insert the batch's ledger row; False if the batch was applied already.
+
+    The first statement of the apply transaction: a concurrent apply of the
+    same batch waits here for the first one's outcome, then finds the row.
+    """
+    values = {
+        "batch_id": batch.batch_id,
+        "applied_at": now,
+        "nodes": len(batch.deltas),
+        "upload_bytes": batch.upload_bytes,
+        "download_bytes": batch.download_bytes,
+        "rejected": len(batch.rejects),
+    }
+    if _is_mysql(session.connection()):
+        stmt = mysql.insert(flush_ledger).values(values).prefix_with("IGNORE")
+        return cast("sa.CursorResult[Any]", session.execute(stmt)).rowcount == 1
+    # psycopg reports no row count here (-1): ask for the inserted row instead
+    claimed = (
+        postgresql.insert(flush_ledger)
+        .values(values)
+        .on_conflict_do_nothing()
+        .returning(flush_ledger.c.batch_id)
+    )
+    return session.execute(claimed).first() is not None
+
+
+def is_applied(session: Session, batch_id: str) -> bool:
+    stmt = sa.select(flush_ledger.c.batch_id).where(flush_ledger.c.batch_id == batch_id)
+    return session.execute(stmt).first() is not None
+
+
+# -- node counters ----------------------------------------------------------------------
+
+
+def _returns_from_upsert(conn: Connection) -> bool:
+    """PostgreSQL and MariaDB return the updated rows from the upsert; MySQL cannot."""
+    return not _is_mysql(conn) or bool(getattr(conn.dialect, "is_mariadb", False))
+
+
+def _upsert_chunk(
+    conn: Connection, chunk: Sequence[NodeDelta], now: datetime, returning: bool
+) -> list[tuple[int, int, int, int, int | None]]:
+    params: list[object] = []
+    for d in chunk:
+        params += (d.node_id, d.upload, d.download, d.upload + d.download, now)
+    values = ",".join(["(%s,%s,%s,%s,%s)"] * len(chunk))
+    tail = _MYSQL_UPDATE if _is_mysql(conn) else _POSTGRES_UPDATE
+    if returning:
+        tail += f" RETURNING {_TOTAL_COLUMNS}"
+    sql = f"INSERT INTO node_traffic ({_COLUMNS}) VALUES {values}{tail}"
+    result = conn.exec_driver_sql(sql, tuple(params))
+    return [tuple(row) for row in result] if returning else []
+
+
+def _select_totals(
+    conn: Connection, chunk: Sequence[NodeDelta]
+) -> list[tuple[int, int, int, int, int | None]]:
+    # node ids are ints: safe to inline, and one literal list is cheaper than N binds
+    ids = ",".join(str(int(d.node_id)) for d in chunk)
+    sql = f"SELECT {_TOTAL_COLUMNS} FROM node_traffic WHERE node_id IN ({ids})"
+    return [tuple(row) for row in conn.exec_driver_sql(sql)]
+
+
+def _with_deltas(
+    chunk: Sequence[NodeDelta], rows: Sequence[tuple[int, int, int, int, int | None]]
+) -> list[NodeTotals]:
+    by_id = {d.node_id: d for d in chunk}
+    totals = [
+        NodeTotals(node_id, by_id[node_id].upload, by_id[node_id].download, up, down, used, limit)
+        for node_id, up, down, used, limit in rows
+    ]
+    totals.sort(key=lambda t: t.node_id)
+    return totals
+
+
+def add_traffic(
+    session: Session,
+    deltas: Sequence[NodeDelta],
+    now: datetime,
+    *,
+    chunk: int = DEFAULT_CHUNK,
+    with_totals: bool = True,
+    returning: bool | None = None,
+) -> list[NodeTotals]:
+    """Add the deltas to the nodes' counters (creating rows), one statement per chunk;
+    returns the new totals when ``with_totals`` (read back in the same statement where
+    the database can, by a SELECT of the locked rows otherwise; ``returning`` forces
+    one way)."""
+    conn = session.connection()
+    if returning is None:
+        returning = _returns_from_upsert(conn)
+    returning = returning and with_totals
+    totals: list[NodeTotals] = []
+    for start in range(0, len(deltas), chunk):
+        part = deltas[start : start + chunk]
+        rows = _upsert_chunk(conn, part, now, returning)
+        if with_totals and not returning:
+            rows = _select_totals(conn, part)
+        if with_totals:
+            totals += _with_deltas(part, rows)
+    return totals
+
+
+def add_rejects(
+    session: Session, batch_id: str, rejected: Sequence[RejectedNode], now: datetime
+) -> None:
+    if not rejected:
+        return
+    rows = [
+        {
+            "batch_id": batch_id,
+            "node_key": r.node_key,
+            "reason": r.reason,
+            "detail": r.detail[:255],
+            "raw": r.raw,
+            "created_at": now,
+        }
+        for r in rejected
+    ]
+    session.execute(sa.insert(rejects), rows)
+
+
+# -- reads and the API ------------------------------------------------------------------
+
+
+def get_node(session: Session, node_id: int) -> NodeTraffic | None:
+    row = session.execute(sa.select(node_traffic).where(node_traffic.c.node_id == node_id)).first()
+    if row is None:
+        return None
+    return NodeTraffic(
+        node_id=row.node_id,
+        upload_bytes=row.upload_bytes,
+        download_bytes=row.download_bytes,
+        traffic_used_bytes=row.traffic_used_bytes,
+        traffic_limit_bytes=row.traffic_limit_bytes,
+        updated_at=as_utc(row.updated_at),
+    )
+
+
+def set_limit(session: Session, node_id: int, limit: int | None, now: datetime) -> None:
+    """Set (or clear) a node's limit, creating its row with zero counters if needed."""
+    values = {"node_id": node_id, "traffic_limit_bytes": limit, "updated_at": now}
+    conn = session.connection()
+    if _is_mysql(conn):
+        stmt: sa.Executable = (
+            mysql.insert(node_traffic)
+            .values(values)
+            .on_duplicate_key_update(traffic_limit_bytes=limit, updated_at=now)
+        )
+    else:
+        insert = postgresql.insert(node_traffic).values(values)
+        stmt = insert.on_conflict_do_update(
+            index_elements=[node_traffic.c.node_id],
+            set_={"traffic_limit_bytes": limit, "updated_at": now},
+        )
+    session.execute(stmt)
+
+
+def all_traffic(session: Session) -> dict[int, tuple[int, int, int]]:
+    """node id -> (upload, download, used): for tests and the benchmark."""
+    rows = session.execute(
+        sa.select(
+            node_traffic.c.node_id,
+            node_traffic.c.upload_bytes,
+            node_traffic.c.download_bytes,
+            node_traffic.c.traffic_used_bytes,
+        )
+    )
+    return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerSummary:
+    batches: int
+    nodes: int
+    rejected: int
+    last_applied_at: datetime | None
+
+
+def ledger_summary(session: Session) -> LedgerSummary:
+    row = session.execute(
+        sa.select(
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(flush_ledger.c.nodes), 0),
+            sa.func.coalesce(sa.func.sum(flush_ledger.c.rejected), 0),
+            sa.func.max(flush_ledger.c.applied_at),
+        )
+    ).one()
+    last = as_utc(row[3]) if row[3] is not None else None
+    return LedgerSummary(int(row[0]), int(row[1]), int(row[2]), last)
+
+
+def recent_rejects(session: Session, limit: int = 20) -> list[dict[str, object]]:
+    stmt = (
+        sa.select(rejects.c.batch_id, rejects.c.node_key, rejects.c.reason, rejects.c.detail,
+                  rejects.c.created_at)
+        .order_by(rejects.c.id.desc())
+        .limit(limit)
+    )  # fmt: skip
+    return [
+        {
+            "batch_id": r.batch_id,
+            "node": r.node_key,
+            "reason": r.reason,
+            "detail": r.detail,
+            "at": as_utc(r.created_at).isoformat(),
+        }
+        for r in session.execute(stmt)
+    ]
+
+
+def purge_ledger(session: Session, older_than: timedelta, now: datetime | None = None) -> int:
+    cutoff = (now or utcnow()) - older_than
+    result = session.execute(sa.delete(flush_ledger).where(flush_ledger.c.applied_at < cutoff))
+    return int(cast("sa.CursorResult[Any]", result).rowcount)

@@ -1,0 +1,102 @@
+"""The traffic_sync service: a leader-only periodic flush, the HTTP routes, a final
+flush on SIGTERM/SIGINT, traffic.flushed events through the outbox."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+from pathlib import Path
+
+from traffic_sync.api import make_router
+from traffic_sync.config import TrafficSyncSettings
+from traffic_sync.counters import TrafficKeys
+from traffic_sync.faults import CrashAt, no_checkpoint
+from traffic_sync.flush import Flusher, FlushOptions
+from traffic_sync.metrics import FlushMetrics
+from traffic_sync.mover import Mover
+from tributary import catalog
+from tributary.service import Components, Periodic, Resources, Service
+
+log = logging.getLogger(__name__)
+
+NAME = "traffic_sync"
+MIGRATIONS = Path(__file__).parent / "migrations"
+#: share of SHUTDOWN_TIMEOUT_SECONDS the final flush may use (the rest: outbox, exit)
+FINAL_FLUSH_SHARE = 0.8
+
+
+def settings_of(res: Resources) -> TrafficSyncSettings:
+    settings = res.settings
+    if not isinstance(settings, TrafficSyncSettings):
+        raise TypeError("traffic_sync needs TrafficSyncSettings")
+    return settings
+
+
+def make_flusher(res: Resources, settings: TrafficSyncSettings) -> Flusher:
+    mover = Mover(
+        res.redis,
+        TrafficKeys(res.keys),
+        discovery=settings.discovery,
+        scan_count=settings.scan_count,
+    )
+    return Flusher(
+        mover,
+        res.sessions,
+        tracer=res.telemetry.tracer,
+        registry=res.service.registry,
+        metrics=FlushMetrics(res.metrics.registry),
+        options=FlushOptions(
+            batch_size=settings.batch_size,
+            concurrency=settings.apply_concurrency,
+            publish_events=settings.publish_events,
+            ledger_retention=timedelta(days=settings.ledger_retention_days),
+            outbox_retention=timedelta(hours=settings.outbox_retention_hours),
+            source=res.service.name,
+        ),
+        wake=res.relay.wake,
+        checkpoint=CrashAt(settings.crash_at) if settings.crash_at else no_checkpoint,
+    )
+
+
+async def final_flush(res: Resources, flusher: Flusher, budget: float) -> None:
+    """Flush what the writers left since the last cycle, then publish its events.
+
+    Bounded by ``budget`` seconds: whatever is cut off stays in Redis (moved
+    batches included) for the next process, so stopping early loses nothing.
+    """
+    try:
+        async with asyncio.timeout(budget):
+            await flusher.run_cycle()
+            while await res.relay.relay_once():
+                pass
+    except TimeoutError:
+        log.warning("final flush cut off after %.1fs; the rest waits for the next start", budget)
+    except Exception:
+        log.exception("final flush failed; the data stays in Redis for the next start")
+
+
+def build(res: Resources) -> Components:
+    settings = settings_of(res)
+    flusher = make_flusher(res, settings)
+
+    async def on_shutdown() -> None:
+        budget = settings.shutdown_timeout_seconds * FINAL_FLUSH_SHARE
+        await final_flush(res, flusher, budget)
+
+    return Components(
+        periodic=[Periodic("flush", settings.interval_seconds, flusher.run_cycle)],
+        routers=[make_router(res.sessions, res.redis, TrafficKeys(res.keys))],
+        on_shutdown=[on_shutdown],
+        uses_outbox=True,
+    )
+
+
+SERVICE = Service(
+    name=NAME,
+    settings_class=TrafficSyncSettings,
+    build=build,
+    registry=catalog.default_registry(),
+    schema=None,  # MySQL: the URL's database; PostgreSQL: the URL's default search path
+    migrations=MIGRATIONS,
+)

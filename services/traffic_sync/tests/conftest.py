@@ -1,0 +1,89 @@
+"""Fixtures of traffic_sync's tests: a migrated MySQL database, flushers, spans."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import Tracer
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from traffic_sync.counters import TrafficKeys
+from traffic_sync.flush import Flusher, FlushOptions
+from traffic_sync.metrics import FlushMetrics
+from traffic_sync.mover import Mover
+from traffic_sync.service import SERVICE
+from tributary import catalog
+from tributary.db import make_engine, make_sessionmaker
+from tributary.service import migrate
+from tributary.streams.names import Keys
+
+
+@pytest.fixture
+def tkeys(keys: Keys) -> TrafficKeys:
+    return TrafficKeys(keys)
+
+
+@pytest.fixture
+def mysql_engine(mysql_database_url: str) -> Iterator[Engine]:
+    engine = make_engine(mysql_database_url, schema=SERVICE.schema)
+    migrate(SERVICE, engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def spans() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+@pytest.fixture
+def tracer(spans: InMemorySpanExporter) -> Iterator[Tracer]:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    yield provider.get_tracer("test")
+    provider.shutdown()
+
+
+FlusherFactory = Callable[..., Flusher]
+
+
+def build_flusher(
+    redis: aioredis.Redis,
+    sessions: sessionmaker[Session],
+    tkeys: TrafficKeys,
+    tracer: Tracer,
+    *,
+    discovery: str = "both",
+    metrics: FlushMetrics | None = None,
+    checkpoint: Callable[[str], None] | None = None,
+    **options: Any,
+) -> Flusher:
+    return Flusher(
+        Mover(redis, tkeys, discovery=discovery, scan_count=100),  # type: ignore[arg-type]
+        sessions,
+        tracer=tracer,
+        registry=catalog.default_registry(),
+        metrics=metrics or FlushMetrics(),
+        options=FlushOptions(**options),
+        checkpoint=checkpoint or (lambda _point: None),
+    )
+
+
+@pytest.fixture
+def make_flusher(
+    redis_client: aioredis.Redis, mysql_engine: Engine, tkeys: TrafficKeys, tracer: Tracer
+) -> FlusherFactory:
+    """Flushers on the test's MySQL database and Redis prefix."""
+    sessions = make_sessionmaker(mysql_engine)
+
+    def make(**kwargs: Any) -> Flusher:
+        return build_flusher(redis_client, sessions, tkeys, tracer, **kwargs)
+
+    return make

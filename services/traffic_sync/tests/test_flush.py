@@ -1,0 +1,288 @@
+"""The flush against real Redis and MariaDB: exactly once, across crashes between steps."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+
+import pytest
+import redis
+import redis.asyncio as aioredis
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from traffic_sync import repository
+from traffic_sync.batch import NodeDelta, parse_batch
+from traffic_sync.counters import TrafficKeys, record_traffic
+from traffic_sync.metrics import FlushMetrics
+from traffic_sync.models import flush_ledger, node_traffic, rejects
+from traffic_sync.repository import NodeTotals
+from traffic_sync.service import MIGRATIONS, SERVICE
+from tributary.db import make_sessionmaker
+from tributary.migrate import check_migrations
+
+from .conftest import FlusherFactory
+
+
+def totals(engine: Engine) -> dict[int, tuple[int, int, int]]:
+    with make_sessionmaker(engine)() as session:
+        return repository.all_traffic(session)
+
+
+def count(engine: Engine, table: sa.Table) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
+async def redis_is_clean(client: aioredis.Redis, tkeys: TrafficKeys) -> bool:
+    nodes = [k async for k in client.scan_iter(match=tkeys.node_pattern)]
+    return (
+        not nodes
+        and await client.scard(tkeys.dirty) == 0
+        and await client.scard(tkeys.batches) == 0
+    )
+
+
+@pytest.fixture
+def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
+
+
+async def test_flush_adds_counters_to_mysql_and_empties_redis(
+    redis_client: aioredis.Redis, tkeys: TrafficKeys, mysql_engine: Engine,
+    make_flusher: FlusherFactory,
+) -> None:  # fmt: skip
+    await record_traffic(redis_client, 1, 100, 10, keys=tkeys)
+    await record_traffic(redis_client, 1, 5, 5, keys=tkeys)
+    await record_traffic(redis_client, 2, 0, 7, keys=tkeys)
+    flusher = make_flusher(batch_size=1)
+    report = await flusher.flush()
+    assert (report.nodes, report.batches, report.errors) == (2, 2, 0)
+    assert totals(mysql_engine) == {1: (105, 15, 120), 2: (0, 7, 7)}
+    assert await redis_is_clean(redis_client, tkeys)
+    await record_traffic(redis_client, 2, 3, 3, keys=tkeys)
+    await flusher.flush()
+    assert totals(mysql_engine) == {1: (105, 15, 120), 2: (3, 10, 13)}
+    assert count(mysql_engine, flush_ledger) == 3
+    assert flusher.metrics.nodes_flushed._value.get() == 3
+
+
+@pytest.mark.parametrize(("discovery", "found"), [("scan", True), ("both", True), ("index", False)])
+async def test_foreign_writers_without_the_index_are_found_by_scan(
+    redis_client: aioredis.Redis, tkeys: TrafficKeys, mysql_engine: Engine,
+    make_flusher: FlusherFactory, discovery: str, found: bool,
+) -> None:  # fmt: skip
+    # a Go proxy node: plain HINCRBY + EXPIRE, no index
+    await redis_client.hincrby(tkeys.node(31), "upload", 40)
+    await redis_client.hincrby(tkeys.node(31), "download", 2)
+    await redis_client.expire(tkeys.node(31), 86400)
+    await record_traffic(redis_client, 32, 1, 1, keys=tkeys)
+    await make_flusher(discovery=discovery).flush()
+    expected = {32: (1, 1, 2)} | ({31: (40, 2, 42)} if found else {})
+    assert totals(mysql_engine) == expected
+
+
+async def test_increments_arriving_during_a_flush_land_in_a_fresh_hash(
+    redis_client: aioredis.Redis, sync_redis: redis.Redis, tkeys: TrafficKeys,
+    mysql_engine: Engine, make_flusher: FlusherFactory,
+) -> None:  # fmt: skip
+    await record_traffic(redis_client, 5, 10, 10, keys=tkeys)
+
+    def write_meanwhile(point: str) -> None:
+        if point == "after_move":  # between the move and the database commit
+            sync_redis.hincrby(tkeys.node(5), "upload", 7)
+
+    await make_flusher(checkpoint=write_meanwhile).flush()
+    assert totals(mysql_engine) == {5: (10, 10, 20)}
+    assert await redis_client.hgetall(tkeys.node(5)) == {"upload": "7"}
+    await make_flusher().flush()
+    assert totals(mysql_engine) == {5: (17, 10, 27)}
+
+
+async def test_bad_node_data_is_set_aside_and_the_other_nodes_flush(
+    redis_client: aioredis.Redis, tkeys: TrafficKeys, mysql_engine: Engine,
+    make_flusher: FlusherFactory,
+) -> None:  # fmt: skip
+    for node in range(1, 6):
+        await record_traffic(redis_client, node, node, 1, keys=tkeys)
+    await redis_client.hset(tkeys.node("abc"), "upload", "1")
+    await redis_client.hset(tkeys.node(7), mapping={"upload": "lots", "download": "1"})
+    await redis_client.hset(tkeys.node(8), mapping={"upload": "5", "download": "-3"})
+    await redis_client.hset(tkeys.node(9), "upload", b"\xff\xfe")
+    await redis_client.set(tkeys.node(10), "12")
+    await redis_client.rpush(tkeys.node(11), "x")
+    metrics = FlushMetrics()
+    report = await make_flusher(batch_size=3, metrics=metrics).flush()
+    assert totals(mysql_engine) == {n: (n, 1, n + 1) for n in range(1, 6)}
+    assert report.rejected == 6
+    with mysql_engine.connect() as conn:
+        found = {
+            (r.node_key, r.reason)
+            for r in conn.execute(sa.select(rejects.c.node_key, rejects.c.reason))
+        }
+    assert found == {
+        ("abc", "bad_node_id"),
+        ("7", "not_integer"),
+        ("8", "negative"),
+        ("9", "not_integer"),
+        ("10", "wrong_type"),
+        ("11", "wrong_type"),
+    }
+    assert metrics.errors.labels("bad_node")._value.get() == 6
+    assert metrics.rejected_nodes.labels("wrong_type")._value.get() == 2
+    # bad hashes are gone from the writers' way; keys of another type are quarantined
+    assert await redis_is_clean(redis_client, tkeys)
+    assert await redis_client.get(tkeys.quarantine + "10") == "12"
+    assert await redis_client.lrange(tkeys.quarantine + "11", 0, -1) == ["x"]
+
+
+async def test_a_batch_moved_but_never_applied_is_applied_by_the_next_flush(
+    redis_client: aioredis.Redis, tkeys: TrafficKeys, mysql_engine: Engine,
+    make_flusher: FlusherFactory,
+) -> None:  # fmt: skip
+    await record_traffic(redis_client, 1, 10, 20, keys=tkeys)
+    flusher = make_flusher()
+    # crash after the move: the batch hash is all that is left
+    await flusher.mover.move("crashed-batch", [b"1"])
+    assert await flusher.mover.pending() == ["crashed-batch"]
+    await record_traffic(redis_client, 1, 1, 1, keys=tkeys)
+    report = await make_flusher().flush()
+    assert report.recovered == 1
+    assert totals(mysql_engine) == {1: (11, 21, 32)}
+    assert await redis_is_clean(redis_client, tkeys)
+    await make_flusher().flush()
+    assert totals(mysql_engine) == {1: (11, 21, 32)}
+
+
+async def test_a_batch_committed_but_not_cleaned_up_is_not_applied_twice(
+    redis_client: aioredis.Redis, tkeys: TrafficKeys, mysql_engine: Engine,
+    make_flusher: FlusherFactory,
+) -> None:  # fmt: skip
+    await record_traffic(redis_client, 1, 10, 20, keys=tkeys)
+    flusher = make_flusher()
+    moved = await flusher.mover.move("committed-batch", [b"1"])
+    assert flusher.apply(parse_batch("committed-batch", moved)).applied
+    # crash before finish(): the batch is still pending in Redis
+    report = await make_flusher().flush()
+    assert (report.recovered, report.nodes) == (1, 0)
+    assert totals(mysql_engine) == {1: (10, 20, 30)}
+    assert await redis_is_clean(redis_client, tkeys)
+
+
+async def test_the_same_batch_applied_concurrently_counts_once(
+    redis_client: aioredis.Redis, tkeys: TrafficKeys, mysql_engine: Engine,
+    make_flusher: FlusherFactory,
+) -> None:  # fmt: skip
+    for node in range(50):
+        await record_traffic(redis_client, node, 1, 1, keys=tkeys)
+    flusher = make_flusher()
+    moved = await flusher.mover.move("twice", [str(n).encode() for n in range(50)])
+    batch = parse_batch("twice", moved)
+    barrier = threading.Barrier(4)
+
+    def apply() -> bool:
+        barrier.wait()
+        return flusher.apply(batch).applied
+
+    outcomes = await asyncio.gather(*(asyncio.to_thread(apply) for _ in range(4)))
+    assert sorted(outcomes) == [False, False, False, True]
+    assert totals(mysql_engine) == {n: (1, 1, 2) for n in range(50)}
+
+
+async def test_batches_are_upserted_with_one_statement_per_chunk(
+    redis_client: aioredis.Redis, tkeys: TrafficKeys, mysql_engine: Engine,
+    make_flusher: FlusherFactory,
+) -> None:  # fmt: skip
+    async with redis_client.pipeline(transaction=False) as pipe:
+        for node in range(1200):
+            pipe.hincrby(tkeys.node(node), "upload", node + 1)
+        await pipe.execute()
+    upserts: list[str] = []
+
+    def seen(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        if statement.startswith("INSERT INTO node_traffic"):
+            upserts.append(statement)
+
+    sa.event.listen(mysql_engine, "before_cursor_execute", seen)
+    try:
+        report = await make_flusher(batch_size=500, discovery="scan").flush()
+    finally:
+        sa.event.remove(mysql_engine, "before_cursor_execute", seen)
+    assert report.nodes == 1200
+    assert len(upserts) == 3
+    assert totals(mysql_engine) == {n: (n + 1, 0, n + 1) for n in range(1200)}
+
+
+async def test_a_failing_batch_stays_pending_without_stopping_the_others(
+    redis_client: aioredis.Redis, tkeys: TrafficKeys, mysql_engine: Engine,
+    make_flusher: FlusherFactory,
+) -> None:  # fmt: skip
+    huge = 2**63 - 10
+    with mysql_engine.begin() as conn:
+        conn.execute(
+            sa.insert(node_traffic).values(
+                node_id=1, upload_bytes=huge, download_bytes=0, traffic_used_bytes=huge,
+                updated_at=repository.utcnow(),
+            )
+        )  # fmt: skip
+    for node in (1, 2, 3):
+        await record_traffic(redis_client, node, 100, 0, keys=tkeys)
+    metrics = FlushMetrics()
+    report = await make_flusher(batch_size=1, metrics=metrics).flush()
+    assert (report.nodes, report.failed_batches, report.pending_batches) == (2, 1, 1)
+    assert metrics.errors.labels("batch_failed")._value.get() == 1
+    assert totals(mysql_engine)[2] == (100, 0, 100)
+    assert totals(mysql_engine)[1][0] == huge
+    # the operator fixes the row; the next flush applies the pending batch
+    with mysql_engine.begin() as conn:
+        conn.execute(sa.update(node_traffic).values(upload_bytes=0, traffic_used_bytes=0))
+    report = await make_flusher().flush()
+    assert report.recovered == 1
+    assert totals(mysql_engine)[1] == (100, 0, 100)
+    assert await redis_is_clean(redis_client, tkeys)
+
+
+async def test_run_cycle_saves_status_and_purges_old_ledger_rows(
+    redis_client: aioredis.Redis, tkeys: TrafficKeys, mysql_engine: Engine,
+    make_flusher: FlusherFactory,
+) -> None:  # fmt: skip
+    old = repository.utcnow().replace(year=2000)
+    with mysql_engine.begin() as conn:
+        conn.execute(
+            sa.insert(flush_ledger).values(
+                batch_id="ancient", applied_at=old, nodes=1, upload_bytes=1, download_bytes=1,
+                rejected=0,
+            )
+        )  # fmt: skip
+    await record_traffic(redis_client, 1, 1, 1, keys=tkeys)
+    await make_flusher().run_cycle()
+    with mysql_engine.connect() as conn:
+        ids = [r[0] for r in conn.execute(sa.select(flush_ledger.c.batch_id))]
+    assert len(ids) == 1
+    assert ids != ["ancient"]
+    status = await redis_client.hgetall(tkeys.status)
+    assert status["nodes"] == "1"
+    assert status["errors"] == "0"
+
+
+def test_migrations_match_the_models(mysql_engine: Engine) -> None:
+    check_migrations(mysql_engine, MIGRATIONS, SERVICE.schema, SERVICE.version_table)
+
+
+@pytest.mark.parametrize("returning", [True, False])
+def test_new_totals_come_back_with_or_without_returning(
+    mysql_engine: Engine, returning: bool
+) -> None:
+    sessions = make_sessionmaker(mysql_engine)
+    deltas = [NodeDelta(n, n, 2 * n) for n in range(1, 2501)]
+    with sessions.begin() as session:
+        repository.set_limit(session, 7, 99, repository.utcnow())
+        first = repository.add_traffic(session, deltas, repository.utcnow(), returning=returning)
+        again = repository.add_traffic(session, deltas, repository.utcnow(), returning=returning)
+    assert [t.node_id for t in first] == list(range(1, 2501))
+    assert first[6] == NodeTotals(7, 7, 14, 7, 14, 21, 99)
+    assert again[0] == NodeTotals(1, 1, 2, 2, 4, 6, None)
+    assert again[-1] == NodeTotals(2500, 2500, 5000, 5000, 10000, 15000, None)
