@@ -1,16 +1,11 @@
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
 import pytest
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from tributary.config import ServiceSettings, load_settings, render_settings_table
+from tributary.config import ServiceSettings, load_settings
 from tributary.errors import ConfigError
-
-README = Path(__file__).resolve().parents[3] / "README.md"
 
 
 class TrafficSettings(ServiceSettings):
@@ -41,15 +36,3 @@ def test_bad_and_missing_variables_are_named_on_one_line(monkeypatch: pytest.Mon
     assert "\n" not in message
     for name in ("TRAFFIC_SYNC_INTERVAL_SECONDS", "HTTP_PORT", "TRAFFIC_SYNC_API_TOKEN"):
         assert name in message
-
-
-def test_readme_settings_tables_match_the_models() -> None:
-    text = README.read_text()
-    blocks = re.findall(
-        r"<!-- settings-table: (\S+) -->\n(.*?)\n<!-- /settings-table -->", text, re.S
-    )
-    assert blocks, "README has no settings table"
-    for path, table in blocks:
-        module, _, name = path.partition(":")
-        cls = getattr(__import__(module, fromlist=[name]), name)
-        assert table.strip() == render_settings_table(cls), f"README table of {path} is stale"

@@ -169,6 +169,20 @@ async def open_resources(service: Service, settings: ServiceSettings) -> Resourc
     engine = make_engine(settings.database_url, schema=service.schema)
     telemetry.instrument_engine(engine)
     await asyncio.to_thread(wait_for_db, engine)
+    return assemble_resources(
+        service, settings, redis, engine, telemetry, default_consumer_name(settings)
+    )
+
+
+def assemble_resources(
+    service: Service,
+    settings: ServiceSettings,
+    redis: aioredis.Redis,
+    engine: Engine,
+    telemetry: Telemetry,
+    consumer_name: str,
+) -> Resources:
+    """The shared objects around already-open connections (tests pass their own)."""
     metrics = Metrics()
     keys = Keys(settings.stream_prefix)
     return Resources(
@@ -181,7 +195,7 @@ async def open_resources(service: Service, settings: ServiceSettings) -> Resourc
         metrics=metrics,
         keys=keys,
         producer=Producer(redis, telemetry.tracer, keys, metrics),
-        consumer_name=default_consumer_name(settings),
+        consumer_name=consumer_name,
         relay=OutboxRelay(
             engine, redis, keys, metrics, schema_label=service.schema or service.name
         ),
