@@ -10,7 +10,7 @@ import redis
 from tributary.cli import main
 from tributary.streams.dlq import dead_letter_fields
 from tributary.streams.names import Keys
-from tributary.testing.sample_service import STREAM, make_service
+from tributary.testing.sample_service import SERVICE, STREAM
 
 
 @pytest.fixture
@@ -31,7 +31,7 @@ def test_dlq_list_show_replay_purge(
             group="sample", consumer="c", entry_id=f"1-{n}",
         )  # fmt: skip
         client.xadd(env.dlq(STREAM), fields)  # type: ignore[arg-type]
-    service = make_service("unused")
+    service = SERVICE
 
     assert main(service, ["dlq", "list", STREAM]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]

@@ -54,7 +54,7 @@ def start(
         database_url=postgres_url,
         stream_prefix=keys.prefix,
         drop_prefixes=("SAMPLE_",),
-        SAMPLE_SCHEMA=pg_schema,
+        DB_SCHEMA=pg_schema,
         CONSUMER_NAME="sample-0",
     )
     procs = ServiceProcesses("tributary.testing.sample_service", env)

@@ -129,4 +129,4 @@ def main(
     except ConfigError as exc:
         print(f"{service.name}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    return dispatch(service, settings, args, commands)
+    return dispatch(service.configured(settings), settings, args, commands)

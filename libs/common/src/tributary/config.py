@@ -68,6 +68,11 @@ class ServiceSettings(BaseSettings):
         validation_alias=shared("OTEL_EXPORTER_OTLP_ENDPOINT"),
         description="OTLP/HTTP endpoint; traces are exported only when set.",
     )
+    db_schema: str | None = Field(
+        None,
+        validation_alias=shared("DB_SCHEMA"),
+        description="PostgreSQL schema of the service's tables (default: the service's own name).",
+    )
     consumer_name: str | None = Field(
         None,
         validation_alias=shared("CONSUMER_NAME"),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import socket
@@ -129,6 +130,12 @@ class Service:
     @property
     def version_table(self) -> str:
         return f"alembic_version_{self.name}"
+
+    def configured(self, settings: ServiceSettings) -> Service:
+        """This service with ``DB_SCHEMA`` applied (tests and shared databases move it)."""
+        if settings.db_schema and settings.db_schema != self.schema:
+            return dataclasses.replace(self, schema=settings.db_schema)
+        return self
 
 
 def default_consumer_name(settings: ServiceSettings, slot: int = 0) -> str:

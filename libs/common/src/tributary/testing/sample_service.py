@@ -4,7 +4,7 @@ It consumes ``sample.events`` and, for each event, inserts one row into
 ``effects`` through the inbox. ``effects`` has no unique key on purpose: a
 second effect of the same event would show up as a duplicate row.
 
-Run: ``python -m tributary.testing.sample_service run`` with ``SAMPLE_SCHEMA``
+Run: ``python -m tributary.testing.sample_service run`` with ``DB_SCHEMA``
 naming the PostgreSQL schema to use.
 """
 
@@ -32,7 +32,6 @@ EVENT_TYPE = "sample.happened"
 class SampleSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="SAMPLE_", extra="ignore", frozen=True)
 
-    schema_name: str = Field("sample", validation_alias="SAMPLE_SCHEMA")
     handler_delay_ms: float = Field(0.0, ge=0, description="Simulated work per batch, ms.")
     batch_size: int = Field(200, ge=1)
 
@@ -71,11 +70,7 @@ def build(res: Resources) -> Components:
     return Components(runners=[runner])
 
 
-def make_service(schema: str) -> Service:
-    return Service(name="sample", settings_class=SampleSettings, build=build, schema=schema)
-
+SERVICE = Service(name="sample", settings_class=SampleSettings, build=build, schema="sample")
 
 if __name__ == "__main__":
-    import os
-
-    sys.exit(main(make_service(os.environ.get("SAMPLE_SCHEMA", "sample"))))
+    sys.exit(main(SERVICE))
