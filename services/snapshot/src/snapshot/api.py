@@ -1,0 +1,186 @@
+"""HTTP API: servers (register, list, deactivate) and analytics.
+
+The apiUrl is accepted on registration and never returned; request bodies
+are parsed here (not by FastAPI's validation, whose 422 echoes the input) so
+that an error never quotes it either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+from redis.asyncio import Redis
+from sqlalchemy.orm import Session, sessionmaker
+
+from snapshot import analytics
+from snapshot import repository as repo
+from snapshot.credentials import SecretBox
+from snapshot.forecast import find_key, forecast_key
+from snapshot.jobs import SCHEDULER_KEY
+from snapshot.servers import (
+    DuplicateServer,
+    Registration,
+    RegistrationError,
+    parse_registration,
+    public_view,
+    register_server,
+    set_active,
+)
+from tributary.streams.names import Keys
+
+Clock = Callable[[], datetime]
+
+
+def _error(status: int, message: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"message": message})
+
+
+def servers_router(sessions: sessionmaker[Session], box: SecretBox, clock: Clock) -> APIRouter:
+    router = APIRouter(prefix="/servers", tags=["servers"])
+    _registration_route(router, sessions, box, clock)
+    _read_routes(router, sessions, clock)
+    _state_routes(router, sessions, clock)
+    return router
+
+
+def _registration_route(
+    router: APIRouter, sessions: sessionmaker[Session], box: SecretBox, clock: Clock
+) -> None:
+    schema = Registration.model_json_schema(by_alias=True)
+    body = {"required": True, "content": {"application/json": {"schema": schema}}}
+
+    @router.post(
+        "",
+        status_code=201,
+        summary="Register an Outline server",
+        openapi_extra={"requestBody": body},
+    )
+    async def register(request: Request) -> JSONResponse:
+        """Body: ``{"apiUrl": "https://host:port/secret", "certSha256": "...", "name": ...}``."""
+        try:
+            raw = json.loads(await request.body() or b"null")
+        except ValueError:
+            return _error(400, "body is not valid JSON")
+        try:
+            registration = parse_registration(raw)
+        except RegistrationError as exc:
+            return _error(422, f"invalid registration: {exc}")
+
+        def create() -> dict[str, Any]:
+            with sessions.begin() as session:
+                return public_view(register_server(session, box, registration, clock()))
+
+        try:
+            view = await asyncio.to_thread(create)
+        except DuplicateServer as exc:
+            return _error(409, str(exc))
+        except RegistrationError as exc:
+            return _error(422, f"invalid registration: {exc}")
+        return JSONResponse(status_code=201, content=jsonable_encoder(view))
+
+
+def _read_routes(router: APIRouter, sessions: sessionmaker[Session], clock: Clock) -> None:
+    @router.get("", summary="List servers (never their apiUrl)")
+    async def list_all(include_inactive: bool = False) -> list[dict[str, Any]]:
+        def read() -> list[dict[str, Any]]:
+            now = clock()
+            with sessions() as session:
+                return [public_view(r, now) for r in repo.list_servers(session, include_inactive)]
+
+        return await asyncio.to_thread(read)
+
+    @router.get("/{server}", summary="One server, by id or name")
+    async def get_one(server: str) -> dict[str, Any]:
+        def read() -> dict[str, Any] | None:
+            with sessions() as session:
+                row = repo.find_server(session, server)
+                return public_view(row, clock()) if row is not None else None
+
+        view = await asyncio.to_thread(read)
+        if view is None:
+            raise HTTPException(404, f"no server {server!r}")
+        return view
+
+
+def _state_routes(router: APIRouter, sessions: sessionmaker[Session], clock: Clock) -> None:
+    async def _set(server: str, active: bool) -> dict[str, Any]:
+        def write() -> dict[str, Any] | None:
+            with sessions.begin() as session:
+                row = set_active(session, server, active, clock())
+                return public_view(row) if row is not None else None
+
+        view = await asyncio.to_thread(write)
+        if view is None:
+            raise HTTPException(404, f"no server {server!r}")
+        return view
+
+    @router.delete("/{server}", summary="Deactivate a server (history is kept)")
+    async def deactivate(server: str) -> dict[str, Any]:
+        return await _set(server, False)
+
+    @router.post("/{server}/activate", summary="Activate a deactivated server again")
+    async def activate(server: str) -> dict[str, Any]:
+        return await _set(server, True)
+
+
+def analytics_router(
+    sessions: sessionmaker[Session], clock: Clock, redis: Redis, keys: Keys
+) -> APIRouter:
+    router = APIRouter(prefix="/analytics", tags=["analytics"])
+
+    def _read(fn: Callable[[Session], Any]) -> Any:
+        with sessions() as session:
+            return fn(session)
+
+    @router.get("/top-consumers", summary="Keys that used most over a period")
+    async def top_consumers(
+        period: Literal["24h", "7d", "30d"] = "24h",
+        limit: Annotated[int, Query(ge=1, le=1000)] = 10,
+        server: str | None = None,
+    ) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await asyncio.to_thread(
+            _read, lambda s: analytics.top_consumers(s, period, limit, server)
+        )
+        return result
+
+    @router.get("/anomalies", summary="Anomaly episodes, newest first")
+    async def anomalies(
+        active_only: bool = True, limit: Annotated[int, Query(ge=1, le=1000)] = 100
+    ) -> list[dict[str, Any]]:
+        result: list[dict[str, Any]] = await asyncio.to_thread(
+            _read, lambda s: analytics.anomalies(s, active_only, limit)
+        )
+        return result
+
+    @router.get("/forecast", summary="Time to quota of one key")
+    async def forecast(
+        server: Annotated[str, Query(min_length=1)], key: Annotated[str, Query(min_length=1)]
+    ) -> dict[str, Any]:
+        def compute(session: Session) -> dict[str, Any] | None:
+            row = find_key(session, server, key)
+            if row is None:
+                return None
+            result = forecast_key(session, row, clock())
+            return {**result.__dict__, "state": result.state}
+
+        found: dict[str, Any] | None = await asyncio.to_thread(_read, compute)
+        if found is None:
+            raise HTTPException(404, f"no key {key!r} on server {server!r}")
+        return found
+
+    @router.get("/summary", summary="Snapshot count, last collection per server, backoff")
+    async def summary() -> dict[str, Any]:
+        body: dict[str, Any] = await asyncio.to_thread(
+            _read, lambda s: analytics.summary(s, clock())
+        )
+        body["scheduler"] = await redis.hgetall(keys.key(SCHEDULER_KEY))
+        return body
+
+    return router

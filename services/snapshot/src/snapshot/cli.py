@@ -1,0 +1,180 @@
+"""The service's own verbs: servers add | list | remove | activate, collect, generate-key,
+rebuild-totals. Output is JSON, one object per line; the apiUrl is never printed.
+
+``servers add`` reads the apiUrl from ``--api-url``, or, to keep it out of the
+process list and shell history, from ``--from-json FILE`` (``-``: stdin) holding
+what the Outline Manager shows: ``{"apiUrl": "...", "certSha256": "..."}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi.encoders import jsonable_encoder
+from sqlalchemy.orm import Session, sessionmaker
+
+from snapshot import repository as repo
+from snapshot.config import SnapshotSettings
+from snapshot.credentials import SecretBox, generate_key
+from snapshot.maintenance import rebuild_totals
+from snapshot.servers import (
+    RegistrationError,
+    parse_registration,
+    public_view,
+    register_server,
+    set_active,
+)
+from tributary.cli import Command
+from tributary.config import ServiceSettings
+from tributary.db import make_engine, make_sessionmaker, wait_for_db
+from tributary.service import Service, close_resources, migrate, open_resources
+
+
+def _print(value: Any) -> None:
+    print(json.dumps(jsonable_encoder(value)))
+
+
+@contextmanager
+def _sessions(service: Service, settings: ServiceSettings) -> Iterator[sessionmaker[Session]]:
+    engine = make_engine(settings.database_url, schema=service.schema, pool_size=2)
+    try:
+        wait_for_db(engine, timeout=30)
+        migrate(service, engine)
+        yield make_sessionmaker(engine)
+    finally:
+        engine.dispose()
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _registration_input(args: argparse.Namespace) -> dict[str, Any]:
+    raw: dict[str, Any] = {}
+    if args.from_json:
+        text = sys.stdin.read() if args.from_json == "-" else open(args.from_json).read()  # noqa: SIM115
+        try:
+            loaded = json.loads(text)
+        except ValueError:
+            raise RegistrationError("--from-json: not valid JSON") from None
+        if not isinstance(loaded, dict):
+            raise RegistrationError("--from-json: expected a JSON object")
+        raw.update(loaded)
+    if args.api_url:
+        raw["apiUrl"] = args.api_url
+    if args.cert_sha256:
+        raw["certSha256"] = args.cert_sha256
+    if args.name:
+        raw["name"] = args.name
+    return raw
+
+
+def _servers_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True)
+    add = sub.add_parser("add", help="register a server")
+    add.add_argument("--name")
+    add.add_argument("--api-url", help="https://host:port/<secret> (prefer --from-json)")
+    add.add_argument("--cert-sha256")
+    add.add_argument("--from-json", help="file (or -) with {apiUrl, certSha256}")
+    listing = sub.add_parser("list", help="list servers")
+    listing.add_argument("--all", action="store_true", help="include deactivated servers")
+    for verb in ("remove", "activate"):
+        one = sub.add_parser(verb, help=f"{'deactivate' if verb == 'remove' else verb} a server")
+        one.add_argument("server", help="server id or name")
+
+
+def _servers(service: Service, settings: ServiceSettings, args: argparse.Namespace) -> int:
+    assert isinstance(settings, SnapshotSettings)
+    with _sessions(service, settings) as sessions:
+        if args.action == "list":
+            with sessions() as session:
+                for row in repo.list_servers(session, include_inactive=args.all):
+                    _print(public_view(row, _now()))
+            return 0
+        if args.action == "add":
+            try:
+                registration = parse_registration(_registration_input(args))
+                with sessions.begin() as session:
+                    row = register_server(
+                        session, SecretBox(settings.encryption_key), registration, _now()
+                    )
+            except RegistrationError as exc:
+                print(f"snapshot: {exc}", file=sys.stderr)
+                return 1
+            _print(public_view(row))
+            return 0
+        with sessions.begin() as session:
+            found = set_active(session, args.server, args.action == "activate", _now())
+        if found is None:
+            print(f"snapshot: no server {args.server!r}", file=sys.stderr)
+            return 1
+        _print(public_view(found))
+        return 0
+
+
+def _collect_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--server", required=True, action="append",
+                        help="server id or name (repeatable)")  # fmt: skip
+
+
+async def _collect_async(service: Service, settings: ServiceSettings, refs: list[str]) -> int:
+    from snapshot.service import assemble
+
+    res = await open_resources(service, settings)
+    try:
+        await asyncio.to_thread(migrate, service, res.engine)
+        app = assemble(res)
+        status = 0
+        for ref in refs:
+            with res.sessions() as session:
+                row = repo.find_server(session, ref)
+            if row is None:
+                print(f"snapshot: no server {ref!r}", file=sys.stderr)
+                status = 1
+                continue
+            outcome = await app.collector.collect(row.id)
+            _print({"server": row.id, **outcome.__dict__})
+            status = status or (0 if outcome.status == "collected" else 1)
+        await app.clients.aclose()
+        return status
+    finally:
+        await close_resources(res)
+
+
+def _collect(service: Service, settings: ServiceSettings, args: argparse.Namespace) -> int:
+    return asyncio.run(_collect_async(service, settings, args.server))
+
+
+def _no_arguments(parser: argparse.ArgumentParser) -> None:
+    return None
+
+
+def _generate_key(service: Service, settings: ServiceSettings, args: argparse.Namespace) -> int:
+    print(generate_key())
+    return 0
+
+
+def _rebuild(service: Service, settings: ServiceSettings, args: argparse.Namespace) -> int:
+    with _sessions(service, settings) as sessions, sessions.begin() as session:
+        rebuild_totals(session, _now())
+    _print({"rebuilt": True})
+    return 0
+
+
+Handler = Callable[[Service, ServiceSettings, argparse.Namespace], int]
+
+COMMANDS: list[Command] = [
+    ("servers", "register, list, deactivate Outline servers", _servers_arguments, _servers),
+    ("collect", "collect servers now (ignores backoff)", _collect_arguments, _collect),
+    ("generate-key", "print a new Fernet key for SNAPSHOT_ENCRYPTION_KEY", _no_arguments,
+     _generate_key),
+    ("rebuild-totals", "recompute the 24h/7d/30d window totals from history", _no_arguments,
+     _rebuild),
+]  # fmt: skip

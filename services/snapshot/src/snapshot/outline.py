@@ -1,0 +1,328 @@
+"""The Outline management API client: pinned HTTPS, bounded concurrency, parsed readings.
+
+One ``httpx.AsyncClient`` per server (its TLS context trusts only that
+server's pinned certificate), kept between cycles. A replica-wide semaphore
+bounds the requests in flight. Errors become :class:`CollectError` with a
+message that never contains the apiUrl.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import logging
+import math
+import sys
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from snapshot.credentials import ApiUrl
+from snapshot.pinning import CertificateMismatch, CollectError, check_connection, pinned_context
+
+log = logging.getLogger(__name__)
+
+# httpx logs every request URL at INFO (and httpcore details at DEBUG): the URL holds the
+# secret, so those loggers only ever speak up for warnings
+for _name in ("httpx", "httpcore"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+
+# httpcore tries ``import sniffio`` several times per request and falls back to asyncio when
+# it is missing (it is not installed here); a failed import searches sys.path every time,
+# which cost more than the requests themselves at 500 servers. None in sys.modules makes
+# the import fail at once, with the same outcome.
+if importlib.util.find_spec("sniffio") is None:
+    sys.modules.setdefault("sniffio", None)  # type: ignore[arg-type]
+
+#: interval endpoint: whole seconds, at most the 30-day window
+MAX_INTERVAL_SECONDS = 30 * 86400
+#: idle connections are dropped before servers (5 s is common) close them under us
+KEEPALIVE_SECONDS = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class AccessKey:
+    id: str
+    name: str | None
+    data_limit: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class ServerInfo:
+    name: str | None
+    server_id: str | None
+    data_limit: int | None
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What one collection read from a server."""
+
+    #: None when /server was not asked this time (it changes rarely)
+    server: ServerInfo | None
+    keys: list[AccessKey]
+    #: bytes per key id over the rolling 30-day window (absent: zero)
+    transfer: dict[str, int]
+    #: bytes per key id over the last ``since`` seconds; None when not used
+    interval: dict[str, int] | None
+    #: False when the server answered 404 on the interval endpoint
+    interval_supported: bool | None
+    fetched_at: datetime
+
+
+@dataclass
+class _Pinned:
+    pin: str
+    client: httpx.AsyncClient
+
+
+def _bytes(value: Any, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise CollectError("protocol", f"{what}: not a number of bytes")
+    if value < 0:
+        raise CollectError("protocol", f"{what}: negative byte count")
+    return int(value)
+
+
+def _limit(value: Any, what: str) -> int | None:
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise CollectError("protocol", f"{what}: malformed data limit")
+    return _bytes(value.get("bytes"), what)
+
+
+def _object(body: Any, what: str) -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise CollectError("protocol", f"{what}: expected a JSON object")
+    return body
+
+
+def parse_server(body: Any) -> ServerInfo:
+    body = _object(body, "/server")
+    name, server_id = body.get("name"), body.get("serverId")
+    return ServerInfo(
+        str(name) if name is not None else None,
+        str(server_id) if server_id is not None else None,
+        _limit(body.get("accessKeyDataLimit"), "/server accessKeyDataLimit"),
+    )
+
+
+def parse_access_keys(body: Any) -> list[AccessKey]:
+    items = _object(body, "/access-keys").get("accessKeys")
+    if not isinstance(items, list):
+        raise CollectError("protocol", "/access-keys: accessKeys is not a list")
+    keys = []
+    for item in items:
+        if not isinstance(item, dict) or item.get("id") in (None, ""):
+            raise CollectError("protocol", "/access-keys: key without an id")
+        name = item.get("name")
+        keys.append(
+            AccessKey(
+                str(item["id"]),
+                str(name)[:300] if name is not None else None,
+                _limit(item.get("dataLimit"), "/access-keys dataLimit"),
+            )
+        )
+    return keys
+
+
+def parse_transfer(body: Any) -> dict[str, int]:
+    usage = _object(body, "/metrics/transfer").get("bytesTransferredByUserId")
+    if not isinstance(usage, dict):
+        raise CollectError("protocol", "/metrics/transfer: bytesTransferredByUserId missing")
+    return {str(k): _bytes(v, "/metrics/transfer") for k, v in usage.items()}
+
+
+def parse_interval(body: Any) -> dict[str, int]:
+    items = _object(body, "/experimental/server/metrics").get("accessKeys")
+    if not isinstance(items, list):
+        raise CollectError("protocol", "/experimental/server/metrics: accessKeys missing")
+    usage: dict[str, int] = {}
+    for item in items:
+        if not isinstance(item, dict) or item.get("accessKeyId") is None:
+            raise CollectError("protocol", "/experimental/server/metrics: entry without key id")
+        transferred = item.get("dataTransferred") or {}
+        if not isinstance(transferred, dict):
+            raise CollectError("protocol", "/experimental/server/metrics: bad dataTransferred")
+        key = str(item["accessKeyId"])
+        usage[key] = usage.get(key, 0) + _bytes(transferred.get("bytes", 0), "dataTransferred")
+    return usage
+
+
+class OutlineClients:
+    """Pinned clients per server, with a replica-wide bound on requests in flight."""
+
+    def __init__(
+        self,
+        timeout: float,
+        concurrency: int,
+        connections_per_server: int = 1,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self.timeout = timeout
+        self.connections = connections_per_server
+        self._limit = asyncio.Semaphore(concurrency)
+        self._clients: dict[str, _Pinned] = {}
+        self._building: dict[str, asyncio.Lock] = {}
+        #: connections whose certificate was checked against the pin (gone when closed)
+        self._checked: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._clock = clock
+
+    async def aclose(self) -> None:
+        clients, self._clients = self._clients, {}
+        for pinned in clients.values():
+            await pinned.client.aclose()
+
+    async def forget(self, server_id: str) -> None:
+        pinned = self._clients.pop(server_id, None)
+        if pinned is not None:
+            await pinned.client.aclose()
+
+    async def _client(self, server_id: str, url: ApiUrl, pin: str) -> httpx.AsyncClient:
+        lock = self._building.setdefault(server_id, asyncio.Lock())
+        async with lock:
+            pinned = self._clients.get(server_id)
+            if pinned is not None and pinned.pin == pin:
+                return pinned.client
+            await self.forget(server_id)
+            async with self._limit:
+                context = await pinned_context(url, pin, self.timeout)
+            limits = httpx.Limits(
+                max_connections=self.connections,
+                max_keepalive_connections=self.connections,
+                keepalive_expiry=KEEPALIVE_SECONDS,
+            )
+            client = httpx.AsyncClient(
+                verify=context,
+                timeout=httpx.Timeout(self.timeout),
+                limits=limits,
+                trust_env=False,
+                follow_redirects=False,
+            )
+            self._clients[server_id] = _Pinned(pin, client)
+            return client
+
+    async def fetch(
+        self,
+        server_id: str,
+        url: ApiUrl,
+        pin: str,
+        since: int | None,
+        now: datetime,
+        *,
+        with_info: bool = True,
+    ) -> Reading:
+        """Read /access-keys, /metrics/transfer, the interval endpoint (``since``) and, with
+        ``with_info``, /server."""
+        try:
+            return await self._fetch(server_id, url, pin, since, now, with_info)
+        except CollectError as exc:
+            if exc.kind == "certificate":
+                await self.forget(server_id)
+            raise
+
+    async def _fetch(
+        self,
+        server_id: str,
+        url: ApiUrl,
+        pin: str,
+        since: int | None,
+        now: datetime,
+        with_info: bool,
+    ) -> Reading:
+        client = await self._client(server_id, url, pin)
+        requests = [
+            self._get(client, url, pin, "/access-keys"),
+            self._get(client, url, pin, "/metrics/transfer"),
+        ]
+        if since is not None:
+            params = {"since": f"{max(1, min(since, MAX_INTERVAL_SECONDS))}s"}
+            requests.append(
+                self._get(client, url, pin, "/experimental/server/metrics", params, optional=True)
+            )
+        if with_info:
+            requests.append(self._get(client, url, pin, "/server"))
+        bodies = await asyncio.gather(*requests)
+        interval, supported = None, None
+        if since is not None:
+            supported = bodies[2] is not None
+            interval = parse_interval(bodies[2]) if supported else None
+        return Reading(
+            parse_server(bodies[-1]) if with_info else None,
+            parse_access_keys(bodies[0]),
+            parse_transfer(bodies[1]),
+            interval,
+            supported,
+            now,
+        )
+
+    async def _get(
+        self,
+        client: httpx.AsyncClient,
+        url: ApiUrl,
+        pin: str,
+        path: str,
+        params: dict[str, str] | None = None,
+        *,
+        optional: bool = False,
+    ) -> Any:
+        async with self._limit:
+            response = await self._send(client, url, path, params)
+        try:
+            self._check_pin(response, pin)
+            if optional and response.status_code == 404:
+                return None
+            if response.status_code != 200:
+                raise CollectError("http", f"GET {path}: HTTP {response.status_code}")
+            try:
+                return json.loads(response.content)
+            except ValueError:
+                raise CollectError("protocol", f"GET {path}: response is not JSON") from None
+        finally:
+            await response.aclose()
+
+    def _check_pin(self, response: httpx.Response, pin: str) -> None:
+        """Check each connection's certificate once (asking for it is not cheap)."""
+        stream = response.extensions.get("network_stream")
+        if stream is not None and stream in self._checked:
+            return
+        check_connection(stream.get_extra_info("ssl_object") if stream else None, pin)
+        self._checked.add(stream)
+
+    async def _send(
+        self, client: httpx.AsyncClient, url: ApiUrl, path: str, params: dict[str, str] | None
+    ) -> httpx.Response:
+        try:
+            try:
+                return await client.get(url.url(path), params=params)
+            except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+                # a kept-alive connection the server had just closed: GETs are safe to repeat
+                return await client.get(url.url(path), params=params)
+        except httpx.TimeoutException:
+            raise CollectError("timeout", f"GET {path}: timed out") from None
+        except httpx.ConnectError as exc:
+            text = str(exc)
+            if "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in text:
+                # the certificate changed since it was pinned: let the probe say how
+                await self._explain_certificate_failure(url, client)
+                raise CollectError("certificate", f"GET {path}: TLS verification failed") from None
+            raise CollectError("connect", f"GET {path}: cannot connect") from None
+        except httpx.HTTPError as exc:
+            raise CollectError("connect", f"GET {path}: {type(exc).__name__}") from None
+
+    async def _explain_certificate_failure(self, url: ApiUrl, client: httpx.AsyncClient) -> None:
+        pinned = next((p for p in self._clients.values() if p.client is client), None)
+        if pinned is None:
+            return
+        try:
+            await pinned_context(url, pinned.pin, self.timeout)
+        except CertificateMismatch:
+            raise
+        except CollectError:
+            return

@@ -1,0 +1,106 @@
+"""The HTTP API: servers and analytics, with bad input answered by a clear 4xx."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from snapshot.testing import MB, Harness
+from tributary.http import create_app
+from tributary.metrics import Metrics
+
+
+@pytest.fixture
+async def client(harness: Harness) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app("snapshot", Metrics(), routers=harness.parts.routers)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        yield http
+
+
+async def test_register_list_deactivate(harness: Harness, client: httpx.AsyncClient) -> None:
+    server = await harness.sim.add_server()
+    body = {
+        "apiUrl": server.api_url,
+        "certSha256": server.certificate.sha256.lower(),
+        "name": "eu-1",
+    }
+    created = await client.post("/servers", json=body)
+    assert created.status_code == 201, created.text
+    view = created.json()
+    assert view["name"] == "eu-1"
+    assert view["cert_sha256"] == server.certificate.sha256
+    assert view["endpoint"] == f"127.0.0.1:{server.port}"
+    assert view["active"] is True
+    assert (await client.post("/servers", json=body)).status_code == 409
+    listed = (await client.get("/servers")).json()
+    assert [s["id"] for s in listed] == [view["id"]]
+    assert (await client.get("/servers/eu-1")).json()["id"] == view["id"]
+    gone = await client.delete(f"/servers/{view['id']}")
+    assert gone.status_code == 200
+    assert gone.json()["active"] is False
+    assert (await client.get("/servers")).json() == []
+    assert len((await client.get("/servers?include_inactive=true")).json()) == 1
+    assert (await harness.app.scheduler.tick()).published == []  # inactive: not collected
+    back = await client.post(f"/servers/{view['id']}/activate")
+    assert back.json()["active"] is True
+    schema = (await client.get("/openapi.json")).json()
+    body = schema["paths"]["/servers"]["post"]["requestBody"]["content"]["application/json"]
+    assert {"apiUrl", "certSha256"} <= set(body["schema"]["properties"])
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "needle"),
+    [
+        (b"{not json", 400, "not valid JSON"),
+        (b"[1, 2]", 422, "JSON object"),
+        (b'{"certSha256": "' + b"A" * 64 + b'"}', 422, "apiUrl"),
+        (b'{"apiUrl": "http://1.2.3.4:1/abc", "certSha256": "' + b"A" * 64 + b'"}', 422, "https"),
+        (b'{"apiUrl": "https://1.2.3.4:1/", "certSha256": "' + b"A" * 64 + b'"}', 422, "secret"),
+        (b'{"apiUrl": "https://1.2.3.4:1/abcdef", "certSha256": "xyz"}', 422, "64 hex"),
+        (b'{"apiUrl": "https://1.2.3.4:99999/a", "certSha256": "' + b"A" * 64 + b'"}', 422, "URL"),
+    ],
+)
+async def test_bad_registrations_get_a_clear_4xx(
+    client: httpx.AsyncClient, body: bytes, status: int, needle: str
+) -> None:
+    response = await client.post(
+        "/servers", content=body, headers={"content-type": "application/json"}
+    )
+    assert response.status_code == status
+    assert needle in response.json()["message"]
+
+
+async def test_analytics_endpoints(harness: Harness, client: httpx.AsyncClient) -> None:
+    server = await harness.sim.add_server()
+    for _ in range(3):
+        server.create_key()
+    server.keys["2"].data_limit = 100 * MB
+    server_id = harness.register(server)
+    await harness.collect(server_id)
+    harness.advance(3600)
+    for key, nbytes in (("0", 5 * MB), ("1", 50 * MB), ("2", 20 * MB)):
+        server.add_traffic(key, nbytes)
+    await harness.collect(server_id)
+    top = (await client.get("/analytics/top-consumers?period=24h&limit=2")).json()
+    assert [(t["key_id"], t["bytes"]) for t in top] == [("1", 50 * MB), ("2", 20 * MB)]
+    assert (await client.get("/analytics/top-consumers?period=30d")).json()[0]["key_id"] == "1"
+    assert (await client.get("/analytics/top-consumers?period=2d")).status_code == 422
+    assert (await client.get("/analytics/top-consumers?limit=0")).status_code == 422
+    forecast = (await client.get(f"/analytics/forecast?server={server_id}&key=2")).json()
+    assert forecast["limit_bytes"] == 100 * MB
+    assert forecast["used_bytes"] == 20 * MB
+    assert forecast["hours_to_limit"] == pytest.approx(4.0)  # 20 MB/h towards 100 MB
+    no_limit = (await client.get(f"/analytics/forecast?server={server_id}&key=0")).json()
+    assert no_limit["limit_bytes"] is None
+    assert no_limit["state"] == "ok"
+    assert (await client.get(f"/analytics/forecast?server={server_id}&key=9")).status_code == 404
+    assert (await client.get("/analytics/forecast?server=x")).status_code == 422
+    summary = (await client.get("/analytics/summary")).json()
+    assert summary["snapshot_count"] == 6
+    assert summary["servers_active"] == 1
+    assert summary["servers"][0]["last_success_at"] is not None
+    assert summary["servers_in_backoff"] == []
+    assert (await client.get("/analytics/anomalies")).json() == []

@@ -1,0 +1,74 @@
+"""The command line as a real process: servers add / list / remove, collect, check-config."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from typing import Any
+
+import pytest
+
+from simulators.outline import OutlineSimulator
+from snapshot.credentials import generate_key
+from tributary.streams.names import Keys
+
+
+@pytest.fixture
+def env(redis_url: str, postgres_url: str, pg_schema: str, keys: Keys) -> dict[str, str]:
+    base = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SNAPSHOT_", "OTEL_", "DB_SCHEMA"))
+    }
+    base.update(
+        REDIS_URL=redis_url, DATABASE_URL=postgres_url, STREAM_PREFIX=keys.prefix,
+        DB_SCHEMA=pg_schema, SNAPSHOT_ENCRYPTION_KEY=generate_key(), LOG_LEVEL="WARNING",
+    )  # fmt: skip
+    return base
+
+
+async def _run(env: dict[str, str], *args: str, stdin: str = "") -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "snapshot", *args, env=env,
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(proc.communicate(stdin.encode()), 120)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def _lines(out: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+
+async def test_servers_add_list_collect_remove(env: dict[str, str]) -> None:
+    async with OutlineSimulator(1, 2) as sim:
+        server = sim.servers[0]
+        server.add_traffic("0", 1234)
+        registration = json.dumps(
+            {"apiUrl": server.api_url, "certSha256": server.certificate.sha256}
+        )
+        code, out, err = await _run(env, "servers", "add", "--name", "lab", "--from-json", "-",
+                                    stdin=registration)  # fmt: skip
+        assert code == 0, err
+        added = _lines(out)[0]
+        assert added["name"] == "lab"
+        assert server.secret not in out + err
+        code, out, err = await _run(env, "servers", "list")
+        assert [s["id"] for s in _lines(out)] == [added["id"]]
+        code, out, err = await _run(env, "collect", "--server", "lab")
+        assert code == 0, err
+        result = _lines(out)[0]
+        assert (result["status"], result["snapshots"]) == ("collected", 2)
+        assert server.secret not in out + err
+        code, out, err = await _run(env, "servers", "remove", "lab")
+        assert code == 0
+        assert _lines(out)[0]["active"] is False
+
+
+async def test_bad_configuration_names_the_variable(env: dict[str, str]) -> None:
+    code, _, err = await _run({**env, "SNAPSHOT_ENCRYPTION_KEY": "short"}, "check-config")
+    assert code == 2
+    assert "SNAPSHOT_ENCRYPTION_KEY" in err
+    assert "short" not in err

@@ -1,0 +1,116 @@
+"""Two real service processes: exactly one schedules; kill it and the other takes over."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+import redis
+
+from snapshot.credentials import generate_key
+from tributary.leases import DEFAULT_LEASE_TTL_SECONDS
+from tributary.streams.names import Keys
+
+LEASE = re.compile(r'^tributary_lease_held\{lease="snapshot:tick"\} (\S+)$', re.MULTILINE)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def start(
+    redis_url: str, postgres_url: str, pg_schema: str, keys: Keys
+) -> Iterator[Callable[[str], tuple[subprocess.Popen[bytes], int]]]:
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SNAPSHOT_", "OTEL_", "DB_SCHEMA"))
+    }
+    env.update(
+        REDIS_URL=redis_url, DATABASE_URL=postgres_url, STREAM_PREFIX=keys.prefix,
+        DB_SCHEMA=pg_schema, SNAPSHOT_ENCRYPTION_KEY=generate_key(),
+        SNAPSHOT_COLLECT_INTERVAL_SECONDS="0.5", LOG_LEVEL="WARNING",
+        SHUTDOWN_TIMEOUT_SECONDS="5",
+    )  # fmt: skip
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def launch(name: str) -> tuple[subprocess.Popen[bytes], int]:
+        port = _free_port()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "snapshot", "run"],
+            env={**env, "CONSUMER_NAME": name, "HTTP_PORT": str(port)},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
+        procs.append(proc)
+        return proc, port
+
+    yield launch
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+        proc.communicate()
+
+
+def _leads(port: int) -> bool | None:
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+    except httpx.HTTPError:
+        return None
+    match = LEASE.search(text)
+    return match is not None and float(match[1]) == 1.0
+
+
+def _until(
+    condition: Callable[[], bool], seconds: float, procs: list[subprocess.Popen[bytes]]
+) -> float:
+    started = time.monotonic()
+    while not condition():
+        for proc in procs:
+            if proc.poll() is not None:
+                pytest.fail(f"service exited: {proc.communicate()[1].decode()[-2000:]}")
+        if time.monotonic() - started > seconds:
+            pytest.fail(f"not within {seconds}s")
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+@pytest.mark.slow
+def test_one_instance_schedules_and_the_other_takes_over(
+    start: Callable[[str], tuple[subprocess.Popen[bytes], int]], redis_url: str, keys: Keys
+) -> None:
+    a, port_a = start("snap-a")
+    b, port_b = start("snap-b")
+    _until(lambda: {_leads(port_a), _leads(port_b)} == {True, False}, 60, [a, b])
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    scheduler = keys.key("snapshot:scheduler")
+    for _ in range(10):  # stays exactly one while both run
+        assert [_leads(port_a), _leads(port_b)].count(True) == 1
+        time.sleep(0.2)
+    leader, standby, standby_port = (a, b, port_b) if _leads(port_a) else (b, a, port_a)
+    standby_name = "snap-b" if standby is b else "snap-a"
+    assert client.hget(scheduler, "replica") != standby_name
+
+    leader.send_signal(signal.SIGKILL)
+    leader.wait(timeout=10)
+    took = _until(
+        lambda: bool(_leads(standby_port)) and client.hget(scheduler, "replica") == standby_name,
+        DEFAULT_LEASE_TTL_SECONDS + 5,
+        [standby],
+    )
+    assert took <= DEFAULT_LEASE_TTL_SECONDS + 5
+    first = client.hget(scheduler, "last_tick")
+    _until(lambda: client.hget(scheduler, "last_tick") != first, 5, [standby])  # ticks go on
+    client.close()
+    standby.send_signal(signal.SIGTERM)
+    assert standby.wait(timeout=30) == 0

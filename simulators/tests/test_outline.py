@@ -1,0 +1,109 @@
+"""The Outline simulator over real HTTPS: wire format, secret paths, rolling window, knobs."""
+
+from __future__ import annotations
+
+import hashlib
+import ssl
+import sys
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+# pytest's importlib mode names this module simulators.tests.test_outline and registers
+# the *folder* simulators/ as the package "simulators", hiding the installed one
+# (simulators/src/simulators); drop that stand-in so the real package is imported
+if not hasattr(sys.modules.get("simulators"), "__file__") or "src" not in str(
+    getattr(sys.modules.get("simulators"), "__file__", "")
+):
+    sys.modules.pop("simulators", None)
+
+from simulators.outline import WINDOW_SECONDS, ManualClock, OutlineSimulator
+
+
+@pytest.fixture
+async def sim() -> AsyncIterator[OutlineSimulator]:
+    async with OutlineSimulator(2, 3, clock=ManualClock(1_800_000_000), seed=1) as simulator:
+        yield simulator
+
+
+def _client() -> httpx.AsyncClient:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the test reads the certificate and compares it itself
+    return httpx.AsyncClient(verify=context)
+
+
+async def test_each_server_has_its_own_certificate_and_secret(sim: OutlineSimulator) -> None:
+    first, second = sim.servers
+    assert first.certificate.sha256 != second.certificate.sha256
+    assert first.secret != second.secret
+    async with _client() as client:
+        response = await client.get(f"{first.api_url}/server")
+        der = response.extensions["network_stream"].get_extra_info("ssl_object").getpeercert(True)
+        assert hashlib.sha256(der).hexdigest().upper() == first.certificate.sha256
+        assert response.json()["serverId"] == first.server_id
+        wrong = await client.get(f"https://127.0.0.1:{first.port}/{second.secret}/server")
+        assert wrong.status_code == 404
+    registration = sim.registrations()[0]
+    assert registration["apiUrl"] == first.api_url
+    assert registration["certSha256"] == first.certificate.sha256
+
+
+async def test_transfer_is_a_rolling_30_day_window(sim: OutlineSimulator) -> None:
+    server, clock = sim.servers[0], sim.clock
+    assert isinstance(clock, ManualClock)
+    server.add_traffic("0", 100)
+    clock.advance(WINDOW_SECONDS / 2)
+    server.add_traffic("1", 50)
+    async with _client() as client:
+        url = f"{server.api_url}/metrics/transfer"
+        body = (await client.get(url)).json()
+        assert body == {"bytesTransferredByUserId": {"0": 100, "1": 50}}  # "2" unused: absent
+        clock.advance(WINDOW_SECONDS / 2)
+        assert (await client.get(url)).json()["bytesTransferredByUserId"] == {"1": 50}
+        server.delete_key("1")  # usage stays recorded under the id, like Prometheus
+        assert (await client.get(url)).json()["bytesTransferredByUserId"] == {"1": 50}
+        keys = (await client.get(f"{server.api_url}/access-keys")).json()["accessKeys"]
+        assert [k["id"] for k in keys] == ["0", "2"]
+        server.reset_metrics()
+        assert (await client.get(url)).json()["bytesTransferredByUserId"] == {}
+
+
+async def test_interval_endpoint(sim: OutlineSimulator) -> None:
+    server, clock = sim.servers[0], sim.clock
+    assert isinstance(clock, ManualClock)
+    server.add_traffic("0", 100)
+    clock.advance(120)
+    server.add_traffic("0", 7)
+    async with _client() as client:
+        base = f"{server.api_url}/experimental/server/metrics"
+        recent = (await client.get(base, params={"since": "60s"})).json()
+        assert recent["accessKeys"][0]["accessKeyId"] == 0
+        assert recent["accessKeys"][0]["dataTransferred"] == {"bytes": 7}
+        hour = (await client.get(base, params={"since": "1h"})).json()
+        assert hour["server"]["dataTransferred"] == {"bytes": 107}
+        assert (await client.get(base, params={"since": "5m"})).status_code == 400
+        server.interval_metrics = False
+        assert (await client.get(base, params={"since": "60s"})).status_code == 404
+
+
+async def test_latency_errors_churn_and_automatic_traffic() -> None:
+    clock = ManualClock(1_800_000_000)
+    async with OutlineSimulator(1, 5, clock=clock, latency=0.05, key_rate=1000.0) as sim:
+        server = sim.servers[0]
+        async with _client() as client:
+            started = time.perf_counter()
+            await client.get(f"{server.api_url}/server")
+            assert time.perf_counter() - started >= 0.05
+            clock.advance(100)
+            usage = (await client.get(f"{server.api_url}/metrics/transfer")).json()
+            assert sum(usage["bytesTransferredByUserId"].values()) > 0
+            server.churn_rate = 1.0
+            before = set(server.keys)
+            await client.get(f"{server.api_url}/access-keys")
+            assert set(server.keys) != before
+            assert len(server.keys) == 5
+            server.error_rate = 1.0
+            assert (await client.get(f"{server.api_url}/server")).status_code == 500
