@@ -30,7 +30,7 @@ fmt: install
 	$(UV) run ruff check --fix .
 
 bench: install
-	for b in bench/*.py; do echo "== $$b"; $(UV) run python $$b || exit 1; done
+	for b in bench/[!_]*.py; do m=$$(basename $$b .py); echo "== bench.$$m"; $(UV) run python -m bench.$$m || exit 1; done
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

@@ -17,20 +17,12 @@ BENCH_MERCHANTS, and any AGGREGATION_* setting.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import os
-import sys
 import time
 import uuid
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import Any
-
-# Run as a script, this file's folder comes first on sys.path and its name would shadow
-# the aggregation package.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
 
 import psycopg
 import redis
@@ -109,10 +101,14 @@ def copy_floor(schema: str, rows: list[tuple[str, str, int]]) -> float:
 
 
 async def aggregate(schema: str, prefix: str) -> list[dict[str, Any]]:
-    service = dataclasses.replace(SERVICE, schema=schema)
     settings = AggregationSettings(
-        redis_url=REDIS_URL, database_url=DATABASE_URL, stream_prefix=prefix, log_level="WARNING"
+        redis_url=REDIS_URL,
+        database_url=DATABASE_URL,
+        stream_prefix=prefix,
+        log_level="WARNING",
+        db_schema=schema,
     )
+    service = SERVICE.configured(settings)
     res = await open_resources(service, settings)
     measured = []
     try:

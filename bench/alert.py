@@ -19,15 +19,9 @@ BENCH_PROBE_EVERY (10).
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# run as `python bench/alert.py`, this file's folder comes first on sys.path and the
-# file would shadow the alert package it benchmarks
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    del sys.path[0]
-
 import asyncio
+import contextlib
+import dataclasses
 import json
 import os
 import random
@@ -43,13 +37,14 @@ import sqlalchemy as sa
 
 from alert import repository
 from alert.rules import RuleSpec
-from alert.service import make_service
+from alert.service import SERVICE
 from tributary import catalog
 from tributary.db import make_engine, make_sessionmaker
 from tributary.events import encode, make_event
 from tributary.service import migrate
 from tributary.streams import client
 from tributary.streams.names import Keys
+from tributary.testing.process import ServiceProcesses, failure_text, service_env
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 DATABASE_URL = os.environ.get(
@@ -108,19 +103,17 @@ def create_rules(engine: sa.Engine) -> float:
     return time.perf_counter() - started
 
 
-def start_service(schema: str, keys: Keys) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("ALERT_", "OTEL_"))}
-    env.update(
-        REDIS_URL=REDIS_URL,
-        DATABASE_URL=DATABASE_URL,
-        STREAM_PREFIX=keys.prefix,
-        ALERT_DB_SCHEMA=schema,
-        HTTP_PORT="0",
-        LOG_LEVEL="WARNING",
+def service_processes(schema: str, keys: Keys) -> ServiceProcesses:
+    env = service_env(
+        redis_url=REDIS_URL,
+        database_url=DATABASE_URL,
+        stream_prefix=keys.prefix,
+        drop_prefixes=("ALERT_",),
+        DB_SCHEMA=schema,
         CONSUMER_NAME="bench-0",
         ALERT_READ_BLOCK_MS="100",
     )
-    return subprocess.Popen([sys.executable, "-m", "alert", "run"], env=env)
+    return ServiceProcesses("alert", env)
 
 
 async def settled(redis: aioredis.Redis, key: str, group: str = "alert") -> bool:
@@ -141,7 +134,7 @@ async def wait_settled(
     deadline = time.monotonic() + seconds
     while not await settled(redis, key):
         if proc.poll() is not None:
-            raise RuntimeError(f"the service exited with {proc.returncode}")
+            raise RuntimeError(failure_text(proc))
         if time.monotonic() > deadline:
             raise TimeoutError(f"the service did not catch up within {seconds:.0f}s")
         await asyncio.sleep(0.02)
@@ -262,7 +255,8 @@ async def latency(
 
 async def run(schema: str, keys: Keys, engine: sa.Engine) -> None:
     redis = aioredis.Redis.from_url(REDIS_URL, decode_responses=True)
-    proc = start_service(schema, keys)
+    procs = service_processes(schema, keys)
+    proc = procs.start()
     try:
         warm = await warm_up(redis, keys.stream(catalog.DEVICE_READINGS), proc)
         emit({"phase": "warm_up", "seconds": round(warm, 2)})
@@ -281,10 +275,9 @@ async def run(schema: str, keys: Keys, engine: sa.Engine) -> None:
         )
     finally:
         proc.send_signal(signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        procs.close()  # kills it if it is still running
         async for k in redis.scan_iter(match=f"{keys.prefix}*"):
             await redis.delete(k)
         await redis.aclose()
@@ -295,7 +288,7 @@ def main() -> None:
     keys = Keys(f"bench:alert:{uuid.uuid4().hex[:8]}:")
     engine = make_engine(DATABASE_URL, schema=schema)
     try:
-        migrate(make_service(schema), engine)
+        migrate(dataclasses.replace(SERVICE, schema=schema), engine)
         emit(
             {
                 "phase": "rules",

@@ -17,23 +17,16 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sys
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
-# this file is named like the package it measures: run as a script, its folder comes first
-# on sys.path and "import gmail_fetch" would import the benchmark itself
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+import sqlalchemy as sa
 
-import sqlalchemy as sa  # noqa: E402
-
-from gmail_fetch.testing import Harness, close_harness, make_settings, open_harness  # noqa: E402
-from simulators.gmail import GmailServer  # noqa: E402
-from tributary.streams.names import Keys  # noqa: E402
-from tributary.testing.fixtures import delete_prefix  # noqa: E402
+from gmail_fetch.testing import Harness, close_harness, make_settings, open_harness
+from simulators.gmail import GmailServer
+from tributary.streams.names import Keys
+from tributary.testing.fixtures import delete_prefix
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 DATABASE_URL = os.environ.get(

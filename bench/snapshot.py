@@ -31,11 +31,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-# run as a script, this file's folder comes first on sys.path and this file, named like the
-# service's package, would hide it
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
-
 import httpx
 import sqlalchemy as sa
 

@@ -22,22 +22,14 @@ Prints one JSON object per measurement and, last, the summary line:
 Env: REDIS_URL, MYSQL_URL (defaults: the local services), BENCH_NODES (100000).
 """
 
-# ruff: noqa: E402 - the import path is fixed before the package is imported
 from __future__ import annotations
 
 import asyncio
 import json
 import os
-import sys
 import time
 import uuid
 from collections.abc import Sequence
-from pathlib import Path
-
-# This file has the name of the package it measures; run as a script, its folder
-# would come first on the import path and shadow the package.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
 import redis.asyncio as aioredis
 import sqlalchemy as sa

@@ -3,12 +3,9 @@ HTTP, scheduling, and stopping cleanly on SIGTERM."""
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -20,6 +17,7 @@ from sqlalchemy.engine import Engine
 from aggregation.keys import KeyFormat
 from tributary import catalog
 from tributary.streams.names import Keys
+from tributary.testing.process import ServiceProcesses, service_env, wait_until
 
 from .conftest import DAY, count, rows_of
 
@@ -28,54 +26,20 @@ METRICS = 30  # 60,000 counters
 
 
 @pytest.fixture
-def service_env(redis_url: str, postgres_url: str, pg_schema: str, keys: Keys) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AGGREGATION_", "OTEL_"))}
-    env.update(
-        REDIS_URL=redis_url,
-        DATABASE_URL=postgres_url,
-        STREAM_PREFIX=keys.prefix,
-        AGGREGATION_DB_SCHEMA=pg_schema,
-        HTTP_PORT="0",
+def start(
+    redis_url: str, postgres_url: str, pg_schema: str, keys: Keys
+) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
+    env = service_env(
+        redis_url=redis_url,
+        database_url=postgres_url,
+        stream_prefix=keys.prefix,
+        drop_prefixes=("AGGREGATION_",),
+        DB_SCHEMA=pg_schema,
         CONSUMER_NAME="aggregation-0",
-        SHUTDOWN_TIMEOUT_SECONDS="10",
-        LOG_LEVEL="WARNING",
     )
-    return env
-
-
-@pytest.fixture
-def start(service_env: dict[str, str]) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def launch(*args: str, **extra_env: str) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "aggregation", *args],
-            env={**service_env, **extra_env},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        procs.append(proc)
-        return proc
-
-    yield launch
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        proc.communicate()
-
-
-def wait_until(
-    condition: Callable[[], bool], proc: subprocess.Popen[bytes], seconds: float
-) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if proc.poll() is not None:
-            out, err = proc.communicate()
-            pytest.fail(f"exited with {proc.returncode}: {(out + err).decode()[-2000:]}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {seconds}s")
-        time.sleep(0.01)
+    procs = ServiceProcesses("aggregation", env)
+    yield procs.start
+    procs.close()
 
 
 def rows(engine: Engine) -> int:

@@ -21,10 +21,10 @@ from sqlalchemy.engine import Engine
 
 from alert.clock import ManualClock
 from alert.config import AlertSettings
-from alert.service import make_service
-from alert.testing import Harness, build_resources
+from alert.service import SERVICE
+from alert.testing import Harness
 from tributary.http import HttpServer
-from tributary.service import migrate
+from tributary.service import Service, assemble_resources, migrate
 from tributary.streams.names import Keys
 from tributary.telemetry import Telemetry, setup_telemetry
 
@@ -65,26 +65,28 @@ def settings(postgres_url: str, redis_url: str, keys: Keys, pg_schema: str) -> A
 
 
 @pytest.fixture
-def migrated(pg_engine: Engine, pg_schema: str) -> Engine:
-    migrate(make_service(pg_schema), pg_engine)
+def service(settings: AlertSettings) -> Service:
+    return SERVICE.configured(settings)
+
+
+@pytest.fixture
+def migrated(pg_engine: Engine, service: Service) -> Engine:
+    migrate(service, pg_engine)
     return pg_engine
 
 
 @pytest.fixture
 async def harness(
     settings: AlertSettings,
+    service: Service,
     migrated: Engine,
     redis_client: aioredis.Redis,
-    keys: Keys,
     telemetry: Telemetry,
     clock: ManualClock,
-    pg_schema: str,
 ) -> AsyncIterator[Harness]:
     http = httpx.AsyncClient()
     telemetry.instrument_httpx(http)
-    res = build_resources(
-        settings, make_service(pg_schema), redis_client, migrated, keys, telemetry
-    )
+    res = assemble_resources(service, settings, redis_client, migrated, telemetry, "test-0")
     harness = Harness(res, clock, http)
     yield harness
     await http.aclose()

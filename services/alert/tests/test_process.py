@@ -5,12 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -28,58 +25,33 @@ from tributary.db import make_sessionmaker
 from tributary.events import make_event
 from tributary.streams.names import Keys
 from tributary.streams.producer import Producer
+from tributary.testing.process import ServiceProcesses, service_env, wait_until
 
 
 @pytest.fixture
-def env(redis_url: str, postgres_url: str, pg_schema: str, keys: Keys) -> dict[str, str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("ALERT_", "OTEL_"))}
-    base.update(
-        REDIS_URL=redis_url,
-        DATABASE_URL=postgres_url,
-        STREAM_PREFIX=keys.prefix,
-        ALERT_DB_SCHEMA=pg_schema,
-        HTTP_PORT="0",
+def procs(
+    redis_url: str, postgres_url: str, pg_schema: str, keys: Keys
+) -> Iterator[ServiceProcesses]:
+    env = service_env(
+        redis_url=redis_url,
+        database_url=postgres_url,
+        stream_prefix=keys.prefix,
+        drop_prefixes=("ALERT_",),
+        DB_SCHEMA=pg_schema,
         CONSUMER_NAME="alert-0",
-        LOG_LEVEL="WARNING",
-        SHUTDOWN_TIMEOUT_SECONDS="10",
         ALERT_TICK_INTERVAL_SECONDS="0.2",
         ALERT_READ_BLOCK_MS="50",
         ALERT_SMTP_PASSWORD="smtp-pa55word",
     )
-    return base
+    procs = ServiceProcesses("alert", env)
+    yield procs
+    procs.close()
 
 
-def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "alert", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-
-@pytest.fixture
-def start(env: dict[str, str]) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def launch() -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "alert", "run"],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        procs.append(proc)
-        return proc
-
-    yield launch
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait(timeout=10)
-        proc.communicate()
+def cli(procs: ServiceProcesses, *args: str) -> subprocess.CompletedProcess[str]:
+    proc = procs.start(*args)
+    out, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out.decode(), err.decode())
 
 
 def publish(redis_url: str, keys: Keys, payload: dict[str, Any]) -> None:
@@ -105,33 +77,20 @@ def add_rule(engine: Engine, **spec: Any) -> int:
     return rule_id
 
 
-def wait_until(
-    condition: Callable[[], bool], proc: subprocess.Popen[bytes], seconds: float
-) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if proc.poll() is not None:
-            _, err = proc.communicate()
-            pytest.fail(f"service exited with {proc.returncode}: {err.decode()[-2000:]}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"condition not met within {seconds}s")
-        time.sleep(0.05)
-
-
-def test_cli_verbs(env: dict[str, str], migrated: Engine, redis_url: str, keys: Keys) -> None:
-    config = cli(env, "check-config")
+def test_cli_verbs(procs: ServiceProcesses, migrated: Engine, redis_url: str, keys: Keys) -> None:
+    config = cli(procs, "check-config")
     assert config.returncode == 0
     assert "smtp-pa55word" not in config.stdout
-    assert json.loads(config.stdout)["db_schema"] == env["ALERT_DB_SCHEMA"]
+    assert json.loads(config.stdout)["db_schema"] == procs.env["DB_SCHEMA"]
     rule_id = add_rule(migrated, operator=">", threshold=30)
-    rules = cli(env, "rules", "list")
+    rules = cli(procs, "rules", "list")
     assert [json.loads(line)["id"] for line in rules.stdout.splitlines()] == [rule_id]
     publish(
         redis_url,
         keys,
         {"device_id": "aq-1", "metric": "temp", "value": 35, "time": datetime.now(UTC)},
     )
-    dry = cli(env, "once")
+    dry = cli(procs, "once")
     assert dry.returncode == 0, dry.stderr
     lines = [json.loads(line) for line in dry.stdout.splitlines()]
     assert lines[0]["would"] == "triggered"
@@ -145,15 +104,14 @@ def test_cli_verbs(env: dict[str, str], migrated: Engine, redis_url: str, keys: 
 
 @pytest.mark.slow
 def test_sigkill_while_pending_then_the_alert_fires_on_time(
-    start: Callable[[], subprocess.Popen[bytes]],
-    env: dict[str, str],
+    procs: ServiceProcesses,
     migrated: Engine,
     redis_url: str,
     keys: Keys,
 ) -> None:
     pg_engine = migrated
     add_rule(pg_engine, operator=">", threshold=30, for_seconds=3)
-    proc = start()
+    proc = procs.start()
     began = datetime.now(UTC)
     publish(redis_url, keys, {"device_id": "aq-1", "metric": "temp", "value": 35, "time": began})
 
@@ -164,14 +122,14 @@ def test_sigkill_while_pending_then_the_alert_fires_on_time(
     wait_until(lambda: status() == "pending", proc, 30)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=10)
-    proc = start()
+    proc = procs.start()
 
     def fired() -> bool:
         with pg_engine.connect() as conn:
             return conn.execute(sa.select(sa.func.count()).select_from(alert_events)).scalar() == 1
 
     wait_until(fired, proc, 30)
-    listing = cli(env, "events", "list", "--open").stdout
+    listing = cli(procs, "events", "list", "--open").stdout
     (listed,) = [json.loads(line) for line in listing.splitlines()]
     triggered_at = datetime.fromisoformat(listed["triggered_at"])
     # the time the condition had held for 3 s, whenever the restarted process noticed it

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,20 +14,18 @@ import pytest
 
 from gmail_fetch.config import GmailFetchSettings
 from gmail_fetch.testing import EMAIL, Harness
+from tributary.testing.process import ServiceProcesses, failure_text, service_env
 
-Launch = Callable[..., subprocess.Popen[bytes]]
 
-
-def service_env(settings: GmailFetchSettings, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("GMAIL_FETCH_", "OTEL_"))}
-    env.update(
-        REDIS_URL=settings.redis_url.get_secret_value(),
-        DATABASE_URL=settings.database_url.get_secret_value(),
-        STREAM_PREFIX=settings.stream_prefix,
-        HTTP_PORT="0",
+@pytest.fixture
+def procs(settings: GmailFetchSettings, pg_schema: str) -> Iterator[ServiceProcesses]:
+    env = service_env(
+        redis_url=settings.redis_url.get_secret_value(),
+        database_url=settings.database_url.get_secret_value(),
+        stream_prefix=settings.stream_prefix,
+        drop_prefixes=("GMAIL_FETCH_",),
         LOG_LEVEL="INFO",
-        SHUTDOWN_TIMEOUT_SECONDS="10",
-        GMAIL_FETCH_DB_SCHEMA=settings.db_schema,
+        DB_SCHEMA=pg_schema,
         GMAIL_FETCH_API_ENDPOINT=settings.api_endpoint,
         GMAIL_FETCH_TOKEN_URI=settings.token_uri,
         GMAIL_FETCH_OAUTH_CLIENT_ID=settings.oauth_client_id,
@@ -38,30 +35,9 @@ def service_env(settings: GmailFetchSettings, **extra: str) -> dict[str, str]:
         GMAIL_FETCH_CLAIM_IDLE_SECONDS="2",
         GMAIL_FETCH_BATCHES_IN_FLIGHT="1",
     )
-    env.update(extra)
-    return env
-
-
-@pytest.fixture
-def launch(settings: GmailFetchSettings) -> Iterator[Launch]:
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(*args: str, **extra: str) -> subprocess.Popen[bytes]:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gmail_fetch", *args],
-            env=service_env(settings, **extra),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=10)
+    procs = ServiceProcesses("gmail_fetch", env)
+    yield procs
+    procs.close()
 
 
 async def wait_for(
@@ -76,9 +52,7 @@ async def wait_for(
         if check(job):
             return job
         if proc.poll() is not None:
-            pytest.fail(
-                f"worker exited with {proc.returncode}: {proc.communicate()[1].decode()[-3000:]}"
-            )
+            pytest.fail(failure_text(proc))
         if time.monotonic() > deadline:
             pytest.fail(f"job did not get there in time: {job}")
         await asyncio.sleep(0.05)
@@ -86,14 +60,14 @@ async def wait_for(
 
 @pytest.mark.slow
 async def test_a_job_whose_worker_is_killed_is_finished_by_another_replica(
-    harness: Harness, launch: Launch
+    harness: Harness, procs: ServiceProcesses
 ) -> None:
     harness.add_user(500)
     harness.fake.latency = 0.15
     job = await harness.create_job(max_results=500)
     await harness.res.relay.relay_once()
 
-    first = launch("run", CONSUMER_NAME="replica-a")
+    first = procs.start("run", CONSUMER_NAME="replica-a")
     await wait_for(harness, job["id"], first, lambda j: int(str(j["progress"])) >= 100)
     first.send_signal(signal.SIGKILL)
     first.wait(timeout=10)
@@ -101,7 +75,7 @@ async def test_a_job_whose_worker_is_killed_is_finished_by_another_replica(
     fetched_before = len(harness.fake.fetched_ids)
     assert 100 <= len(cached_before) < 500
 
-    second = launch("run", CONSUMER_NAME="replica-b")
+    second = procs.start("run", CONSUMER_NAME="replica-b")
     done = await wait_for(harness, job["id"], second, lambda j: j["status"] == "completed")
 
     assert done["attempts"] == 2
@@ -116,20 +90,28 @@ async def test_a_job_whose_worker_is_killed_is_finished_by_another_replica(
 
 
 async def test_cli_adds_an_account_and_creates_and_shows_a_job(
-    harness: Harness, launch: Launch
+    harness: Harness, procs: ServiceProcesses
 ) -> None:
     token = harness.fake.add_user("bob@example.com", 3)
-    proc = launch("accounts", "add", "bob", "bob@example.com")
-    out, err = proc.communicate(token.encode() + b"\n", timeout=60)
-    assert proc.returncode == 0, err.decode()
-    assert token not in out.decode() + err.decode()
+    # the token on standard input (ServiceProcesses gives its processes none)
+    added = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "gmail_fetch", "accounts", "add", "bob", "bob@example.com"],
+        env=procs.env,
+        input=token.encode() + b"\n",
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert added.returncode == 0, added.stderr.decode()
+    assert token not in added.stdout.decode() + added.stderr.decode()
 
-    proc = launch("jobs", "create", "bob", "--max-results", "3")
+    proc = procs.start("jobs", "create", "bob", "--max-results", "3")
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err.decode()
     job_id = json.loads(out)["id"]
     await harness.drain()
-    proc = launch("jobs", "show", job_id)
+    proc = procs.start("jobs", "show", job_id)
     out, err = proc.communicate(timeout=60)
     shown = json.loads(out)
     assert shown["status"] == "completed"

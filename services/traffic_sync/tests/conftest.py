@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -23,11 +24,32 @@ from tributary import catalog
 from tributary.db import make_engine, make_sessionmaker
 from tributary.service import migrate
 from tributary.streams.names import Keys
+from tributary.testing.process import service_env
 
 
 @pytest.fixture
 def tkeys(keys: Keys) -> TrafficKeys:
     return TrafficKeys(keys)
+
+
+@pytest.fixture
+def env(redis_url: str, mysql_database_url: str, tkeys: TrafficKeys) -> dict[str, str]:
+    """The environment of ``python -m traffic_sync`` on the test's Redis prefix and database."""
+    return service_env(
+        redis_url=redis_url,
+        database_url=mysql_database_url,
+        stream_prefix=tkeys.keys.prefix,
+        drop_prefixes=("TRAFFIC_SYNC_",),
+        CONSUMER_NAME="traffic-sync-0",
+        SHUTDOWN_TIMEOUT_SECONDS="15",
+    )
+
+
+@pytest.fixture
+def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    yield client
+    client.close()
 
 
 @pytest.fixture

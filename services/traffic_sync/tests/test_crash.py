@@ -15,7 +15,6 @@ import subprocess
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -27,9 +26,9 @@ from traffic_sync import repository
 from traffic_sync.counters import TrafficKeys
 from traffic_sync.models import flush_ledger
 from tributary.db import make_sessionmaker
+from tributary.testing.process import failure_text, wait_until
 
 from .load import Writers
-from .proc import service_env, wait_until
 
 NODES = 150
 #: (crash point or "external", how many times); at least ten kills in all
@@ -46,13 +45,6 @@ def ledger_rows(engine: Engine) -> int:
         return int(conn.execute(sa.select(sa.func.count()).select_from(flush_ledger)).scalar_one())
 
 
-@pytest.fixture
-def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    client.close()
-
-
 class Harness:
     """Runs the kill plan. The next processes are started ahead (see prewarmed.py),
     so that their start-up overlaps the running one's flushes."""
@@ -62,8 +54,8 @@ class Harness:
         self.env, self.redis, self.tkeys, self.engine = env, client, tkeys, engine
         self.rng = random.Random(1234)
         self.plan = plan
-        self.procs: list[subprocess.Popen[str]] = []
-        self.queue: deque[tuple[str, subprocess.Popen[str]]] = deque()
+        self.procs: list[subprocess.Popen[bytes]] = []
+        self.queue: deque[tuple[str, subprocess.Popen[bytes]]] = deque()
         #: batches in the ledger when the running process was told to go
         self.ledger_before = 0
 
@@ -77,19 +69,18 @@ class Harness:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            text=True,
         )
         self.procs.append(proc)
         self.queue.append((point, proc))
 
-    def next(self) -> tuple[str, subprocess.Popen[str]]:
+    def next(self) -> tuple[str, subprocess.Popen[bytes]]:
         """The next process of the plan, told to go; starts the ones behind it."""
         while len(self.queue) < AHEAD + 1 and self.plan:
             self._launch(self.plan.pop(0))
         point, proc = self.queue.popleft()
         self.ledger_before = ledger_rows(self.engine)
         assert proc.stdin is not None
-        proc.stdin.write("go\n")
+        proc.stdin.write(b"go\n")
         proc.stdin.flush()
         return point, proc
 
@@ -97,10 +88,9 @@ class Harness:
         """What the lease's ttl does after a holder dies, without waiting for it."""
         self.redis.delete(self.tkeys.keys.lease("traffic_sync:flush"))
 
-    def crash_at(self, point: str, proc: subprocess.Popen[str]) -> None:
+    def crash_at(self, point: str, proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=90)
-        _, err = proc.communicate()
-        assert proc.returncode == -signal.SIGKILL, f"{point}: exited {proc.returncode}: {err}"
+        assert proc.returncode == -signal.SIGKILL, f"{point}: {failure_text(proc)}"
         pending = self.redis.scard(self.tkeys.batches)
         if point == "after_move":
             assert pending >= 1, "a batch should be left moved but not applied"
@@ -108,7 +98,7 @@ class Harness:
             assert pending >= 1, "a batch should be left applied but not cleaned up"
             assert ledger_rows(self.engine) > self.ledger_before
 
-    def kill_at_random(self, proc: subprocess.Popen[str]) -> None:
+    def kill_at_random(self, proc: subprocess.Popen[bytes]) -> None:
         wait_until(lambda: ledger_rows(self.engine) > self.ledger_before, proc, 60)
         time.sleep(self.rng.uniform(0, 0.3))  # a random moment of the running flushes
         proc.send_signal(signal.SIGKILL)
@@ -123,11 +113,10 @@ class Harness:
 
 @pytest.mark.slow
 def test_sigkill_at_random_points_of_the_flush_keeps_totals_exact(
-    redis_url: str, mysql_database_url: str, sync_redis: redis.Redis, tkeys: TrafficKeys,
+    env: dict[str, str], redis_url: str, sync_redis: redis.Redis, tkeys: TrafficKeys,
     mysql_engine: Engine,
 ) -> None:  # fmt: skip
-    env = service_env(redis_url, mysql_database_url, tkeys.keys.prefix)
-    env.update(TRAFFIC_SYNC_INTERVAL_SECONDS="0.05", TRAFFIC_SYNC_BATCH_SIZE="20")
+    env = {**env, "TRAFFIC_SYNC_INTERVAL_SECONDS": "0.05", "TRAFFIC_SYNC_BATCH_SIZE": "20"}
     plan = [point for point, times in KILLS for _ in range(times)]
     random.Random(99).shuffle(plan)
     harness = Harness(env, sync_redis, tkeys, mysql_engine, [*plan, "last"])

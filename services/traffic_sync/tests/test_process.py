@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 import redis
@@ -17,36 +17,16 @@ from traffic_sync.models import flush_ledger
 from tributary import catalog
 from tributary.db import make_sessionmaker
 from tributary.events import decode
+from tributary.testing.process import ServiceProcesses, wait_until
 
-from .proc import Launcher, launch, service_env, wait_until
-
-
-@pytest.fixture
-def env(redis_url: str, mysql_database_url: str, tkeys: TrafficKeys) -> dict[str, str]:
-    return service_env(redis_url, mysql_database_url, tkeys.keys.prefix)
+Launcher = Callable[..., subprocess.Popen[bytes]]
 
 
 @pytest.fixture
 def start(env: dict[str, str]) -> Iterator[Launcher]:
-    procs: list[subprocess.Popen[str]] = []
-
-    def run(*args: str, **extra: str) -> subprocess.Popen[str]:
-        proc = launch(env, *args, **extra)
-        procs.append(proc)
-        return proc
-
-    yield run
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-        proc.communicate(timeout=10)
-
-
-@pytest.fixture
-def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
-    client = redis.Redis.from_url(redis_url, decode_responses=True)
-    yield client
-    client.close()
+    procs = ServiceProcesses("traffic_sync", env)
+    yield procs.start
+    procs.close()
 
 
 def hincr(client: redis.Redis, tkeys: TrafficKeys, node: int, up: int, down: int) -> None:
@@ -125,7 +105,7 @@ def test_bad_configuration_is_one_line_naming_every_bad_variable(start: Launcher
     proc = start("check-config", **bad)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2
-    lines = err.strip().splitlines()
+    lines = err.decode().strip().splitlines()
     assert len(lines) == 1
     for variable in bad:
         assert variable in lines[0]
@@ -135,5 +115,5 @@ def test_check_config_masks_the_database_password(start: Launcher) -> None:
     proc = start("check-config", DATABASE_URL="mysql+pymysql://svc:hunter2@db:3306/traffic")
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0
-    assert "hunter2" not in out
+    assert b"hunter2" not in out
     assert json.loads(out)["interval_seconds"] == 300.0

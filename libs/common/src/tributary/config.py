@@ -71,7 +71,8 @@ class ServiceSettings(BaseSettings):
     db_schema: str | None = Field(
         None,
         validation_alias=shared("DB_SCHEMA"),
-        description="PostgreSQL schema of the service's tables (default: the service's own name).",
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="PostgreSQL schema of the service's tables (default: the service's own).",
     )
     consumer_name: str | None = Field(
         None,

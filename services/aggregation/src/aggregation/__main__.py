@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 from aggregation.cli import COMMANDS
-from aggregation.service import service_for
+from aggregation.service import SERVICE
 from tributary.cli import main
 
 if __name__ == "__main__":
-    # the schema is part of the Service, built before the settings are read; the
-    # settings validate the same variable (AggregationSettings.db_schema)
-    sys.exit(main(service_for(os.environ.get("AGGREGATION_DB_SCHEMA")), commands=COMMANDS))
+    sys.exit(main(SERVICE, commands=COMMANDS))

@@ -9,8 +9,6 @@ from pydantic_settings import SettingsConfigDict
 
 from tributary.config import ServiceSettings
 
-DEFAULT_SCHEMA = "aggregation"
-
 #: where a run looks for counter keys: the per-date index set, a keyspace SCAN, or both
 Discovery = Literal["index+scan", "index", "scan"]
 #: how a batch reaches PostgreSQL: ``unnest`` arrays, ``copy`` into a staging table, or
@@ -22,11 +20,6 @@ class AggregationSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="AGGREGATION_", extra="ignore", frozen=True)
     service_name: ClassVar[str] = "aggregation"
 
-    db_schema: str = Field(
-        DEFAULT_SCHEMA,
-        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
-        description="PostgreSQL schema of the service's tables.",
-    )
     interval_seconds: float = Field(
         3600.0, gt=0, description="Seconds between scheduled passes (today and yesterday)."
     )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -13,7 +12,7 @@ import redis.asyncio as aioredis
 
 from aggregation.aggregator import Aggregator, AggregatorOptions, Clock, utc_now
 from aggregation.api import router
-from aggregation.config import DEFAULT_SCHEMA, AggregationSettings
+from aggregation.config import AggregationSettings
 from aggregation.keys import KeyFormat
 from aggregation.metrics import AggregationMetrics
 from aggregation.policy import RetryPolicy
@@ -144,17 +143,12 @@ async def once(res: Resources, parts: Components) -> None:
         await app.aclose()
 
 
-def service_for(schema: str | None) -> Service:
-    """The service with its tables in ``schema`` (``AGGREGATION_DB_SCHEMA``)."""
-    return SERVICE if not schema else dataclasses.replace(SERVICE, schema=schema)
-
-
 SERVICE = Service(
     name=NAME,
     settings_class=AggregationSettings,
     build=build,
     registry=catalog.default_registry(),
-    schema=DEFAULT_SCHEMA,
+    schema=NAME,
     migrations=MIGRATIONS,
     once=once,
 )

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Any
 
 from alert import repository
-from alert.config import DEFAULT_SCHEMA
+from alert.service import SERVICE
 from tributary.cli import Command, main
 from tributary.config import ServiceSettings
 from tributary.db import make_engine, make_sessionmaker
@@ -96,11 +95,5 @@ COMMANDS: list[Command] = [
 ]
 
 
-def service() -> Service:
-    from alert.service import make_service
-
-    return make_service(os.environ.get("ALERT_DB_SCHEMA", DEFAULT_SCHEMA))
-
-
 if __name__ == "__main__":
-    sys.exit(main(service(), commands=COMMANDS))
+    sys.exit(main(SERVICE, commands=COMMANDS))

@@ -11,6 +11,7 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 from sqlalchemy.orm import Session
 
 from alert import api_setup, repository, rule_admin
+from alert.api_setup import UNPROCESSABLE, not_found
 from alert.app import AlertApp
 from alert.rules import RuleSpec, Source
 from alert.schemas import Accepted, EventDetail, EventOut, ReadingIn, RuleOut
@@ -21,9 +22,6 @@ T = TypeVar("T")
 #: readings accepted in one POST /readings
 MAX_READINGS_PER_REQUEST = 1000
 
-#: 422 (starlette renamed its constant; the number is what clients see)
-UNPROCESSABLE = 422
-
 
 def rule_out(row: Any) -> RuleOut:
     return RuleOut(
@@ -33,10 +31,6 @@ def rule_out(row: Any) -> RuleOut:
         updated_at=row.updated_at,
         spec=row.spec,
     )
-
-
-def not_found(what: str, key: object) -> HTTPException:
-    return HTTPException(status.HTTP_404_NOT_FOUND, f"{what} {key} not found")
 
 
 class Db:

@@ -14,7 +14,7 @@ from alert import repository
 from alert.app import AlertApp
 from alert.matchers import parse_matchers
 from alert.models import maintenance_windows, receivers, silences
-from alert.notify.suppression import Window, parse_time
+from alert.notify.suppression import Window
 from alert.schemas import (
     AttemptOut,
     NotificationOut,
@@ -44,8 +44,16 @@ def notification_out(row: Any, tries: Sequence[dict[str, Any]]) -> NotificationO
     )
 
 
-def _not_found(what: str, key: object) -> HTTPException:
+def not_found(what: str, key: object) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"{what} {key} not found")
+
+
+async def _by_id(db: Db, table: sa.Table, key: int, what: str) -> Any:
+    """The row of ``table`` whose id is ``key``; a 404 naming ``what`` when there is none."""
+    row = await db(lambda s: s.execute(sa.select(table).where(table.c.id == key)).first())
+    if row is None:
+        raise not_found(what, key)
+    return row
 
 
 def _receivers_read(db: Db) -> APIRouter:
@@ -58,12 +66,7 @@ def _receivers_read(db: Db) -> APIRouter:
 
     @router.get("/{receiver_id}")
     async def get_receiver(receiver_id: int) -> ReceiverOut:
-        row = await db(
-            lambda s: s.execute(sa.select(receivers).where(receivers.c.id == receiver_id)).first()
-        )
-        if row is None:
-            raise _not_found("receiver", receiver_id)
-        return repository.receiver_out(row)
+        return repository.receiver_out(await _by_id(db, receivers, receiver_id, "receiver"))
 
     return router
 
@@ -89,7 +92,7 @@ def _receivers_write(app: AlertApp, db: Db) -> APIRouter:
                 status.HTTP_409_CONFLICT, f"a receiver named {spec.name!r} already exists"
             ) from None
         if row is None:
-            raise _not_found("receiver", receiver_id)
+            raise not_found("receiver", receiver_id)
         return repository.receiver_out(row)
 
     @router.post("", status_code=status.HTTP_201_CREATED)
@@ -104,7 +107,7 @@ def _receivers_write(app: AlertApp, db: Db) -> APIRouter:
     async def delete_receiver(receiver_id: int) -> Response:
         found, users = await db(lambda s: _delete_receiver(s, receiver_id))
         if not found:
-            raise _not_found("receiver", receiver_id)
+            raise not_found("receiver", receiver_id)
         if users:
             raise HTTPException(
                 status.HTTP_409_CONFLICT,
@@ -149,34 +152,21 @@ def _silences(app: AlertApp, db: Db) -> APIRouter:
 
     @router.get("/{silence_id}")
     async def get_silence(silence_id: int) -> SilenceOut:
-        row = await db(
-            lambda s: s.execute(sa.select(silences).where(silences.c.id == silence_id)).first()
-        )
-        if row is None:
-            raise _not_found("silence", silence_id)
-        return _silence_out(row, app)
+        return _silence_out(await _by_id(db, silences, silence_id, "silence"), app)
 
     @router.delete("/{silence_id}")
     async def expire_silence(silence_id: int) -> SilenceOut:
         """Expire the silence now (it stays listed, inactive)."""
         row = await db(lambda s: repository.expire_silence(s, silence_id, app.clock()))
         if row is None:
-            raise _not_found("silence", silence_id)
+            raise not_found("silence", silence_id)
         return _silence_out(row, app)
 
     return router
 
 
 def _window_out(row: Any, app: AlertApp) -> WindowOut:
-    window = Window(
-        id=row.id,
-        name=row.name,
-        matchers=parse_matchers(row.matchers),
-        days_of_week=frozenset(row.days_of_week),
-        start_time=parse_time(row.start_time),
-        duration_minutes=row.duration_minutes,
-        timezone=row.timezone,
-    )
+    window = Window.of_row(row)
     fields = {name: getattr(row, name) for name in WindowOut.model_fields if name != "active"}
     return WindowOut(**fields, active=row.enabled and window.is_active(app.clock()))
 
@@ -194,7 +184,7 @@ def _windows(app: AlertApp, db: Db) -> APIRouter:
     async def save(spec: WindowSpec, window_id: int | None = None) -> WindowOut:
         row = await db(lambda s: repository.save_window(s, spec, app.clock(), window_id))
         if row is None:
-            raise _not_found("maintenance window", window_id)
+            raise not_found("maintenance window", window_id)
         return _window_out(row, app)
 
     @router.post("", status_code=status.HTTP_201_CREATED)
@@ -208,10 +198,7 @@ def _windows(app: AlertApp, db: Db) -> APIRouter:
 
     @router.get("/{window_id}")
     async def get_window(window_id: int) -> WindowOut:
-        row = await db(lambda s: s.execute(sa.select(table).where(table.c.id == window_id)).first())
-        if row is None:
-            raise _not_found("maintenance window", window_id)
-        return _window_out(row, app)
+        return _window_out(await _by_id(db, table, window_id, "maintenance window"), app)
 
     @router.put("/{window_id}")
     async def replace_window(window_id: int, spec: WindowSpec) -> WindowOut:
@@ -220,7 +207,7 @@ def _windows(app: AlertApp, db: Db) -> APIRouter:
     @router.delete("/{window_id}", status_code=status.HTTP_204_NO_CONTENT)
     async def delete_window(window_id: int) -> Response:
         if not await db(lambda s: _delete_window(s, window_id)):
-            raise _not_found("maintenance window", window_id)
+            raise not_found("maintenance window", window_id)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 
     return router

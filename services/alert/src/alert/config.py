@@ -9,19 +9,11 @@ from pydantic_settings import SettingsConfigDict
 
 from tributary.config import ServiceSettings
 
-#: PostgreSQL schema of the service's tables
-DEFAULT_SCHEMA = "alert"
-
 
 class AlertSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="ALERT_", extra="ignore", frozen=True)
     service_name: ClassVar[str] = "alert"
 
-    db_schema: str = Field(
-        DEFAULT_SCHEMA,
-        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
-        description="PostgreSQL schema of the service's tables.",
-    )
     batch_size: int = Field(
         500, ge=1, le=5000, description="Stream entries read and evaluated per batch."
     )

@@ -11,7 +11,8 @@ import httpx
 from alert import api, handlers
 from alert.app import AlertApp
 from alert.clock import Clock, utc_now
-from alert.config import DEFAULT_SCHEMA, AlertSettings
+from alert.config import AlertSettings
+from alert.dryrun import dry_run
 from alert.emit import Emitter
 from alert.engine import Evaluator
 from alert.index import RuleCache
@@ -99,15 +100,12 @@ def build(res: Resources) -> Components:
     )
 
 
-def make_service(schema: str = DEFAULT_SCHEMA) -> Service:
-    from alert.dryrun import dry_run
-
-    return Service(
-        name=NAME,
-        settings_class=AlertSettings,
-        build=build,
-        registry=catalog.default_registry(),
-        schema=schema,
-        migrations=MIGRATIONS,
-        once=dry_run,
-    )
+SERVICE = Service(
+    name=NAME,
+    settings_class=AlertSettings,
+    build=build,
+    registry=catalog.default_registry(),
+    schema=NAME,
+    migrations=MIGRATIONS,
+    once=dry_run,
+)

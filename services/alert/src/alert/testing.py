@@ -12,15 +12,12 @@ from datetime import datetime
 from typing import Any
 
 import httpx
-import redis.asyncio as aioredis
 import sqlalchemy as sa
 from pydantic import BaseModel
-from sqlalchemy.engine import Engine
 
 from alert import repository
 from alert.app import AlertApp
 from alert.clock import ManualClock
-from alert.config import AlertSettings
 from alert.models import alert_events, notifications, rule_state
 from alert.rules import RuleSpec
 from alert.samples import EVENT_TYPES
@@ -28,40 +25,10 @@ from alert.scheduler import TickOutcome
 from alert.schemas import ReceiverSpec
 from alert.service import assemble
 from tributary import catalog
-from tributary.db import make_sessionmaker
 from tributary.events import Event, decode, make_event
 from tributary.metrics import Metrics
-from tributary.outbox import OutboxRelay
-from tributary.service import Resources, Service
+from tributary.service import Resources
 from tributary.streams import client
-from tributary.streams.names import Keys
-from tributary.streams.producer import Producer
-from tributary.telemetry import Telemetry
-
-
-def build_resources(
-    settings: AlertSettings,
-    service: Service,
-    redis: aioredis.Redis,
-    engine: Engine,
-    keys: Keys,
-    telemetry: Telemetry,
-    consumer: str = "test-0",
-) -> Resources:
-    metrics = Metrics()
-    return Resources(
-        settings=settings,
-        service=service,
-        redis=redis,
-        engine=engine,
-        sessions=make_sessionmaker(engine),
-        telemetry=telemetry,
-        metrics=metrics,
-        keys=keys,
-        producer=Producer(redis, telemetry.tracer, keys, metrics),
-        consumer_name=consumer,
-        relay=OutboxRelay(engine, redis, keys, metrics, schema_label=service.schema or ""),
-    )
 
 
 class Harness:

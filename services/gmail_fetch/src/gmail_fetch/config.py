@@ -23,7 +23,6 @@ class GmailFetchSettings(ServiceSettings):
     )
     service_name: ClassVar[str] = "gmail_fetch"
 
-    db_schema: str = Field("gmail", description="PostgreSQL schema of the service's tables.")
     # -- Google endpoints ---------------------------------------------------------------
     api_endpoint: str = Field(
         "https://gmail.googleapis.com/",

@@ -73,15 +73,11 @@ def build(res: Resources) -> Components:
     )
 
 
-def make_service(schema: str = "gmail") -> Service:
-    return Service(
-        name=NAME,
-        settings_class=GmailFetchSettings,
-        build=build,
-        registry=catalog.default_registry(),
-        schema=schema,
-        migrations=MIGRATIONS,
-    )
-
-
-SERVICE = make_service()
+SERVICE = Service(
+    name=NAME,
+    settings_class=GmailFetchSettings,
+    build=build,
+    registry=catalog.default_registry(),
+    schema="gmail",
+    migrations=MIGRATIONS,
+)

@@ -18,7 +18,7 @@ from gmail_fetch import repository as repo
 from gmail_fetch.config import GmailFetchSettings
 from gmail_fetch.crypto import TokenCipher
 from gmail_fetch.models import message_cache
-from gmail_fetch.service import make_service
+from gmail_fetch.service import SERVICE
 from simulators.gmail import GmailFake, GmailServer
 from tributary import catalog
 from tributary.config import load_settings
@@ -122,7 +122,7 @@ class Harness:
 
 
 async def open_harness(settings: GmailFetchSettings, gmail: GmailServer) -> Harness:
-    service = make_service(settings.db_schema)
+    service = SERVICE.configured(settings)
     res = await open_resources(service, settings)
     await asyncio.to_thread(migrate, service, res.engine)
     parts = service.build(res)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
@@ -35,6 +36,19 @@ class Window:
     start_time: time
     duration_minutes: int
     timezone: str
+
+    @classmethod
+    def of_row(cls, row: Any) -> Window:
+        """The window of a ``maintenance_windows`` row."""
+        return cls(
+            id=row.id,
+            name=row.name,
+            matchers=parse_matchers(row.matchers),
+            days_of_week=frozenset(row.days_of_week),
+            start_time=parse_time(row.start_time),
+            duration_minutes=row.duration_minutes,
+            timezone=row.timezone,
+        )
 
     def is_active(self, now: datetime) -> bool:
         zone = ZoneInfo(self.timezone)
@@ -72,15 +86,7 @@ class Suppression:
         ).all()
         w = maintenance_windows.c
         windows = [
-            Window(
-                id=row.id,
-                name=row.name,
-                matchers=parse_matchers(row.matchers),
-                days_of_week=frozenset(row.days_of_week),
-                start_time=parse_time(row.start_time),
-                duration_minutes=row.duration_minutes,
-                timezone=row.timezone,
-            )
+            Window.of_row(row)
             for row in session.execute(sa.select(maintenance_windows).where(w.enabled))
         ]
         return cls(

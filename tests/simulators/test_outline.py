@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import ssl
-import sys
 import time
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-
-# pytest's importlib mode names this module simulators.tests.test_outline and registers
-# the *folder* simulators/ as the package "simulators", hiding the installed one
-# (simulators/src/simulators); drop that stand-in so the real package is imported
-if not hasattr(sys.modules.get("simulators"), "__file__") or "src" not in str(
-    getattr(sys.modules.get("simulators"), "__file__", "")
-):
-    sys.modules.pop("simulators", None)
 
 from simulators.outline import WINDOW_SECONDS, ManualClock, OutlineSimulator
 

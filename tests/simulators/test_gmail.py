@@ -3,29 +3,15 @@
 from __future__ import annotations
 
 import json
-import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-# pytest's importlib mode names this file "simulators.tests.test_gmail"; when nothing imported
-# the real package first, "simulators" then resolves to the repository's simulators/ folder
-# (a namespace package). Point that namespace at the package's sources too.
-_namespace = sys.modules.get("simulators")
-_sources = str(Path(__file__).resolve().parents[1] / "src" / "simulators")
-if (
-    _namespace is not None
-    and getattr(_namespace, "__file__", None) is None
-    and _sources not in list(_namespace.__path__)
-):
-    _namespace.__path__.append(_sources)
-
-from simulators.gmail import GmailServer, parse_batch, render_batch  # noqa: E402
-from simulators.gmail_mailbox import parse_fields, select_fields  # noqa: E402
+from simulators.gmail import GmailServer, parse_batch, render_batch
+from simulators.gmail_mailbox import parse_fields, select_fields
 
 
 @pytest.fixture
