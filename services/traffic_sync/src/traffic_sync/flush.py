@@ -154,7 +154,8 @@ class Flusher:
                 log.exception("applying batch %s failed; it stays pending", batch_id)
                 self._failed(report, "batch_failed")
                 return False
-            self.checkpoint("after_commit")
+            if applied.applied:  # a re-applied batch (ledger hit) committed nothing new
+                self.checkpoint("after_commit")
             try:
                 await self.mover.finish(batch_id)
             except Exception:
