@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 UV ?= uv
 PYTEST_ARGS ?=
-MYPY_PATHS = $(shell find libs services bench tests simulators -name '*.py' -not -path '*/.venv/*' 2>/dev/null)
+MYPY_PATHS = $(shell find libs services bench tests simulators deploy -name '*.py' -not -path '*/.venv/*' 2>/dev/null)
 
 .PHONY: help install test lint fmt bench clean
 
@@ -39,3 +39,20 @@ STREAM ?= alerts
 .PHONY: tail
 tail: install
 	$(UV) run python -m tributary tail $(STREAM)
+
+# -- docker compose (docs/deploy.md) ----------------------------------------------------
+# make up                       infrastructure + five services (secrets from .env)
+# make up COMPOSE_FLAGS="--env-file deploy/compose/demo.env --profile demo"   the demo
+COMPOSE ?= docker compose
+COMPOSE_FLAGS ?=
+SERVICE ?=
+.PHONY: up down logs
+
+up:
+	$(COMPOSE) $(COMPOSE_FLAGS) up -d --build
+
+down:
+	$(COMPOSE) $(COMPOSE_FLAGS) down --remove-orphans
+
+logs:
+	$(COMPOSE) $(COMPOSE_FLAGS) logs -f --tail=200 $(SERVICE)

@@ -1,0 +1,116 @@
+# ruff: noqa: S310, S603  (demo script: fixed http URLs from the compose file, own CLIs)
+"""Demo profile, run once: registers the fake Outline servers with snapshot, the fake
+Gmail users with gmail_fetch (and starts a job for each), and a few alert rules.
+
+Runs in the simulators image, which has every service's command line installed;
+settings come from the same environment the services get (docker-compose.yml).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+DEMO = Path("/demo")
+ALERT_URL = os.environ.get("ALERT_URL", "http://alert:8000")
+GMAIL_FETCH_URL = os.environ.get("GMAIL_FETCH_URL", "http://gmail-fetch:8000")
+
+RULES: list[dict[str, Any]] = [
+    {
+        "name": "tank too warm",
+        "source": "device.readings",
+        "metric": "temp",
+        "operator": ">",
+        "threshold": 28,
+        "recovery_threshold": 27.5,
+        "for_seconds": 30,
+        "severity": "critical",
+        "annotations": {"summary": "{{ subject }} at {{ value }} °C"},
+    },
+    {
+        "name": "node traffic above 5 GB per flush",
+        "source": "traffic.flushed",
+        "metric": "total",
+        "operator": ">",
+        "threshold": 5_000_000_000,
+        "severity": "warning",
+    },
+    {
+        "name": "merchant requests above 5000 a day",
+        "source": "usage.aggregated",
+        "metric": "requests",
+        "operator": ">",
+        "threshold": 5000,
+        "severity": "info",
+    },
+]
+
+
+def cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **(env or {})},
+        timeout=120,
+    )
+    print(done.stdout, end="", flush=True)
+    if done.returncode != 0:
+        print(done.stderr, file=sys.stderr, flush=True)
+    return done.stdout
+
+
+def post(url: str, body: object, token: str | None = None) -> None:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers=headers, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            print(url, response.status, flush=True)
+    except urllib.error.HTTPError as exc:  # 409/422 when registered before: fine
+        print(url, exc.code, exc.read().decode(errors="replace"), flush=True)
+
+
+def outline_servers() -> None:
+    for server in json.loads((DEMO / "outline.json").read_text()):
+        registration = {"apiUrl": server["apiUrl"], "certSha256": server["certSha256"]}
+        cli(
+            "snapshot", "servers", "add", "--name", server["name"], "--from-json", "-",
+            stdin=json.dumps(registration),
+        )  # fmt: skip
+
+
+def gmail_users() -> None:
+    token = os.environ["GMAIL_FETCH_API_TOKENS"].split(",")[0].strip()
+    for line in (DEMO / "gmail.jsonl").read_text().splitlines():
+        user = json.loads(line)
+        if "refresh_token" not in user:
+            continue
+        user_id = user["email"].split("@")[0]
+        cli(
+            "gmail_fetch", "accounts", "add", user_id, user["email"],
+            env={"GMAIL_FETCH_REFRESH_TOKEN": user["refresh_token"]},
+        )  # fmt: skip
+        post(f"{GMAIL_FETCH_URL}/api/analytics/jobs", {"user_id": user_id}, token)
+
+
+def alert_rules() -> None:
+    for rule in RULES:
+        post(f"{ALERT_URL}/rules", rule)
+
+
+if __name__ == "__main__":
+    outline_servers()
+    gmail_users()
+    alert_rules()

@@ -1,0 +1,253 @@
+"""The Helm chart, with real Helm (helm-python-sdk): lint, render with several value
+combinations, validate every manifest offline with kubernetes-validate --strict."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import helm_python
+import kubernetes_validate  # type: ignore[import-untyped]  # ships no py.typed
+import pytest
+import yaml  # type: ignore[import-untyped]  # no stubs in the lock file
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "deploy" / "helm" / "tributary"
+#: bundled with kubernetes-validate, so validation needs no network
+KUBE_VERSION = "1.31.0"
+SERVICES = ("aggregation", "alert", "gmail_fetch", "snapshot", "traffic_sync")
+
+COMBINATIONS: dict[str, list[str]] = {
+    "defaults": [],
+    "all-on": [
+        "otel.enabled=true",
+        "networkPolicy.enabled=true",
+        "secrets.existingSecret=tributary-prod",
+        *(f"services.{s}.autoscaling.enabled=true" for s in SERVICES),
+        *(f"services.{s}.replicas=3" for s in SERVICES),
+    ],
+    "one-off": ["services.gmail_fetch.enabled=false"],
+    "hpa": [
+        "services.snapshot.autoscaling.enabled=true,services.alert.autoscaling.enabled=true",
+        "services.alert.autoscaling.maxReplicas=10",
+    ],
+    "network-policy": [
+        "networkPolicy.enabled=true",
+        "networkPolicy.allowedFrom[0].namespaceSelector.matchLabels.team=ops",
+    ],
+    "existing-secret": ["secrets.existingSecret=tributary-prod"],
+    "chart-made-secret": [
+        "secrets.values.REDIS_URL=redis://redis:6379/0",
+        "secrets.values.SNAPSHOT_ENCRYPTION_KEY=not-a-real-key",
+    ],
+    "no-migrations-no-pdb": ["migrations.enabled=false,podDisruptionBudget.enabled=false"],
+    "extra-env": [
+        "services.alert.env.ALERT_SMTP_HOST=smtp.example.com",
+        "services.alert.extraEnv[0].name=ALERT_SMTP_USERNAME",
+        "services.alert.extraEnv[0].value=alerts",
+        "global.image.registry=registry.example.com/tributary,global.image.tag=1.2.3",
+    ],
+}
+
+
+def merge(into: dict[str, Any], extra: dict[str, Any]) -> None:
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            merge(into[key], value)
+        elif isinstance(value, list) and isinstance(into.get(key), list):
+            for i, item in enumerate(value):
+                if i < len(into[key]) and isinstance(item, dict):
+                    merge(into[key][i], item)
+                elif i >= len(into[key]):
+                    into[key].append(item)
+        else:
+            into[key] = value
+
+
+def values_of(sets: list[str]) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for expression in sets:
+        merge(values, helm_python.parse_set_string(expression))
+    return values
+
+
+def render(sets: list[str]) -> list[dict[str, Any]]:
+    chart = helm_python.Chart.load(CHART)
+    rendered = chart.render(
+        values_of(sets), name="tributary", namespace="tributary", is_install=True
+    )
+    documents = []
+    for path, text in sorted(rendered.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        for document in yaml.safe_load_all(text):
+            if document:
+                assert isinstance(document, dict), path
+                documents.append(document)
+    return documents
+
+
+def of_kind(documents: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [d for d in documents if d["kind"] == kind]
+
+
+def test_lint_strict_is_clean() -> None:
+    report = helm_python.lint(CHART, strict=True, kube_version=f"v{KUBE_VERSION}")
+    assert report["errors"] == []
+    assert [m for m in report["messages"] if m["severity"] >= 2] == []
+
+
+@pytest.mark.parametrize("sets", COMBINATIONS.values(), ids=COMBINATIONS.keys())
+def test_lint_strict_with_values(sets: list[str]) -> None:
+    report = helm_python.lint(CHART, values_of(sets), strict=True)
+    assert report["errors"] == []
+
+
+@pytest.mark.parametrize("sets", COMBINATIONS.values(), ids=COMBINATIONS.keys())
+def test_every_manifest_validates(sets: list[str]) -> None:
+    documents = render(sets)
+    assert documents
+    for document in documents:
+        if document["apiVersion"].startswith("monitoring.coreos.com/"):
+            continue  # a CRD: not in the bundled schemas
+        kubernetes_validate.validate(document, KUBE_VERSION, strict=True)
+
+
+@pytest.mark.parametrize("sets", COMBINATIONS.values(), ids=COMBINATIONS.keys())
+def test_every_deployment_has_probes_resources_and_security_context(sets: list[str]) -> None:
+    deployments = of_kind(render(sets), "Deployment")
+    assert deployments
+    for deployment in deployments:
+        pod = deployment["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+        for container in pod["containers"]:
+            assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+            assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+            resources = container["resources"]
+            assert resources["requests"]["cpu"]
+            assert resources["requests"]["memory"]
+            assert resources["limits"]["memory"]
+            security = container["securityContext"]
+            assert security["runAsNonRoot"] is True
+            assert security["readOnlyRootFilesystem"] is True
+            assert security["allowPrivilegeEscalation"] is False
+            assert security["capabilities"]["drop"] == ["ALL"]
+            assert security["seccompProfile"]["type"] == "RuntimeDefault"
+            assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+
+
+def test_defaults() -> None:
+    documents = render([])
+    deployments = {d["metadata"]["name"]: d for d in of_kind(documents, "Deployment")}
+    assert sorted(deployments) == sorted(f"tributary-{s.replace('_', '-')}" for s in SERVICES)
+    for service in SERVICES:
+        deployment = deployments[f"tributary-{service.replace('_', '-')}"]
+        container = deployment["spec"]["template"]["spec"]["containers"][0]
+        assert [*container["command"], *container["args"]] == ["python", "-m", service, "run"]
+        assert container["image"] == f"ghcr.io/tributary/{service}:0.1.0"
+    assert len(of_kind(documents, "Service")) == 5
+    assert len(of_kind(documents, "PodDisruptionBudget")) == 5
+    assert len(of_kind(documents, "ServiceAccount")) == 1
+    assert of_kind(documents, "HorizontalPodAutoscaler") == []
+    assert of_kind(documents, "NetworkPolicy") == []
+    assert of_kind(documents, "ServiceMonitor") == []
+    assert of_kind(documents, "Secret") == [], "no secrets in values by default"
+    jobs = of_kind(documents, "Job")
+    assert len(jobs) == 5
+    for job in jobs:
+        annotations = job["metadata"]["annotations"]
+        assert annotations["helm.sh/hook"] == "pre-install,pre-upgrade"
+        container = job["spec"]["template"]["spec"]["containers"][0]
+        assert container["args"] == ["migrate"]
+    env_names = {
+        e["name"]
+        for d in of_kind(documents, "Deployment")
+        for e in d["spec"]["template"]["spec"]["containers"][0]["env"]
+    }
+    assert "OTEL_EXPORTER_OTLP_ENDPOINT" not in env_names
+
+
+def test_one_service_off() -> None:
+    documents = render(COMBINATIONS["one-off"])
+    names = {d["metadata"]["name"] for d in documents}
+    assert not any("gmail-fetch" in name for name in names)
+    assert len(of_kind(documents, "Deployment")) == 4
+
+
+def test_hpa_replaces_fixed_replicas() -> None:
+    documents = render(COMBINATIONS["hpa"])
+    hpas = {d["metadata"]["name"]: d for d in of_kind(documents, "HorizontalPodAutoscaler")}
+    assert sorted(hpas) == ["tributary-alert", "tributary-snapshot"]
+    assert hpas["tributary-alert"]["spec"]["maxReplicas"] == 10
+    for deployment in of_kind(documents, "Deployment"):
+        has_hpa = deployment["metadata"]["name"] in hpas
+        assert ("replicas" in deployment["spec"]) is not has_hpa
+
+
+def test_existing_secret_and_otel() -> None:
+    documents = render(COMBINATIONS["all-on"])
+    assert of_kind(documents, "Secret") == []
+    assert len(of_kind(documents, "NetworkPolicy")) == 5
+    for deployment in of_kind(documents, "Deployment"):
+        env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["name"] == "tributary-prod"
+        assert env["OTEL_EXPORTER_OTLP_ENDPOINT"]["value"].startswith("http")
+    traffic = next(
+        d
+        for d in of_kind(documents, "Deployment")
+        if d["metadata"]["name"].endswith("traffic-sync")
+    )
+    env = {e["name"]: e for e in traffic["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["key"] == "TRAFFIC_SYNC_DATABASE_URL"
+
+
+def test_chart_made_secret_is_a_hook_before_the_migrations() -> None:
+    documents = render(COMBINATIONS["chart-made-secret"])
+    (secret,) = of_kind(documents, "Secret")
+    assert int(secret["metadata"]["annotations"]["helm.sh/hook-weight"]) < 0
+    assert secret["stringData"]["REDIS_URL"] == "redis://redis:6379/0"
+
+
+def test_service_monitor() -> None:
+    documents = render(["serviceMonitor.enabled=true"])
+    monitors = of_kind(documents, "ServiceMonitor")
+    assert len(monitors) == 5
+    assert all(m["spec"]["endpoints"][0]["path"] == "/metrics" for m in monitors)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "services.alert.replicas=-1",
+        "services.alert.replicas=many",
+        "services.snapshot.resources.limits.memory=lots",
+        "securityContext.readOnlyRootFilesystem=false",
+        "services.nosuch.enabled=true",
+        "otel.endpoint=jaeger:4318",
+        "global.image.pullPolicy=Sometimes",
+        "services.alert.env.bad-name=1",
+    ],
+)
+def test_schema_rejects_bad_values(bad: str) -> None:
+    chart = helm_python.Chart.load(CHART)
+    with pytest.raises(helm_python.HelmValuesError):
+        chart.render(values_of([bad]), name="tributary", namespace="tributary")
+
+
+def test_values_schema_is_json_and_describes_every_default() -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(defaults) <= set(schema["properties"])
+    helm_python.Chart.load(CHART).validate_schema(copy.deepcopy(defaults))
+
+
+def test_notes_say_how_to_reach_the_apis_and_tail_a_stream() -> None:
+    chart = helm_python.Chart.load(CHART)
+    notes = chart.render({}, name="tributary", namespace="tributary")[
+        "tributary/templates/NOTES.txt"
+    ]
+    assert "port-forward svc/tributary-alert" in notes
+    assert "python -m tributary tail" in notes
