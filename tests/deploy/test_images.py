@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,13 @@ def test_dockerignore_keeps_the_context_small() -> None:
         assert pattern in patterns
     for needed in ("uv.lock", "pyproject.toml", "libs", "services"):
         assert needed not in patterns
+
+
+def test_service_dockerfiles_are_rendered_from_the_one_template() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "deploy" / "docker" / "render.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout
