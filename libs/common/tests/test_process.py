@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 import redis
@@ -21,7 +21,7 @@ from sqlalchemy.engine import Engine
 from tributary.events import make_event
 from tributary.streams.names import Keys
 from tributary.streams.producer import Producer
-from tributary.testing.process import ServiceProcesses, service_env, wait_until
+from tributary.testing.process import ServiceProcesses, wait_until
 from tributary.testing.sample_service import EVENT_TYPE, STREAM
 
 EVENTS = 10_000
@@ -47,19 +47,12 @@ def publish(redis_url: str, keys: Keys, n: int) -> list[str]:
 
 @pytest.fixture
 def start(
-    redis_url: str, postgres_url: str, pg_schema: str, keys: Keys
-) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    env = service_env(
-        redis_url=redis_url,
-        database_url=postgres_url,
-        stream_prefix=keys.prefix,
-        drop_prefixes=("SAMPLE_",),
-        DB_SCHEMA=pg_schema,
-        CONSUMER_NAME="sample-0",
+    service_processes: Callable[..., ServiceProcesses],
+) -> Callable[..., subprocess.Popen[bytes]]:
+    procs = service_processes(
+        "tributary.testing.sample_service", env_prefix="SAMPLE_", CONSUMER_NAME="sample-0"
     )
-    procs = ServiceProcesses("tributary.testing.sample_service", env)
-    yield procs.start
-    procs.close()
+    return procs.start
 
 
 def effects(engine: Engine) -> tuple[int, int]:

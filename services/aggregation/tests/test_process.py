@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
 import pytest
@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from aggregation.keys import KeyFormat
 from tributary import catalog
 from tributary.streams.names import Keys
-from tributary.testing.process import ServiceProcesses, service_env, wait_until
+from tributary.testing.process import ServiceProcesses, wait_until
 
 from .conftest import DAY, count, rows_of
 
@@ -27,19 +27,9 @@ METRICS = 30  # 60,000 counters
 
 @pytest.fixture
 def start(
-    redis_url: str, postgres_url: str, pg_schema: str, keys: Keys
-) -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
-    env = service_env(
-        redis_url=redis_url,
-        database_url=postgres_url,
-        stream_prefix=keys.prefix,
-        drop_prefixes=("AGGREGATION_",),
-        DB_SCHEMA=pg_schema,
-        CONSUMER_NAME="aggregation-0",
-    )
-    procs = ServiceProcesses("aggregation", env)
-    yield procs.start
-    procs.close()
+    service_processes: Callable[..., ServiceProcesses],
+) -> Callable[..., subprocess.Popen[bytes]]:
+    return service_processes("aggregation", env_prefix="AGGREGATION_").start
 
 
 def rows(engine: Engine) -> int:

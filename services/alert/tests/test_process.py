@@ -7,7 +7,7 @@ import asyncio
 import json
 import signal
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -25,27 +25,18 @@ from tributary.db import make_sessionmaker
 from tributary.events import make_event
 from tributary.streams.names import Keys
 from tributary.streams.producer import Producer
-from tributary.testing.process import ServiceProcesses, service_env, wait_until
+from tributary.testing.process import ServiceProcesses, wait_until
 
 
 @pytest.fixture
-def procs(
-    redis_url: str, postgres_url: str, pg_schema: str, keys: Keys
-) -> Iterator[ServiceProcesses]:
-    env = service_env(
-        redis_url=redis_url,
-        database_url=postgres_url,
-        stream_prefix=keys.prefix,
-        drop_prefixes=("ALERT_",),
-        DB_SCHEMA=pg_schema,
-        CONSUMER_NAME="alert-0",
+def procs(service_processes: Callable[..., ServiceProcesses]) -> ServiceProcesses:
+    return service_processes(
+        "alert",
+        env_prefix="ALERT_",
         ALERT_TICK_INTERVAL_SECONDS="0.2",
         ALERT_READ_BLOCK_MS="50",
         ALERT_SMTP_PASSWORD="smtp-pa55word",
     )
-    procs = ServiceProcesses("alert", env)
-    yield procs
-    procs.close()
 
 
 def cli(procs: ServiceProcesses, *args: str) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,7 @@ may run in any order and side by side.
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 import redis
@@ -18,6 +18,7 @@ from sqlalchemy.engine import Engine, make_url
 
 from tributary.streams.names import Keys
 from tributary.testing.infra import Infrastructure
+from tributary.testing.process import ServiceProcesses, service_env
 
 
 def unique_name(kind: str) -> str:
@@ -106,3 +107,34 @@ def mysql_database_url(mysql_url: str) -> Iterator[str]:
     with admin.begin() as conn:
         conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{name}`"))
     admin.dispose()
+
+
+@pytest.fixture
+def service_processes(
+    redis_url: str, postgres_url: str, pg_schema: str, keys: Keys
+) -> Iterator[Callable[..., ServiceProcesses]]:
+    """Launchers of ``python -m <module>`` wired to this test's Redis prefix and schema.
+
+    ``make(module, env_prefix="ALERT_", **extra_env)`` drops the developer's own
+    ``ALERT_*`` variables and names the consumer ``<module>-0``; whatever is
+    still running when the test ends is killed.
+    """
+    made: list[ServiceProcesses] = []
+
+    def make(module: str, *, env_prefix: str, **extra_env: str) -> ServiceProcesses:
+        extra_env.setdefault("CONSUMER_NAME", f"{module.rsplit('.', 1)[-1]}-0")
+        env = service_env(
+            redis_url=redis_url,
+            database_url=postgres_url,
+            stream_prefix=keys.prefix,
+            drop_prefixes=(env_prefix,),
+            DB_SCHEMA=pg_schema,
+            **extra_env,
+        )
+        procs = ServiceProcesses(module, env)
+        made.append(procs)
+        return procs
+
+    yield make
+    for procs in made:
+        procs.close()
