@@ -87,7 +87,10 @@ def baseline_series(
     rows: Sequence[tuple[datetime, int]], first_seen: datetime, start: datetime, end: datetime
 ) -> list[float]:
     """Hourly usage of every complete bucket (h, h+1h] inside [max(first_seen, start), end]."""
-    lo = max(floor_hour(first_seen) + timedelta(hours=1), floor_hour(start))
+    # the first bucket starting at or after first sight: with first sight on the hour (an
+    # imported history starts there) that hour's bucket is complete and counts
+    first_complete = floor_hour(first_seen - timedelta(microseconds=1)) + timedelta(hours=1)
+    lo = max(first_complete, floor_hour(start))
     by_hour = dict(rows)
     series = []
     hour = lo

@@ -1,5 +1,6 @@
 """The service's own verbs: servers add | list | remove | activate, collect, generate-key,
-rebuild-totals. Output is JSON, one object per line; the apiUrl is never printed.
+rebuild-totals, history import. Output is JSON, one object per line; the apiUrl is never
+printed.
 
 ``servers add`` reads the apiUrl from ``--api-url``, or, to keep it out of the
 process list and shell history, from ``--from-json FILE`` (``-``: stdin) holding
@@ -13,9 +14,10 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict
 from datetime import UTC, datetime
-from typing import Any
+from typing import IO, Any
 
 from fastapi.encoders import jsonable_encoder
 from sqlalchemy.orm import Session, sessionmaker
@@ -23,6 +25,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from snapshot import repository as repo
 from snapshot.config import SnapshotSettings
 from snapshot.credentials import SecretBox, generate_key
+from snapshot.history import import_history
 from snapshot.maintenance import rebuild_totals
 from snapshot.servers import (
     RegistrationError,
@@ -168,6 +171,28 @@ def _rebuild(service: Service, settings: ServiceSettings, args: argparse.Namespa
     return 0
 
 
+def _history_arguments(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True)
+    load = sub.add_parser("import", help="import hourly usage (JSON lines) of known keys")
+    load.add_argument("file", nargs="?", default="-", help="JSON lines file, or - (stdin)")
+
+
+def _report_rejected(number: int, reason: str) -> None:
+    print(f"snapshot: line {number}: {reason}", file=sys.stderr)
+
+
+def _history(service: Service, settings: ServiceSettings, args: argparse.Namespace) -> int:
+    try:
+        source: IO[bytes] = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
+    except OSError as exc:
+        print(f"snapshot: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
+        return 2
+    with source if args.file != "-" else nullcontext(source), _sessions(service, settings) as s:
+        summary = import_history(s, source, _now(), _report_rejected)
+    _print(asdict(summary))
+    return 1 if summary.rejected else 0
+
+
 Handler = Callable[[Service, ServiceSettings, argparse.Namespace], int]
 
 COMMANDS: list[Command] = [
@@ -177,4 +202,5 @@ COMMANDS: list[Command] = [
      _generate_key),
     ("rebuild-totals", "recompute the 24h/7d/30d window totals from history", _no_arguments,
      _rebuild),
+    ("history", "import hourly usage history of known keys", _history_arguments, _history),
 ]  # fmt: skip
