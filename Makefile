@@ -4,14 +4,17 @@ UV ?= uv
 PYTEST_ARGS ?=
 MYPY_PATHS = $(shell find libs services bench tests simulators deploy -name '*.py' -not -path '*/.venv/*' 2>/dev/null)
 
-.PHONY: help install test lint fmt bench clean
+.PHONY: help install test e2e lint fmt bench clean
 
 help:
 	@echo "install  create .venv and install every workspace member from uv.lock"
 	@echo "test     unit + integration tests of libs/common and every service (real Redis/PostgreSQL/MySQL)"
+	@echo "e2e      all five services as processes, with faults (SIGKILL, Redis restart, PostgreSQL outage)"
 	@echo "lint     ruff (lint + format check) and mypy --strict"
 	@echo "fmt      ruff format + autofix"
 	@echo "bench    benchmarks under bench/ (print JSON figures)"
+	@echo "demo     the whole system as local processes with simulators and a live view"
+	@echo "tail     follow a stream: make tail STREAM=alerts"
 
 install:
 	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
@@ -19,6 +22,10 @@ install:
 
 test: install
 	$(UV) run pytest $(PYTEST_ARGS)
+
+# the whole system with faults (tests/integration, ~5 min; docs/demo.md)
+e2e: install
+	$(UV) run pytest tests/integration -m e2e -v $(PYTEST_ARGS)
 
 lint: install
 	$(UV) run ruff check .
@@ -36,9 +43,14 @@ clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache
 
 STREAM ?= alerts
-.PHONY: tail
+.PHONY: tail demo
 tail: install
 	$(UV) run python -m tributary tail $(STREAM)
+
+# the five services + simulators as local processes, with a live view (docs/demo.md)
+DEMO_ARGS ?=
+demo: install
+	$(UV) run python -m simulators.demo $(DEMO_ARGS)
 
 # -- docker compose (docs/deploy.md) ----------------------------------------------------
 # make up                       infrastructure + five services (secrets from .env)

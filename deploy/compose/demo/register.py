@@ -1,6 +1,7 @@
 # ruff: noqa: S310, S603  (demo script: fixed http URLs from the compose file, own CLIs)
 """Demo profile, run once: registers the fake Outline servers with snapshot, the fake
-Gmail users with gmail_fetch (and starts a job for each), and a few alert rules.
+Gmail users with gmail_fetch (and starts a job for each), the webhook receiver and the
+scenario's alert rules (simulators.scenario, the same as ``make demo``).
 
 Runs in the simulators image, which has every service's command line installed;
 settings come from the same environment the services get (docker-compose.yml).
@@ -15,41 +16,14 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Any
+
+from simulators.scenario import receivers, rules
 
 DEMO = Path("/demo")
 ALERT_URL = os.environ.get("ALERT_URL", "http://alert:8000")
 GMAIL_FETCH_URL = os.environ.get("GMAIL_FETCH_URL", "http://gmail-fetch:8000")
-
-RULES: list[dict[str, Any]] = [
-    {
-        "name": "tank too warm",
-        "source": "device.readings",
-        "metric": "temp",
-        "operator": ">",
-        "threshold": 28,
-        "recovery_threshold": 27.5,
-        "for_seconds": 30,
-        "severity": "critical",
-        "annotations": {"summary": "{{ subject }} at {{ value }} °C"},
-    },
-    {
-        "name": "node traffic above 5 GB per flush",
-        "source": "traffic.flushed",
-        "metric": "total",
-        "operator": ">",
-        "threshold": 5_000_000_000,
-        "severity": "warning",
-    },
-    {
-        "name": "merchant requests above 5000 a day",
-        "source": "usage.aggregated",
-        "metric": "requests",
-        "operator": ">",
-        "threshold": 5000,
-        "severity": "info",
-    },
-]
+TRAFFIC_SYNC_URL = os.environ.get("TRAFFIC_SYNC_URL", "http://traffic-sync:8000")
+WEBHOOK_URL = os.environ.get("WEBHOOK_URL", "http://webhook-sink:8090")
 
 
 def cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> str:
@@ -68,12 +42,12 @@ def cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None)
     return done.stdout
 
 
-def post(url: str, body: object, token: str | None = None) -> None:
+def send(url: str, body: object, token: str | None = None, method: str = "POST") -> None:
     headers = {"Content-Type": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
     request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers=headers, method="POST"
+        url, data=json.dumps(body).encode(), headers=headers, method=method
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
@@ -102,15 +76,18 @@ def gmail_users() -> None:
             "gmail_fetch", "accounts", "add", user_id, user["email"],
             env={"GMAIL_FETCH_REFRESH_TOKEN": user["refresh_token"]},
         )  # fmt: skip
-        post(f"{GMAIL_FETCH_URL}/api/analytics/jobs", {"user_id": user_id}, token)
+        send(f"{GMAIL_FETCH_URL}/api/analytics/jobs", {"user_id": user_id}, token)
 
 
-def alert_rules() -> None:
-    for rule in RULES:
-        post(f"{ALERT_URL}/rules", rule)
+def alerting() -> None:
+    for receiver in receivers(WEBHOOK_URL):
+        send(f"{ALERT_URL}/receivers", receiver)
+    for rule in rules():
+        send(f"{ALERT_URL}/rules", rule)
+    send(f"{TRAFFIC_SYNC_URL}/nodes/1/limit", {"limit_bytes": 2_000_000_000}, method="PUT")
 
 
 if __name__ == "__main__":
     outline_servers()
     gmail_users()
-    alert_rules()
+    alerting()

@@ -408,3 +408,52 @@ async def test_entries_deleted_while_pending_are_acked_away(
     await redis_client.xdel(key, entry_id)
     await r.drain()
     assert (await redis_client.xpending(key, "g"))["pending"] == 0
+
+
+async def test_an_outage_spends_no_deliveries(
+    redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry
+) -> None:
+    """A database or Redis outage longer than the retries dead-letters nothing: those
+    failures keep the entry's delivery count, and it is handled once the outage ends."""
+    import redis.exceptions
+
+    await Producer(redis_client, tracer, keys).publish("readings", reading(registry, 1))
+    r = runner(redis_client, keys, tracer, registry)
+    seen: list[int] = []
+
+    @r.handler("device.read")
+    async def during_outage(event: Event) -> None:
+        seen.append(len(seen))
+        if len(seen) <= 8:  # more than max_deliveries (5)
+            raise redis.exceptions.ConnectionError("Error 111 connecting. Connection refused.")
+
+    await r.drain()
+    assert len(seen) == 9
+    assert await DeadLetters(redis_client, "readings", keys).count() == 0
+    pending = await redis_client.xpending(keys.stream("readings"), "g")
+    assert pending["pending"] == 0
+
+
+async def test_after_an_outage_ordinary_failures_still_dead_letter(
+    redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry
+) -> None:
+    import redis.exceptions
+
+    await Producer(redis_client, tracer, keys).publish("readings", reading(registry, 1))
+    r = runner(redis_client, keys, tracer, registry)
+    attempts = 0
+
+    @r.handler("device.read")
+    async def outage_then_bug(event: Event) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts <= 3:
+            raise redis.exceptions.ConnectionError("Connection refused")
+        raise RuntimeError("a bug")
+
+    await r.drain()
+    [letter] = await DeadLetters(redis_client, "readings", keys).page()
+    # 3 uncounted outage failures, then the 5 deliveries a bug is allowed
+    assert attempts == 3 + 5
+    assert letter.deliveries == 5
+    assert letter.error == "RuntimeError: a bug"

@@ -20,6 +20,7 @@ from prometheus_client import Counter, Histogram
 
 from tributary.errors import MalformedEvent, Reject, Retry
 from tributary.metrics import Metrics
+from tributary.outage import is_dependency_outage
 from tributary.streams.message import HandlerCall, Outcome
 from tributary.tracing import MESSAGING_SYSTEM, parse_traceparent, start_consumer_span
 
@@ -29,6 +30,8 @@ log = logging.getLogger(__name__)
 DEFAULT_RETRY_BASE_SECONDS = 1.0
 #: upper bound of the redelivery delay, in seconds
 DEFAULT_RETRY_MAX_SECONDS = 300.0
+#: longest wait between retries of an entry while Redis or a database is down
+DEFAULT_OUTAGE_RETRY_MAX_SECONDS = 15.0
 
 
 class Middleware:
@@ -64,6 +67,12 @@ class Retries(Middleware):
 
     ``Reject`` and malformed payloads are dead-lettered at once; ``Retry(delay=)``
     chooses its own delay. Otherwise the delay is exponential with full jitter.
+
+    A failure that is an outage of Redis or a database
+    (:func:`tributary.outage.is_dependency_outage`) is retried without spending a
+    delivery (``call.state["uncounted"]``: the runner resets the entry's delivery
+    count), after a delay that grows with the number of such failures in a row, so
+    an outage of any length dead-letters nothing and does not spin.
     """
 
     def __init__(
@@ -71,19 +80,33 @@ class Retries(Middleware):
         max_deliveries: int = 5,
         base: float = DEFAULT_RETRY_BASE_SECONDS,
         cap: float = DEFAULT_RETRY_MAX_SECONDS,
+        outage_cap: float = DEFAULT_OUTAGE_RETRY_MAX_SECONDS,
     ) -> None:
         self.max_deliveries = max_deliveries
         self.base = base
         self.cap = cap
+        self.outage_cap = outage_cap
+        #: outage failures since the last success of this runner
+        self.outage_streak = 0
 
-    def backoff(self, deliveries: int) -> float:
-        ceiling = min(self.cap, self.base * (2 ** max(deliveries - 1, 0)))
+    def backoff(self, deliveries: int, cap: float | None = None) -> float:
+        ceiling = min(self.cap if cap is None else cap, self.base * (2 ** max(deliveries - 1, 0)))
         return random.uniform(ceiling / 2, ceiling)
 
     def after_process(self, call: HandlerCall, exc: BaseException | None) -> None:
         if exc is None:
+            self.outage_streak = 0
             return
-        if isinstance(exc, Reject | MalformedEvent) or call.deliveries >= self.max_deliveries:
+        if isinstance(exc, Reject | MalformedEvent):
+            call.outcome = Outcome.DEAD
+            return
+        if is_dependency_outage(exc):
+            self.outage_streak += 1
+            call.outcome = Outcome.RETRY
+            call.state["uncounted"] = True
+            call.delay = self.backoff(min(self.outage_streak, 30), self.outage_cap)
+            return
+        if call.deliveries >= self.max_deliveries:
             call.outcome = Outcome.DEAD
             return
         call.outcome = Outcome.RETRY

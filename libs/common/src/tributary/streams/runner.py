@@ -24,7 +24,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.trace import Tracer
@@ -78,8 +78,35 @@ class RunnerOptions:
     max_deliveries: int = 5
     retry_base: float = 1.0  # seconds, doubled per delivery
     retry_max: float = 300.0  # seconds
+    outage_retry_max: float = 15.0  # seconds between retries while Redis/a database is down
     start_id: str = "0"  # where a new group starts: "0" = everything still in the stream
     trim_maxlen: int | None = None  # keep at most this many entries (never unacked ones)
+
+
+@dataclass(slots=True)
+class _Settlement:
+    """What one batch's outcomes ask of Redis."""
+
+    ack: list[str] = field(default_factory=list)
+    dead: list[dict[str, str]] = field(default_factory=list)
+    due: dict[str, float] = field(default_factory=dict)  # entry id -> due time (ms)
+    #: retries after an outage keep their delivery count: XCLAIM ... RETRYCOUNT n-1 now,
+    #: so the XCLAIM of the redelivery brings it back to n
+    uncounted: dict[int, list[str]] = field(default_factory=dict)
+    now_ms: float = field(default_factory=lambda: time.time() * 1000)
+
+    def add(self, call: HandlerCall, dead_letter: Callable[[Message], dict[str, str]]) -> None:
+        ids = [m.entry_id for m in call.messages]
+        if call.outcome is Outcome.ACK:
+            self.ack.extend(ids)
+        elif call.outcome is Outcome.DEAD:
+            self.ack.extend(ids)
+            self.dead.extend(dead_letter(m) for m in call.messages)
+        elif call.outcome is Outcome.RETRY:
+            self.due.update(dict.fromkeys(ids, self.now_ms + call.delay * 1000))
+            if call.state.get("uncounted"):
+                for m in call.messages:
+                    self.uncounted.setdefault(max(m.deliveries - 1, 0), []).append(m.entry_id)
 
 
 class StreamRunner:
@@ -111,7 +138,10 @@ class StreamRunner:
         self.retry_key = self.keys.retries(stream, group)
         self.dlq_key = self.keys.dlq(stream)
         self.retries = Retries(
-            self.options.max_deliveries, self.options.retry_base, self.options.retry_max
+            self.options.max_deliveries,
+            self.options.retry_base,
+            self.options.retry_max,
+            min(self.options.outage_retry_max, self.options.retry_max),
         )
         self.middleware = (
             list(middleware)
@@ -347,28 +377,21 @@ class StreamRunner:
 
     async def _settle(self, calls: list[HandlerCall]) -> None:
         """Ack, dead-letter and schedule retries for a batch in one MULTI."""
-        ack: list[str] = []
-        dead: list[dict[str, str]] = []
-        due: dict[str, float] = {}
-        now_ms = time.time() * 1000
+        plan = _Settlement()
         for call in calls:
-            ids = [m.entry_id for m in call.messages]
-            if call.outcome is Outcome.ACK:
-                ack.extend(ids)
-            elif call.outcome is Outcome.DEAD:
-                ack.extend(ids)
-                dead.extend(self._dead_letter(m) for m in call.messages)
-            elif call.outcome is Outcome.RETRY:
-                due.update(dict.fromkeys(ids, now_ms + call.delay * 1000))
-        if not (ack or due):
+            plan.add(call, self._dead_letter)
+        if not (plan.ack or plan.due):
             return
         async with self.redis.pipeline(transaction=True) as pipe:
-            for fields in dead:
+            for fields in plan.dead:
                 client.add(pipe, self.dlq_key, fields)
-            if ack:
-                pipe.xack(self.key, self.group, *ack)
-            if due:
-                pipe.zadd(self.retry_key, due)
+            if plan.ack:
+                pipe.xack(self.key, self.group, *plan.ack)
+            for count, ids in plan.uncounted.items():
+                pipe.xclaim(self.key, self.group, self.consumer, 0, list[Any](ids),
+                            retrycount=count, justid=True)  # fmt: skip
+            if plan.due:
+                pipe.zadd(self.retry_key, plan.due)
             await pipe.execute()
 
     def _dead_letter(self, msg: Message) -> dict[str, str]:

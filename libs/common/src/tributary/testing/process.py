@@ -7,6 +7,7 @@ launch ``python -m <module>`` the same way; this is that one way.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -14,6 +15,13 @@ from collections.abc import Callable, Iterable
 
 #: how often wait_until re-checks its condition, in seconds
 DEFAULT_POLL_SECONDS = 0.02
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now (for a server a test starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def service_env(

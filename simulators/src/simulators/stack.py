@@ -1,0 +1,219 @@
+"""The whole system on one machine: the simulators (Outline servers, Gmail + OAuth, a
+webhook receiver), the five services as processes (:mod:`simulators.system`), the
+scenario's set-up and its generators. ``make demo`` shows it; the e2e tests drive it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import redis.asyncio as aioredis
+from cryptography.fernet import Fernet
+
+from simulators.gmail import GmailServer
+from simulators.gmail_fake import GmailFake
+from simulators.outline import OutlineSimulator
+from simulators.scenario import (
+    LIMITED_NODE,
+    NODE_LIMIT,
+    OutlineWorld,
+    Scenario,
+    set_up,
+)
+from simulators.system import LocalSystem, SystemConfig
+from simulators.webhook import WebhookSink
+
+log = logging.getLogger("simulators.stack")
+
+GMAIL_USER = "alice"
+GMAIL_EMAIL = "alice@example.com"
+OAUTH_CLIENT = ("demo-client.apps.example.com", "demo-client-secret")
+
+#: short intervals so that every service shows work within a minute or two
+FAST: dict[str, str] = {
+    "SNAPSHOT_COLLECT_INTERVAL_SECONDS": "10",
+    "SNAPSHOT_ANALYSIS_INTERVAL_SECONDS": "10",
+    "SNAPSHOT_MAINTENANCE_INTERVAL_SECONDS": "10",
+    "SNAPSHOT_ANOMALY_WINDOW_SECONDS": "300",
+    "TRAFFIC_SYNC_INTERVAL_SECONDS": "5",
+    "AGGREGATION_INTERVAL_SECONDS": "10",
+    "ALERT_TICK_INTERVAL_SECONDS": "1",
+    "ALERT_NOTIFY_POLL_SECONDS": "0.5",
+}
+
+
+def secrets_env() -> dict[str, str]:
+    """Fresh throwaway keys for a demo or test run (never for real data)."""
+    return {
+        "SNAPSHOT_ENCRYPTION_KEY": Fernet.generate_key().decode(),
+        "GMAIL_FETCH_TOKEN_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
+        "GMAIL_FETCH_API_TOKENS": "demo-api-token-" + Fernet.generate_key().decode()[:24],
+        "GMAIL_FETCH_OAUTH_CLIENT_ID": OAUTH_CLIENT[0],
+        "GMAIL_FETCH_OAUTH_CLIENT_SECRET": OAUTH_CLIENT[1],
+    }
+
+
+async def poll(
+    what: str, check: Callable[[], Awaitable[bool]], seconds: float, every: float = 0.25
+) -> None:
+    """Await ``check()`` until true; TimeoutError naming ``what`` at the deadline."""
+    deadline = time.monotonic() + seconds
+    while not await check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{what}: not within {seconds:.0f}s")
+        await asyncio.sleep(every)
+
+
+@dataclass
+class Stack:
+    config: SystemConfig
+    scenario: Scenario = field(default_factory=Scenario)
+    gmail_messages: int = 300
+    secrets: dict[str, str] = field(default_factory=secrets_env)
+    outline_sim: OutlineSimulator = field(init=False)
+    gmail: GmailServer = field(init=False)
+    webhook: WebhookSink = field(init=False)
+    system: LocalSystem = field(init=False)
+    world: OutlineWorld = field(init=False)
+    redis: aioredis.Redis = field(init=False)
+    http: httpx.AsyncClient = field(init=False)
+    server_ids: list[str] = field(default_factory=list)
+    job_id: str | None = None
+    refresh_token: str = ""
+    #: while set, the generators write nothing (a test restarting Redis sets it)
+    paused: bool = False
+
+    # -- life cycle -----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Simulators up, services migrated, started and ready, demo data registered."""
+        self.http = httpx.AsyncClient(timeout=10)
+        self.redis = aioredis.Redis.from_url(self.config.redis_url)
+        self.webhook = WebhookSink().start()
+        fake = GmailFake(client_id=OAUTH_CLIENT[0], client_secret=OAUTH_CLIENT[1])
+        self.refresh_token = fake.add_user(GMAIL_EMAIL, self.gmail_messages)
+        self.gmail = GmailServer(fake).start()
+        self.outline_sim = OutlineSimulator(servers=0, seed=self.scenario.rng.randint(0, 1 << 30))
+        await self.outline_sim.start()
+        self.world = await self.scenario.outline(self.outline_sim)
+
+        cfg = self.config
+        cfg.env = {
+            **FAST,
+            **self.secrets,
+            "GMAIL_FETCH_API_ENDPOINT": f"{self.gmail.url}/",
+            "GMAIL_FETCH_TOKEN_URI": self.gmail.token_uri,
+            **cfg.env,
+        }
+        self.system = LocalSystem(cfg)
+        await asyncio.to_thread(self.system.migrate)
+        self.system.start_all()
+        await asyncio.to_thread(self.system.wait_ready)
+        await self.register()
+
+    async def stop(self) -> dict[str, int]:
+        """Stop whatever :meth:`start` got to; the services' exit codes."""
+        started = vars(self)
+        codes = await asyncio.to_thread(self.system.stop_all) if "system" in started else {}
+        if "outline_sim" in started:
+            await self.outline_sim.stop()
+        if "gmail" in started:
+            self.gmail.stop()
+        if "webhook" in started:
+            self.webhook.stop()
+        if "redis" in started:
+            await self.redis.aclose()
+        if "http" in started:
+            await self.http.aclose()
+        return codes
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def url(self, service: str) -> str:
+        return self.system.url(service)
+
+    @property
+    def api_token(self) -> str:
+        return self.secrets["GMAIL_FETCH_API_TOKENS"].split(",")[0]
+
+    async def register(self) -> None:
+        await set_up(self.http, self.url("alert"), self.webhook.url)
+        r = await self.http.put(
+            f"{self.url('traffic_sync')}/nodes/{LIMITED_NODE}/limit",
+            json={"limit_bytes": NODE_LIMIT},
+        )
+        r.raise_for_status()
+        for server in self.world.servers:
+            body = {**server.registration(), "name": server.name}
+            r = await self.http.post(f"{self.url('snapshot')}/servers", json=body)
+            if r.status_code == 409:  # registered by an earlier run
+                self.server_ids.append(r.json()["message"].rsplit(" ", 1)[-1])
+                continue
+            r.raise_for_status()
+            self.server_ids.append(r.json()["id"])
+        await asyncio.to_thread(
+            self.system.cli,
+            "gmail_fetch", "accounts", "add", GMAIL_USER, GMAIL_EMAIL,
+            extra_env={"GMAIL_FETCH_REFRESH_TOKEN": self.refresh_token},
+        )  # fmt: skip
+        job = await self.http.post(
+            f"{self.url('gmail_fetch')}/api/analytics/jobs",
+            json={"user_id": GMAIL_USER},
+            headers={"Authorization": f"Bearer {self.api_token}"},
+        )
+        job.raise_for_status()
+        self.job_id = job.json()["id"]
+
+    async def import_spiky_history(self, seconds: float = 120) -> None:
+        """Once snapshot knows the spiky key, give it two quiet days of hourly history."""
+        server_id = self.server_ids[0]
+
+        async def collected() -> bool:
+            r = await self.http.get(f"{self.url('snapshot')}/servers/{server_id}")
+            return r.status_code == 200 and r.json().get("last_success_at") is not None
+
+        await poll("first collection of the spiky key's server", collected, seconds)
+        _, key_id = self.world.spiky
+        await asyncio.to_thread(
+            self.system.cli, "snapshot", "history", "import", "-",
+            stdin=self.scenario.history(server_id, key_id),
+        )  # fmt: skip
+
+    # -- generators -----------------------------------------------------------------------
+
+    async def generate(
+        self, steps: int | None = None, every: float = 2.0, spike_at: int | None = 30
+    ) -> None:
+        """Run the scenario's generators; a failed step is logged and retried next tick."""
+        done = 0
+        while steps is None or done < steps:
+            started = time.monotonic()
+            if self.paused:
+                await asyncio.sleep(0.1)
+                continue
+            try:
+                await self.scenario.step(self.redis, self.http, self.url("alert"))
+            except (OSError, httpx.HTTPError, aioredis.RedisError) as exc:
+                log.warning("generator step failed: %s", exc)
+            except Exception:
+                log.exception("generator step failed")
+                raise
+            if spike_at is not None and self.scenario.step_no == spike_at:
+                Scenario.spike(self.world)
+            done += 1
+            await asyncio.sleep(max(0.0, every - (time.monotonic() - started)))
+
+    async def gmail_job(self) -> dict[str, Any]:
+        r = await self.http.get(
+            f"{self.url('gmail_fetch')}/api/analytics/jobs/{self.job_id}",
+            headers={"Authorization": f"Bearer {self.api_token}"},
+        )
+        r.raise_for_status()
+        result: dict[str, Any] = r.json()
+        return result

@@ -1,0 +1,420 @@
+"""The whole system end to end, with faults: ``make e2e``.
+
+All five services run as separate processes (``python -m <pkg> run``) against a
+Redis of the run's own, PostgreSQL behind a cuttable proxy and a MariaDB database,
+exporting spans to an in-test OTLP receiver. The scenario of
+:mod:`simulators.scenario` runs with a fixed seed while the test
+
+1. SIGKILLs each service once and restarts it,
+2. restarts Redis,
+3. takes PostgreSQL away for 20 s,
+4. injects two malformed entries,
+
+then lets the system settle and compares every service's tables with an oracle
+computed from what the generators wrote. The run happens once (module fixture);
+each test checks one promise of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+import sqlalchemy as sa
+
+from simulators.otlp import OtlpReceiver
+from simulators.redis_server import RedisServer
+from simulators.scenario import (
+    BUSY_MERCHANT,
+    WARM_TANK,
+    Scenario,
+    rules,
+)
+from simulators.stack import Stack, poll
+from simulators.system import SERVICES, SystemConfig
+from simulators.webhook import Delivery
+from traffic_sync.counters import record_traffic
+from tributary import catalog
+from tributary.events import decode
+from tributary.streams.names import Keys
+
+#: the whole run happens in the module fixture, charged to the first test
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+Databases = Any  # tests/integration/conftest.py: urls, schemas, the PostgreSQL proxy
+
+PREFIX = "e2e:"
+#: a node of its own for the trace probe: a tiny limit, so one write fires an alert
+PROBE_NODE = 999
+PG_OUTAGE_SECONDS = 20.0
+MALFORMED = {
+    catalog.DEVICE_READINGS: {"type": "device.reading.recorded", "data": "{not json"},
+    catalog.USAGE_AGGREGATED: {"hello": "world"},
+}
+
+
+@dataclass
+class Run:
+    stack: Stack
+    otlp: OtlpReceiver
+    timings: dict[str, float] = field(default_factory=dict)
+    streams: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    dlq: dict[str, int] = field(default_factory=dict)
+    traffic_rows: dict[str, tuple[int, int]] = field(default_factory=dict)
+    usage_rows: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    alert_events: list[dict[str, Any]] = field(default_factory=list)
+    gmail: dict[str, Any] = field(default_factory=dict)
+    snapshot: dict[str, Any] = field(default_factory=dict)
+    alive_at_end: dict[str, bool] = field(default_factory=dict)
+    exit_codes: dict[str, int] = field(default_factory=dict)
+    probe: Delivery | None = None
+    logs: dict[str, str] = field(default_factory=dict)
+
+
+# -- reading the final state ------------------------------------------------------------
+
+
+def _engine(url: str, schema: str | None = None) -> sa.Engine:
+    if schema is None:
+        return sa.create_engine(url)
+    return sa.create_engine(url, connect_args={"options": f"-csearch_path={schema}"})
+
+
+def traffic_rows(mysql_url: str) -> dict[str, tuple[int, int]]:
+    engine = _engine(mysql_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text("SELECT node_id, upload_bytes, download_bytes FROM node_traffic")
+            )
+            return {str(r[0]): (int(r[1]), int(r[2])) for r in rows}
+    finally:
+        engine.dispose()
+
+
+def pg_rows(url: str, schema: str, query: str) -> list[Any]:
+    engine = _engine(url, schema)
+    try:
+        with engine.connect() as conn:
+            return list(conn.execute(sa.text(query)))
+    finally:
+        engine.dispose()
+
+
+async def stream_entries(redis: aioredis.Redis, keys: Keys, name: str) -> list[dict[str, str]]:
+    entries: Any = await redis.xrange(keys.stream(name))
+    return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
+
+
+def payload(fields: dict[str, str]) -> dict[str, Any]:
+    """The JSON payload of a (valid) stream entry."""
+    decode(fields)  # raises on anything malformed
+    data: dict[str, Any] = json.loads(fields["data"])
+    return data
+
+
+async def settled(redis: aioredis.Redis, keys: Keys) -> bool:
+    """Every group of every stream has read and acked everything (DLQ entries aside)."""
+    for name in catalog_streams():
+        try:
+            groups = await redis.xinfo_groups(keys.stream(name))
+        except aioredis.ResponseError:
+            continue
+        for g in groups:
+            if int(g["pending"]) or (g.get("lag") or 0):
+                return False
+    return int(await redis.scard(keys.key("traffic_sync:dirty"))) == 0
+
+
+def catalog_streams() -> list[str]:
+    return [
+        catalog.OUTLINE_COLLECT, catalog.USAGE_ANOMALIES, catalog.USAGE_FORECASTS,
+        catalog.GMAIL_JOBS, catalog.GMAIL_JOB_EVENTS, catalog.TRAFFIC_FLUSHED,
+        catalog.USAGE_AGGREGATED, catalog.DEVICE_READINGS, catalog.ALERTS,
+    ]  # fmt: skip
+
+
+# -- the run ----------------------------------------------------------------------------
+
+
+async def _restart_each(stack: Stack, run: Run) -> None:
+    for name in SERVICES:
+        await asyncio.sleep(2)
+        stack.system.restart(name, hard=True)  # SIGKILL, then start again
+        await asyncio.to_thread(stack.system.wait_ready, [name])
+    run.timings["after_kills"] = time.monotonic()
+
+
+async def _restart_redis(stack: Stack, server: RedisServer) -> None:
+    stack.paused = True  # the writers wait; the services find Redis gone
+    await asyncio.sleep(0.5)
+    await asyncio.to_thread(server.restart)
+    stack.paused = False
+
+
+async def _cut_postgres(dbs: Databases) -> None:
+    await asyncio.to_thread(dbs.proxy.cut)
+    await asyncio.sleep(PG_OUTAGE_SECONDS)
+    await asyncio.to_thread(dbs.proxy.restore)
+
+
+async def _inject_malformed(redis: aioredis.Redis, keys: Keys) -> None:
+    for stream, fields in MALFORMED.items():
+        await redis.xadd(keys.stream(stream), fields)  # type: ignore[arg-type]
+
+
+async def _trace_probe(stack: Stack, run: Run) -> None:
+    """One node over its limit, alone in its flush: traffic_sync → alert → webhook.
+
+    Alone, so alert reads its event by itself and continues its trace (a batch of
+    several events gets a trace of its own, linked to each producer's)."""
+    keys = Keys(PREFIX)
+    await poll("the generators' last writes consumed", lambda: settled(stack.redis, keys), 120, 0.5)
+    r = await stack.http.put(
+        f"{stack.url('traffic_sync')}/nodes/{PROBE_NODE}/limit", json={"limit_bytes": 1000}
+    )
+    r.raise_for_status()
+    await record_traffic(stack.redis, PROBE_NODE, 5000, 5000, keys=stack.scenario.traffic_keys)
+    totals = stack.scenario.oracle.traffic[str(PROBE_NODE)]
+    totals[0] += 5000
+    totals[1] += 5000
+
+    async def delivered() -> bool:
+        for d in stack.webhook.deliveries:
+            alerts = d.body.get("alerts", []) if isinstance(d.body, dict) else []
+            if any(a["labels"].get("node_id") == str(PROBE_NODE) for a in alerts):
+                run.probe = d
+                return True
+        return False
+
+    await poll("the probe node's alert at the webhook", delivered, 90)
+
+
+async def _every_kind_fired(stack: Stack) -> bool:
+    names = {a["labels"].get("alertname") for a in stack.webhook.alerts()}
+    resolved = any(
+        a["labels"].get("subject") == WARM_TANK and a.get("status") == "resolved"
+        for a in stack.webhook.alerts()
+    )
+    return resolved and {r["name"] for r in rules()} <= names
+
+
+async def _gmail_done(stack: Stack) -> bool:
+    return bool((await stack.gmail_job())["status"] == "completed")
+
+
+async def drive(stack: Stack, run: Run, redis_server: RedisServer, dbs: Databases) -> None:
+    keys = Keys(PREFIX)
+    run.timings["start"] = time.monotonic()
+    await stack.start()
+    run.timings["up"] = time.monotonic()
+    generator = asyncio.create_task(stack.generate(every=1.0, spike_at=15))
+    try:
+        await stack.import_spiky_history()
+        await _restart_each(stack, run)
+        await _restart_redis(stack, redis_server)
+        run.timings["after_redis"] = time.monotonic()
+        await _cut_postgres(dbs)
+        run.timings["after_postgres"] = time.monotonic()
+        await _inject_malformed(stack.redis, keys)
+        await poll(
+            "an alert of every kind and the reef tank's resolve",
+            lambda: _every_kind_fired(stack),
+            240,
+            1,
+        )
+        await poll("the Gmail job completed", lambda: _gmail_done(stack), 120, 1)
+    finally:
+        generator.cancel()
+        await asyncio.gather(generator, return_exceptions=True)
+    run.timings["generated"] = time.monotonic()
+    await _trace_probe(stack, run)
+    await poll("every stream consumed and every node flushed",
+               lambda: settled(stack.redis, keys), 120, 0.5)  # fmt: skip
+    oracle = stack.scenario.oracle
+
+    async def tables_match() -> bool:
+        run.traffic_rows = await asyncio.to_thread(traffic_rows, dbs.mysql_url)
+        rows = await asyncio.to_thread(
+            pg_rows, dbs.postgres_url, dbs.schemas["aggregation"],
+            "SELECT merchant_id, usage_date, metric, metric_value FROM merchant_usage",
+        )  # fmt: skip
+        run.usage_rows = {(r[0], r[1].isoformat(), r[2]): int(r[3]) for r in rows}
+        wanted_traffic = {node: (up, down) for node, (up, down) in oracle.traffic.items()}
+        return run.traffic_rows == wanted_traffic and run.usage_rows == dict(oracle.usage)
+
+    await poll("tables equal to the oracle", tables_match, 120, 1)
+    run.timings["settled"] = time.monotonic()
+
+    for name in catalog_streams():
+        run.streams[name] = await stream_entries(stack.redis, keys, name)
+        run.dlq[name] = int(await stack.redis.xlen(keys.dlq(name)))
+    run.alert_events = (await stack.http.get(
+        f"{stack.url('alert')}/events", params={"limit": 1000})).json()  # fmt: skip
+    run.gmail = await stack.gmail_job()
+    run.gmail["cached_rows"] = pg_rows(
+        dbs.postgres_url, dbs.schemas["gmail_fetch"], "SELECT count(*) FROM message_cache"
+    )[0][0]
+    schema = dbs.schemas["snapshot"]
+    run.snapshot = {
+        "servers": pg_rows(dbs.postgres_url, schema,
+                           "SELECT count(DISTINCT a.server_id) FROM snapshots s "
+                           "JOIN access_keys a ON a.id = s.key_ref")[0][0],
+        "duplicates": pg_rows(dbs.postgres_url, schema,
+                              "SELECT count(*) FROM (SELECT key_ref, collected_at FROM snapshots "
+                              "GROUP BY 1, 2 HAVING count(*) > 1) d")[0][0],
+        "anomalies": pg_rows(dbs.postgres_url, schema,
+                             "SELECT a.name FROM anomaly_episodes e "
+                             "JOIN access_keys a ON a.id = e.key_ref"),
+    }  # fmt: skip
+    run.alive_at_end = stack.system.alive()
+
+
+@pytest.fixture(scope="module")
+def e2e_run(
+    e2e_redis: RedisServer, e2e_databases: Databases, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Run]:
+    log_dir: Path = tmp_path_factory.mktemp("logs")
+    with OtlpReceiver() as otlp:
+        config = SystemConfig(
+            redis_url=e2e_redis.url,
+            postgres_url=e2e_databases.postgres_url,
+            mysql_url=e2e_databases.mysql_url,
+            stream_prefix=PREFIX,
+            log_dir=log_dir,
+            schemas=e2e_databases.schemas,
+            otlp_endpoint=otlp.url,
+            env={"OTEL_BSP_SCHEDULE_DELAY": "200"},
+        )
+        stack = Stack(config, Scenario(seed=20261123, prefix=PREFIX), gmail_messages=300)
+        run = Run(stack, otlp)
+
+        async def go() -> None:
+            try:
+                await drive(stack, run, e2e_redis, e2e_databases)
+            finally:
+                run.exit_codes = await stack.stop()
+                if "system" in vars(stack):
+                    run.logs = {n: stack.system.tail(n, 4000) for n in SERVICES}
+
+        try:
+            asyncio.run(go())
+        except BaseException as exc:
+            logs = "\n".join(f"--- {n}\n{t}" for n, t in run.logs.items())
+            raise AssertionError(f"e2e run failed: {exc!r}\n{logs}") from exc
+        yield run
+
+
+# -- what must hold -----------------------------------------------------------------------
+
+
+def test_traffic_flushed_exactly_once(e2e_run: Run) -> None:
+    oracle = e2e_run.stack.scenario.oracle.traffic
+    assert e2e_run.traffic_rows == {n: (up, down) for n, (up, down) in oracle.items()}
+    # the events carry the same deltas, once per event id (redeliveries share an id)
+    deltas: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    seen = set()
+    for fields in e2e_run.streams[catalog.TRAFFIC_FLUSHED]:
+        if fields["id"] in seen:
+            continue
+        seen.add(fields["id"])
+        data = payload(fields)
+        deltas[data["node_id"]][0] += data["upload_delta"]
+        deltas[data["node_id"]][1] += data["download_delta"]
+    assert {n: tuple(v) for n, v in deltas.items()} == e2e_run.traffic_rows
+
+
+def test_usage_aggregated_equals_what_merchants_tracked(e2e_run: Run) -> None:
+    oracle = dict(e2e_run.stack.scenario.oracle.usage)
+    assert e2e_run.usage_rows == oracle
+    today = date.today().isoformat()
+    assert (
+        oracle.get((BUSY_MERCHANT, today, "requests"), 0) > 5000
+        or len({d for _, d, _ in oracle}) > 1
+    )  # the busy merchant passed its threshold (unless the run crossed midnight)
+
+
+def test_every_stream_carried_events(e2e_run: Run) -> None:
+    empty = [name for name, entries in e2e_run.streams.items() if not entries]
+    assert not empty, f"streams without events: {empty}"
+
+
+def test_alerts_opened_resolved_and_notified(e2e_run: Run) -> None:
+    names = {e["labels"]["alertname"] for e in e2e_run.alert_events}
+    assert {r["name"] for r in rules()} <= names
+    tank = [e for e in e2e_run.alert_events if e["subject"] == WARM_TANK]
+    assert any(e["resolved_at"] for e in tank), "the reef tank's alert never resolved"
+    # one open event at most per rule and subject, and episodes do not overlap
+    open_per_pair = Counter(
+        (e["rule_id"], e["subject"]) for e in e2e_run.alert_events if not e["resolved_at"]
+    )
+    assert max(open_per_pair.values(), default=0) <= 1
+    notified = e2e_run.stack.webhook.alerts()
+    firing = {(a["labels"]["alertname"], a["labels"]["subject"]) for a in notified
+              if a["status"] == "firing"}  # fmt: skip
+    for e in e2e_run.alert_events:
+        assert (e["labels"]["alertname"], e["subject"]) in firing, f"not notified: {e}"
+    assert any(a["status"] == "resolved" for a in notified)
+    # every alert event is on the alerts stream
+    on_stream = {payload(f).get("event_id") for f in e2e_run.streams[catalog.ALERTS]}
+    assert {e["id"] for e in e2e_run.alert_events} <= on_stream
+
+
+def test_gmail_job_completed_with_ordered_progress(e2e_run: Run) -> None:
+    job = e2e_run.gmail
+    assert job["status"] == "completed"
+    assert job["total"] == 300
+    assert job["cached_rows"] == 300
+    progress = [
+        payload(f) for f in e2e_run.streams[catalog.GMAIL_JOB_EVENTS]
+        if f["type"] == "gmail.job.progressed"
+    ]  # fmt: skip
+    mine = [p["progress"] for p in progress if p["job_id"] == job["id"]]
+    assert mine
+    assert mine[-1] == job["total"]  # progress counts messages
+    assert mine == sorted(mine), "progress events out of order"
+
+
+def test_snapshot_collected_every_server_and_flagged_the_spike(e2e_run: Run) -> None:
+    assert e2e_run.snapshot["servers"] == len(e2e_run.stack.world.servers)
+    assert e2e_run.snapshot["duplicates"] == 0
+    assert ("spiky",) in [tuple(r) for r in e2e_run.snapshot["anomalies"]]
+    forecasts = [payload(f) for f in e2e_run.streams[catalog.USAGE_FORECASTS]]
+    assert any(f.get("key_name") == "almost-full" for f in forecasts)
+
+
+def test_one_trace_crosses_traffic_sync_alert_and_the_webhook(e2e_run: Run) -> None:
+    probe = e2e_run.probe
+    assert probe is not None
+    traceparent = {k.lower(): v for k, v in probe.headers.items()}.get("traceparent")
+    assert traceparent, "the webhook request carried no trace context"
+    trace_id = traceparent.split("-")[1]
+    deadline = time.monotonic() + 10  # the exporters flushed at shutdown; the data is here
+    services: set[str] = set()
+    while time.monotonic() < deadline:
+        services = {s.service for s in e2e_run.otlp.spans if s.trace_id == trace_id}
+        if {"traffic_sync", "alert"} <= services:
+            break
+        time.sleep(0.1)
+    assert {"traffic_sync", "alert"} <= services, services
+    names = {s.name for s in e2e_run.otlp.spans if s.trace_id == trace_id}
+    assert any(n.startswith("process traffic.flushed") for n in names), names
+
+
+def test_no_service_crashed_and_all_stopped_cleanly(e2e_run: Run) -> None:
+    assert all(e2e_run.alive_at_end.values()), e2e_run.alive_at_end
+    assert e2e_run.exit_codes == dict.fromkeys(SERVICES, 0), e2e_run.exit_codes
+    assert e2e_run.stack.system.restarts == dict.fromkeys(SERVICES, 1)
+
+
+def test_dead_letters_are_only_the_injected_entries(e2e_run: Run) -> None:
+    expected = {name: (1 if name in MALFORMED else 0) for name in catalog_streams()}
+    assert e2e_run.dlq == expected, json.dumps(e2e_run.dlq)
