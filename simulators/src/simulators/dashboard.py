@@ -117,7 +117,7 @@ async def render(stack: Stack, keys: Keys) -> Group:
         headers={"Authorization": f"Bearer {stack.api_token}"},
     )
     job_line = (
-        f"gmail job {job['id'][:8]}: {job['status']} {job['progress']}% "
+        f"gmail job {job['id'][:8]}: {job['status']}, {job['progress']}/{job['total']} messages "
         f"({job['fetched']} fetched, {job['cached']} cached) — {job['current_step']}"
         if job
         else "gmail job: -"
