@@ -114,4 +114,3 @@ class OtlpReceiver(BackgroundHttpServer):
 
     def services_per_trace(self) -> dict[str, set[str]]:
         return {tid: {s.service for s in spans} for tid, spans in self.traces().items()}
-

@@ -63,7 +63,6 @@ class WebhookSink(BackgroundHttpServer):
         return found
 
 
-
 def main(argv: list[str] | None = None) -> None:
     """``python -m simulators.webhook --port 8090``: print every notification received."""
     import argparse
