@@ -3,19 +3,15 @@
 The batch upsert is one multi-row ``INSERT ... ON DUPLICATE KEY UPDATE``
 (MySQL) or ``INSERT ... ON CONFLICT DO UPDATE`` (PostgreSQL) per chunk of
 nodes, written as driver SQL: SQLAlchemy's multi-values compilation costs more
-than the database for thousands of rows. The counters are integers, written
-into the statement; the one timestamp is a named parameter, escaped once (a
-parameter per value had the driver escape every node's in Python).
+than the database for thousands of rows.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
-from contextlib import closing
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql
@@ -23,7 +19,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from traffic_sync.batch import Batch, NodeDelta, RejectedNode
-from traffic_sync.models import flush_ledger, node_traffic, outbox, rejects
+from traffic_sync.models import flush_ledger, node_traffic, rejects
 
 #: nodes per upsert statement
 DEFAULT_CHUNK = 1000
@@ -44,8 +40,6 @@ _POSTGRES_UPDATE = (
     " updated_at = EXCLUDED.updated_at"
 )
 _TOTAL_COLUMNS = "node_id, upload_bytes, download_bytes, traffic_used_bytes, traffic_limit_bytes"
-#: what an event id written into an outbox statement may be: a UUID or a ULID
-_EVENT_ID = re.compile(r"[0-9A-Za-z-]{1,64}")
 
 
 def utcnow() -> datetime:
@@ -57,9 +51,9 @@ def as_utc(value: datetime) -> datetime:
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
 
 
-class NodeTotals(NamedTuple):
-    """A node's counters right after a batch was applied, with the batch's delta (a
-    tuple: a flush makes one per node)."""
+@dataclass(frozen=True, slots=True)
+class NodeTotals:
+    """A node's counters right after a batch was applied, with the batch's delta."""
 
     node_id: int
     upload_delta: int
@@ -82,17 +76,6 @@ class NodeTraffic:
 
 def _is_mysql(conn: Connection) -> bool:
     return conn.dialect.name in ("mysql", "mariadb")
-
-
-def read_committed(session: Session) -> None:
-    """Run the session's transaction, not yet started, at READ COMMITTED: on MySQL no
-    gap locks between concurrent batches and the outbox relay.
-
-    One statement for this transaction only; the ``isolation_level`` execution
-    option sets the connection's level and sets it back on release, four round
-    trips a batch.
-    """
-    session.connection().exec_driver_sql("SET TRANSACTION ISOLATION LEVEL READ COMMITTED")
 
 
 # -- the ledger -------------------------------------------------------------------------
@@ -141,17 +124,15 @@ def _returns_from_upsert(conn: Connection) -> bool:
 def _upsert_chunk(
     conn: Connection, chunk: Sequence[NodeDelta], now: datetime, returning: bool
 ) -> list[tuple[int, int, int, int, int | None]]:
-    # int(): what goes into the text is decimal digits, whatever the caller passed
-    values = ",".join(
-        f"({int(d.node_id)},{int(d.upload)},{int(d.download)},{int(d.upload) + int(d.download)},"
-        "%(now)s)"
-        for d in chunk
-    )
+    params: list[object] = []
+    for d in chunk:
+        params += (d.node_id, d.upload, d.download, d.upload + d.download, now)
+    values = ",".join(["(%s,%s,%s,%s,%s)"] * len(chunk))
     tail = _MYSQL_UPDATE if _is_mysql(conn) else _POSTGRES_UPDATE
     if returning:
         tail += f" RETURNING {_TOTAL_COLUMNS}"
     sql = f"INSERT INTO node_traffic ({_COLUMNS}) VALUES {values}{tail}"
-    result = conn.exec_driver_sql(sql, {"now": now})
+    result = conn.exec_driver_sql(sql, tuple(params))
     return [tuple(row) for row in result] if returning else []
 
 
@@ -221,71 +202,6 @@ def add_rejects(
         for r in rejected
     ]
     session.execute(sa.insert(rejects), rows)
-
-
-# -- the outbox -------------------------------------------------------------------------
-
-
-class OutboxWriter:
-    """Adds rows, their ``fields`` already rendered, to the outbox in the session's
-    transaction (one statement per :meth:`add`).
-
-    On MySQL/MariaDB through PyMySQL the caller renders each row's ``fields``
-    as the body of an SQL string literal, with :meth:`escape` (the driver's
-    own escaping, which follows the session's ``NO_BACKSLASH_ESCAPES``) applied
-    to its constant parts, and the rows go out as one multi-row INSERT of
-    literals, on the DBAPI cursor. As parameters the driver would escape every
-    row again in Python, most of a flush's time; through SQLAlchemy the
-    statement, half a megabyte of event data, would become a span's
-    ``db.statement`` (the caller's ``send`` span covers it instead). Elsewhere
-    (PostgreSQL) :meth:`escape` leaves text as it is and the rows are parameters.
-    """
-
-    def __init__(self, session: Session, stream: str, now: datetime) -> None:
-        self.session, self.stream, self.now = session, stream, now
-        self._conn = session.connection()
-        self._literals = _is_mysql(self._conn) and self._conn.dialect.driver == "pymysql"
-        if self._literals:
-            self._head = f"INSERT INTO {outbox.name} (stream, event_id, fields, created_at) VALUES "
-            self._stream_sql = self._literal(stream)
-            self._now_sql = self._literal(now)
-
-    def _literal(self, value: object) -> str:
-        with closing(self._conn.connection.cursor()) as cursor:
-            return str(cast("Any", cursor).mogrify("%s", (value,)))
-
-    def escape(self, text: str) -> str:
-        """``text`` as it goes between the quotes of a string literal of :meth:`add`."""
-        return self._literal(text)[1:-1] if self._literals else text
-
-    def add(self, event_ids: Sequence[str], fields: Sequence[str]) -> None:
-        """Queue one row per event id; ``fields`` rendered as :meth:`escape` says."""
-        if not event_ids:
-            return
-        if not self._literals:
-            rows = [
-                {"stream": self.stream, "event_id": event_id, "fields": text,
-                 "created_at": self.now}
-                for event_id, text in zip(event_ids, fields, strict=True)
-            ]  # fmt: skip
-            self.session.execute(sa.insert(outbox), rows)
-            return
-        for event_id in event_ids:  # they go into the statement unescaped
-            if not _EVENT_ID.fullmatch(event_id):
-                raise ValueError(f"not an event id: {event_id[:80]!r}")
-        head, stream, now = self._head, self._stream_sql, self._now_sql
-        values = ",".join(
-            f"({stream},'{event_id}','{text}',{now})"
-            for event_id, text in zip(event_ids, fields, strict=True)
-        )
-        dbapi = self._conn.dialect.loaded_dbapi
-        try:
-            with closing(self._conn.connection.cursor()) as cursor:
-                cursor.execute(head + values)
-        except dbapi.Error as exc:  # as SQLAlchemy would raise it (the retry looks for that)
-            raise sa.exc.DBAPIError.instance(
-                f"{head}(...) x {len(event_ids)}", None, exc, dbapi.Error
-            ) from exc
 
 
 # -- reads and the API ------------------------------------------------------------------
