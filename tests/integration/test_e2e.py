@@ -109,6 +109,22 @@ def pg_rows(url: str, schema: str, query: str) -> list[Any]:
         engine.dispose()
 
 
+def oracle_diff(run: Run, oracle: Any) -> str:
+    """What differs between the final tables and the oracle: (table, oracle) per row."""
+    wanted_traffic = {node: tuple(v) for node, v in oracle.traffic.items()}
+    traffic = {
+        node: (run.traffic_rows.get(node), wanted_traffic.get(node))
+        for node in sorted(set(run.traffic_rows) | set(wanted_traffic))
+        if run.traffic_rows.get(node) != wanted_traffic.get(node)
+    }
+    usage = {
+        key: (run.usage_rows.get(key), oracle.usage.get(key))
+        for key in sorted(set(run.usage_rows) | set(oracle.usage))
+        if run.usage_rows.get(key) != oracle.usage.get(key)
+    }
+    return f"node_traffic (table, oracle): {traffic}; merchant_usage (table, oracle): {usage}"
+
+
 async def stream_entries(redis: aioredis.Redis, keys: Keys, name: str) -> list[dict[str, str]]:
     entries: Any = await redis.xrange(keys.stream(name))
     return [{k.decode(): v.decode() for k, v in fields.items()} for _, fields in entries]
@@ -154,10 +170,8 @@ async def _restart_each(stack: Stack, run: Run) -> None:
 
 
 async def _restart_redis(stack: Stack, server: RedisServer) -> None:
-    stack.paused = True  # the writers wait; the services find Redis gone
-    await asyncio.sleep(0.5)
-    await asyncio.to_thread(server.restart)
-    stack.paused = False
+    async with stack.writes_paused():  # the writers wait; the services find Redis gone
+        await asyncio.to_thread(server.restart)
 
 
 async def _cut_postgres(dbs: Databases) -> None:
@@ -233,7 +247,8 @@ async def drive(stack: Stack, run: Run, redis_server: RedisServer, dbs: Database
         )
         await poll("the Gmail job completed", lambda: _gmail_done(stack), 120, 1)
     finally:
-        generator.cancel()
+        # never cancel a step half-way: what it wrote would be missing from the oracle
+        stack.stop_generating()
         await asyncio.gather(generator, return_exceptions=True)
     run.timings["generated"] = time.monotonic()
     await _trace_probe(stack, run)
@@ -251,7 +266,10 @@ async def drive(stack: Stack, run: Run, redis_server: RedisServer, dbs: Database
         wanted_traffic = {node: (up, down) for node, (up, down) in oracle.traffic.items()}
         return run.traffic_rows == wanted_traffic and run.usage_rows == dict(oracle.usage)
 
-    await poll("tables equal to the oracle", tables_match, 120, 1)
+    try:
+        await poll("tables equal to the oracle", tables_match, 120, 1)
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}; {oracle_diff(run, oracle)}") from None
     run.timings["settled"] = time.monotonic()
 
     for name in catalog_streams():

@@ -17,6 +17,7 @@ from traffic_sync.batch import NodeDelta, parse_batch
 from traffic_sync.counters import TrafficKeys, record_traffic
 from traffic_sync.metrics import FlushMetrics
 from traffic_sync.models import flush_ledger, node_traffic, rejects
+from traffic_sync.mover import Mover
 from traffic_sync.repository import NodeTotals
 from traffic_sync.service import MIGRATIONS, SERVICE
 from tributary.db import make_sessionmaker
@@ -286,3 +287,19 @@ def test_new_totals_come_back_with_or_without_returning(
     assert first[6] == NodeTotals(7, 7, 14, 7, 14, 21, 99)
     assert again[0] == NodeTotals(1, 1, 2, 2, 4, 6, None)
     assert again[-1] == NodeTotals(2500, 2500, 5000, 5000, 10000, 15000, None)
+
+
+async def test_a_move_sent_again_returns_its_first_reply_and_moves_nothing_more(
+    redis_client: aioredis.Redis, tkeys: TrafficKeys
+) -> None:
+    """redis-py re-sends a command whose reply a dropped connection lost: the second
+    run of the same batch must not overwrite what the first run moved."""
+    mover = Mover(redis_client, tkeys)
+    await record_traffic(redis_client, 7, 100, 10, keys=tkeys)
+    first = await mover.move("b1", [b"7"])
+    await record_traffic(redis_client, 7, 1, 1, keys=tkeys)  # lands in a fresh hash
+    again = await mover.move("b1", [b"7"])
+    assert again == first
+    assert await mover.load("b1") == first
+    # the later increments are still in the writers' hash, for the next batch
+    assert await redis_client.hgetall(tkeys.node(7)) == {"upload": "1", "download": "1"}

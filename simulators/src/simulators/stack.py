@@ -6,9 +6,10 @@ scenario's set-up and its generators. ``make demo`` shows it; the e2e tests driv
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -86,8 +87,10 @@ class Stack:
     server_ids: list[str] = field(default_factory=list)
     job_id: str | None = None
     refresh_token: str = ""
-    #: while set, the generators write nothing (a test restarting Redis sets it)
-    paused: bool = False
+    #: held for the whole of each generator step: whoever holds it knows no write is
+    #: in flight (a step cut short could have written more than the oracle counted)
+    _writing: asyncio.Lock = field(default_factory=asyncio.Lock, init=False)
+    _stop_generating: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
     # -- life cycle -----------------------------------------------------------------------
 
@@ -190,24 +193,43 @@ class Stack:
     async def generate(
         self, steps: int | None = None, every: float = 2.0, spike_at: int | None = 30
     ) -> None:
-        """Run the scenario's generators; a failed step is logged and retried next tick."""
+        """Run the scenario's generators until :meth:`stop_generating` (or ``steps``).
+
+        A failed step is logged and the next tick goes on. Steps are never cut short:
+        stopping and :meth:`writes_paused` wait for the step in progress, so that
+        everything written is in the oracle and nothing the oracle holds is unwritten.
+        """
+        self._stop_generating.clear()
         done = 0
-        while steps is None or done < steps:
+        while (steps is None or done < steps) and not self._stop_generating.is_set():
             started = time.monotonic()
-            if self.paused:
-                await asyncio.sleep(0.1)
-                continue
-            try:
-                await self.scenario.step(self.redis, self.http, self.url("alert"))
-            except (OSError, httpx.HTTPError, aioredis.RedisError) as exc:
-                log.warning("generator step failed: %s", exc)
-            except Exception:
-                log.exception("generator step failed")
-                raise
+            async with self._writing:
+                await self._step()
             if spike_at is not None and self.scenario.step_no == spike_at:
                 Scenario.spike(self.world)
             done += 1
-            await asyncio.sleep(max(0.0, every - (time.monotonic() - started)))
+            pause = max(0.0, every - (time.monotonic() - started))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_generating.wait(), pause)
+
+    async def _step(self) -> None:
+        try:
+            await self.scenario.step(self.redis, self.http, self.url("alert"))
+        except (OSError, httpx.HTTPError, aioredis.RedisError) as exc:
+            log.warning("generator step failed: %s", exc)
+        except Exception:
+            log.exception("generator step failed")
+            raise
+
+    def stop_generating(self) -> None:
+        """Ask :meth:`generate` to return after the step in progress."""
+        self._stop_generating.set()
+
+    @contextlib.asynccontextmanager
+    async def writes_paused(self) -> AsyncIterator[None]:
+        """No generator step runs inside this block (the one in progress finishes first)."""
+        async with self._writing:
+            yield
 
     async def gmail_job(self) -> dict[str, Any]:
         r = await self.http.get(

@@ -27,8 +27,15 @@ from traffic_sync.counters import TrafficKeys
 # KEYS: batch hash, batches set, dirty index, node keys...
 # ARGV: batch id, quarantine prefix, node ids... (ARGV[i - 1] is the id of KEYS[i])
 # Returns the moved entries as a flat list: id, JSON payload, id, payload...
+# Batch ids are fresh per call, so a batch hash that already exists means this very
+# call ran before and its reply was lost (redis-py re-sends a command after a dropped
+# connection): the script then returns what that run moved and moves nothing more. A
+# second move would overwrite the first run's payloads with newer increments.
 MOVE_SCRIPT = """
 local batch, batches, dirty = KEYS[1], KEYS[2], KEYS[3]
+if redis.call('EXISTS', batch) == 1 then
+  return redis.call('HGETALL', batch)
+end
 local out = {}
 for i = 4, #KEYS do
   local key, id = KEYS[i], ARGV[i - 1]
