@@ -168,3 +168,35 @@ async def test_a_server_without_the_interval_endpoint_is_asked_again_hourly(
     last = harness.deltas(server_id, "0")[-1]
     assert (last.source, last.delta_bytes) == ("interval", 2 * MB)
     assert harness.server_row(server_id).interval_metrics is True
+
+
+async def test_servers_collected_together_each_get_their_own_keys_and_state(
+    harness: Harness,
+) -> None:
+    """A tick's servers are written in groups (one transaction, one statement for all their
+    snapshots): each server still gets exactly its own keys, deltas and state."""
+    servers = []
+    for i in range(6):
+        server = await _server(harness, interval=i % 2 == 0, keys=i + 1)
+        server.access_key_data_limit = (i + 1) * MB if i % 3 == 0 else None
+        servers.append((server, harness.register(server)))
+    assert len((await harness.tick_and_drain()).published) == 6
+    harness.advance(STEP)
+    for i, (server, _) in enumerate(servers):
+        for key in range(i + 1):
+            server.add_traffic(str(key), (10 * i + key + 1) * MB)
+    await harness.tick_and_drain()
+    for i, (server, server_id) in enumerate(servers):
+        row = harness.server_row(server_id)
+        assert (row.key_count, row.snapshot_count) == (i + 1, 2 * (i + 1))
+        assert (row.last_tick, row.last_success_at) == (harness.now(), harness.now())
+        assert row.outline_name == server.name
+        assert row.access_key_data_limit == server.access_key_data_limit
+        assert row.interval_metrics is (i % 2 == 0)
+        source = "interval" if i % 2 == 0 else "window"
+        for key in range(i + 1):
+            rows = harness.deltas(server_id, str(key))
+            assert [(r.delta_bytes, r.source) for r in rows] == [
+                (0, "baseline"),
+                ((10 * i + key + 1) * MB, source),
+            ]

@@ -1,20 +1,25 @@
-"""Collect one Outline server: read its API, derive deltas, write them exactly once.
+"""Collect Outline servers: read their API, derive deltas, write them exactly once.
 
 The HTTP reads happen outside any transaction. The writes (keys, snapshots,
 server state, or the failure and its backoff) commit in one transaction with
-the inbox row of the work item, under a lock on the server's row; a reading
+the inbox rows of the work items, under locks on the servers' rows; a reading
 overtaken by a concurrent collection of the same server is dropped rather
-than turned into a wrong delta.
+than turned into a wrong delta. Finished reads are written in groups: one
+transaction (and one thread hop) for whatever finished while the previous
+group was being written, so the per-transaction costs are paid once per group
+rather than once per server.
 """
 
 from __future__ import annotations
 
 import asyncio
+import collections
+import functools
 import logging
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -30,7 +35,7 @@ from snapshot.instruments import SnapshotMetrics
 from snapshot.outline import MAX_INTERVAL_SECONDS, OutlineClients, Reading
 from snapshot.pinning import CollectError
 from tributary.events import new_event_id
-from tributary.inbox import aprocess_once
+from tributary.inbox import process_once
 from tributary.logs import redact
 
 log = logging.getLogger(__name__)
@@ -41,6 +46,8 @@ WINDOW = timedelta(days=OUTLINE_WINDOW_DAYS)
 READ_DEADLINE_FACTOR = 2
 #: /server (name, server-wide data limit) is read again after this long
 SERVER_INFO_TTL = timedelta(hours=1)
+#: most servers whose results one database transaction writes
+WRITE_BATCH = 64
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,7 @@ class Outcome:
     reason: str = ""
     snapshots: int = 0
     backoff_until: datetime | None = None
+    drops: int = 0
 
 
 @dataclass(frozen=True)
@@ -71,24 +79,89 @@ class _Plan:
     with_info: bool  # /server is due (name, default data limit)
 
 
+@dataclass(frozen=True)
+class _Read:
+    """What a server answered (or why it did not), waiting to be written."""
+
+    plan: _Plan
+    tick: datetime | None
+    event_id: str
+    reading: Reading | None = None
+    error: CollectError | None = None
+
+
+WriteBatch = Callable[[list[_Read]], list[Outcome]]
+
+
+class _Writer:
+    """Writes finished reads in groups: whatever piled up while the last group was written.
+
+    A group holds each server once (a second read of the same server waits for the next
+    group, so that the reads of one server are written in order). A group whose
+    transaction fails is written again server by server, so that one server's bad data
+    cannot hold the others back; an error that remains is raised to that server's caller.
+    """
+
+    def __init__(self, write: WriteBatch, size: int) -> None:
+        self._write, self._size = write, size
+        self._pending: collections.deque[tuple[_Read, asyncio.Future[Outcome]]] = (
+            collections.deque()
+        )
+        self._ready = asyncio.Event()
+
+    async def submit(self, read: _Read) -> Outcome:
+        future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
+        self._pending.append((read, future))
+        self._ready.set()
+        return await future
+
+    async def run(self) -> None:
+        while True:
+            while not self._pending:
+                self._ready.clear()
+                await self._ready.wait()
+            group: list[tuple[_Read, asyncio.Future[Outcome]]] = []
+            servers: set[str] = set()
+            while self._pending and len(group) < self._size:
+                if self._pending[0][0].plan.server_id in servers:
+                    break
+                group.append(self._pending.popleft())
+                servers.add(group[-1][0].plan.server_id)
+            try:
+                await self._flush(group)
+            finally:
+                for _, future in group:  # only if something unforeseen broke the flush
+                    if not future.done():
+                        future.set_exception(RuntimeError("the collection was not written"))
+
+    async def _flush(self, group: list[tuple[_Read, asyncio.Future[Outcome]]]) -> None:
+        try:
+            outcomes = await asyncio.to_thread(self._write, [read for read, _ in group])
+        except Exception as exc:
+            if len(group) > 1:
+                for item in group:
+                    await self._flush([item])
+                return
+            if not group[0][1].done():
+                group[0][1].set_exception(exc)
+            return
+        for (_, future), outcome in zip(group, outcomes, strict=True):
+            if not future.done():
+                future.set_result(outcome)
+
+
 def backoff_delay(failures: int, base: float, cap: float, rng: random.Random) -> float:
     """Exponential backoff with jitter: within [d/2, d], d = min(cap, base * 2^(n-1))."""
     ceiling = min(cap, base * 2 ** min(max(failures, 1) - 1, 30))
     return rng.uniform(ceiling / 2, ceiling)
 
 
-def aged_out_for(session: Session, states: dict[str, KeyState], now: datetime) -> dict[int, int]:
+def aged_out_for(session: Session, states: Iterable[KeyState], now: datetime) -> dict[int, int]:
     """Tracked traffic of each key that left the 30-day window since its last reading."""
-    hi = now - WINDOW
-    spans: dict[int, datetime] = {}
-    for state in states.values():
-        if state.deleted or state.last_reading_at is None:
-            continue
-        lo = max(state.last_reading_at - WINDOW, state.window_epoch)
-        if lo < hi:
-            spans[state.ref] = lo
+    spans = {s.ref: s.ageing_from for s in states if s.ageing_from is not None}
     if not spans:
         return {}
+    hi = now - WINDOW
     hourly = repo.hourly_usage(session, list(spans), min(spans.values()), hi)
     return {ref: aged_out_estimate(hourly.get(ref, []), lo, hi) for ref, lo in spans.items()}
 
@@ -119,37 +192,59 @@ class Collector:
         return outcomes[0]
 
     async def collect_many(self, requests: list[Request]) -> list[Outcome]:
-        """Collect several servers concurrently; their rows are read in one query."""
+        """Collect several servers concurrently; their rows are read in one query, their
+        results written in a few transactions."""
         now = self.clock()
         plans = await asyncio.to_thread(self._plans, requests, now)
         limit = asyncio.Semaphore(self.settings.collect_concurrency)
+        writer = _Writer(functools.partial(self._write, now=now), WRITE_BATCH)
 
         async def one(request: Request, plan: _Plan | Outcome) -> Outcome:
             if isinstance(plan, Outcome):
                 self.metrics.collections.labels("skipped", plan.reason).inc()
                 return plan
-            async with limit:
-                return await self._collect(plan, request, now)
+            return await self._collect(plan, request, now, limit, writer)
 
-        results = await asyncio.gather(
-            *(one(r, p) for r, p in zip(requests, plans, strict=True)), return_exceptions=True
-        )
+        writing = asyncio.create_task(writer.run(), name="snapshot-writer")
+        try:
+            results = await asyncio.gather(
+                *(one(r, p) for r, p in zip(requests, plans, strict=True)),
+                return_exceptions=True,
+            )
+        finally:
+            writing.cancel()
+            await asyncio.gather(writing, return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
                 raise result  # the others finished: a redelivery skips them
         return [r for r in results if isinstance(r, Outcome)]
 
-    async def _collect(self, plan: _Plan, request: Request, now: datetime) -> Outcome:
+    async def _collect(
+        self,
+        plan: _Plan,
+        request: Request,
+        now: datetime,
+        limit: asyncio.Semaphore,
+        writer: _Writer,
+    ) -> Outcome:
         started = time.perf_counter()
         event_id = request.event_id or new_event_id()
         attributes = {"outline.server.id": plan.server_id, "server.address": plan.endpoint}
         with self.tracer.start_as_current_span("collect outline server", attributes=attributes):
-            try:
-                reading = await self._read(plan, now)
-            except CollectError as exc:
-                outcome = await self._fail(plan, exc.kind, str(exc), now, event_id)
-            else:
-                outcome = await self._save(plan, reading, request.tick, now, event_id)
+            async with limit:  # bounds the servers being read, not those waiting for a write
+                try:
+                    read = _Read(plan, request.tick, event_id, await self._read(plan, now))
+                except CollectError as exc:
+                    read = _Read(plan, request.tick, event_id, error=exc)
+            outcome = await writer.submit(read)
+        if read.error is not None and outcome.status == "failed":
+            log.warning(
+                "collection of server %s (%s) failed: %s; backing off until %s",
+                plan.server_id, plan.endpoint, redact(str(read.error)), outcome.backoff_until,
+            )  # fmt: skip
+        if outcome.status == "collected":
+            self.metrics.snapshots.inc(outcome.snapshots)
+            self.metrics.drops.inc(outcome.drops)
         self.metrics.collections.labels(outcome.status, outcome.reason).inc()
         self.metrics.collect_seconds.observe(time.perf_counter() - started)
         return outcome
@@ -206,59 +301,84 @@ class Collector:
         except TimeoutError:
             raise CollectError("timeout", "server did not answer in time") from None
 
-    async def _fail(
-        self, plan: _Plan, kind: str, message: str, now: datetime, event_id: str
+    def _write(self, reads: list[_Read], *, now: datetime) -> list[Outcome]:
+        """Write a group of reads in one transaction (in a thread): each work item once."""
+        outcomes: list[Outcome] = []
+
+        def write(session: Session, new_ids: set[str]) -> None:
+            outcomes[:] = self._write_new(session, reads, set(new_ids), now)
+
+        if not process_once(self.sessions, self.group, [r.event_id for r in reads], write):
+            return [Outcome("skipped", "redelivered")] * len(reads)
+        return outcomes
+
+    def _write_new(
+        self, session: Session, reads: list[_Read], new_ids: set[str], now: datetime
+    ) -> list[Outcome]:
+        """Write the reads of a group (each server at most once) whose work items are new."""
+        rows = repo.lock_servers(session, [r.plan.server_id for r in reads])
+        outcomes: dict[int, Outcome] = {}
+        failed: list[tuple[int, _Read, CollectError]] = []
+        saves: list[tuple[int, _Read, Reading]] = []
+        for i, read in enumerate(reads):
+            row = rows.get(read.plan.server_id)
+            if read.event_id not in new_ids:
+                outcomes[i] = Outcome("skipped", "redelivered")
+            elif read.error is not None:
+                if row is None:  # deleted meanwhile: nothing to record
+                    outcomes[i] = Outcome("failed", read.error.kind)
+                else:
+                    failed.append((i, read, read.error))
+            elif row is None or row.last_success_at != read.plan.base:
+                outcomes[i] = Outcome("skipped", "superseded")
+            else:
+                assert read.reading is not None
+                saves.append((i, read, read.reading))
+        for i, read, error in failed:
+            outcomes[i] = self._record_failure(session, read, error, rows, now)
+        if saves:
+            saved = self._save(session, saves, now)
+            outcomes.update(zip((i for i, _, _ in saves), saved, strict=True))
+        return [outcomes[i] for i in range(len(reads))]
+
+    def _record_failure(
+        self,
+        session: Session,
+        read: _Read,
+        error: CollectError,
+        rows: dict[str, repo.ServerRow],
+        now: datetime,
     ) -> Outcome:
-        message = redact(message)
-        result: dict[str, datetime] = {}
-
-        def write(session: Session, _: set[str]) -> None:
-            row = repo.find_server(session, plan.server_id, lock=True)
-            if row is None:
-                return
-            failures = row.consecutive_failures + 1
-            delay = backoff_delay(
-                failures, self.settings.backoff_base_seconds, self.settings.backoff_max_seconds,
-                self.rng,
-            )  # fmt: skip
-            until = now + timedelta(seconds=delay)
-            repo.record_failure(
-                session, plan.server_id, kind=kind, message=message, now=now, backoff_until=until
-            )
-            result["until"] = until
-
-        await aprocess_once(self.sessions, self.group, [event_id], write)
-        log.warning(
-            "collection of server %s (%s) failed: %s; backing off until %s",
-            plan.server_id, plan.endpoint, message, result.get("until"),
+        delay = backoff_delay(
+            rows[read.plan.server_id].consecutive_failures + 1,
+            self.settings.backoff_base_seconds, self.settings.backoff_max_seconds, self.rng,
         )  # fmt: skip
-        return Outcome("failed", kind, backoff_until=result.get("until"))
+        until = now + timedelta(seconds=delay)
+        repo.record_failure(
+            session, read.plan.server_id, kind=error.kind, message=redact(str(error)), now=now,
+            backoff_until=until,
+        )  # fmt: skip
+        return Outcome("failed", error.kind, backoff_until=until)
 
-    async def _save(
-        self, plan: _Plan, reading: Reading, tick: datetime | None, now: datetime, event_id: str
-    ) -> Outcome:
-        result: dict[str, int] = {}
-
-        def write(session: Session, _: set[str]) -> None:
-            row = repo.lock_for_collection(session, plan.server_id)
-            if row is None or row.last_success_at != plan.base:
-                result["superseded"] = 1
-                return
-            states = repo.key_states(session, plan.server_id)
-            aged = aged_out_for(session, states, now)
-            deltas = compute_deltas(reading, states, aged, first_collection=plan.base is None)
-            write_ = repo.CollectionWrite(
-                plan.server_id, now, tick, reading, deltas.keys, deltas.deleted_refs
+    def _save(
+        self, session: Session, saves: list[tuple[int, _Read, Reading]], now: datetime
+    ) -> list[Outcome]:
+        """Deltas of every server's reading against its keys' state, written together."""
+        states = repo.key_states(session, [read.plan.server_id for _, read, _ in saves], now)
+        aged = aged_out_for(session, (s for keys in states.values() for s in keys.values()), now)
+        writes, drops = [], []
+        for _, read, reading in saves:
+            sid = read.plan.server_id
+            deltas = compute_deltas(
+                reading, states[sid], aged, first_collection=read.plan.base is None
             )
-            result["snapshots"] = repo.save_collection(session, write_)
-            result["drops"] = sum(1 for d in deltas.keys if d.epoch_reset)
-
-        new = await aprocess_once(self.sessions, self.group, [event_id], write)
-        if not new:
-            return Outcome("skipped", "redelivered")
-        if result.get("superseded"):
-            return Outcome("skipped", "superseded")
-        self.metrics.snapshots.inc(result.get("snapshots", 0))
-        self.metrics.drops.inc(result.get("drops", 0))
-        return Outcome("collected", "interval" if reading.interval is not None else "window",
-                       snapshots=result.get("snapshots", 0))  # fmt: skip
+            writes.append(
+                repo.CollectionWrite(sid, now, read.tick, reading, deltas.keys, deltas.deleted_refs)
+            )
+            drops.append(sum(1 for d in deltas.keys if d.epoch_reset))
+        snapshots = repo.save_collections(session, writes)
+        outcomes = []
+        for (_, _, reading), n, dropped in zip(saves, snapshots, drops, strict=True):
+            reason = "interval" if reading.interval is not None else "window"
+            outcomes.append(Outcome("collected", reason, snapshots=n, drops=dropped))
+        return outcomes

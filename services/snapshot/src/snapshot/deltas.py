@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 from snapshot.outline import Reading
 
@@ -41,21 +42,25 @@ DROP_TOLERANCE_RATIO = 0.01
 RESET_SHARE = 0.5
 
 
-@dataclass(frozen=True, slots=True)
-class KeyState:
+# KeyState and KeyDelta are named tuples: a cycle makes one of each per key (100,000 at 500
+# servers), and a frozen dataclass takes three times as long to build.
+
+
+class KeyState(NamedTuple):
     """What we know of a key from earlier collections."""
 
     ref: int
     key_id: str
     deleted: bool
     last_reading: int | None
-    last_reading_at: datetime | None
-    window_epoch: datetime
+    #: where the tracked traffic that left the 30-day window since the last reading starts
+    #: (None: none did): the later of (last reading - 30 days) and the window epoch, when
+    #: that is before (now - 30 days)
+    ageing_from: datetime | None = None
     untracked: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class KeyDelta:
+class KeyDelta(NamedTuple):
     key_id: str
     ref: int | None  # None: a key never seen before
     reading: int
@@ -106,8 +111,11 @@ def _known(
     # a drop is first the untracked usage ageing out; a reading far below what we expect
     # to remain is a reset (metrics lost); anything else is estimation noise
     absorbed = min(dropped, state.untracked)
-    expected = max(0, previous - aged_out)
-    reset = dropped - absorbed > _tolerance(previous) and reading < RESET_SHARE * expected
+    reset = (
+        dropped > absorbed  # the usual case, nothing dropped, skips the rest
+        and dropped - absorbed > _tolerance(previous)
+        and reading < RESET_SHARE * max(0, previous - aged_out)  # below what should remain
+    )
     if interval is not None:
         delta, source = interval.get(state.key_id, 0), "interval"
     elif reset:

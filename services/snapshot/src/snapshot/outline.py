@@ -18,9 +18,11 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
+from pydantic import TypeAdapter, ValidationError
+from typing_extensions import TypedDict
 
 from snapshot.credentials import ApiUrl
 from snapshot.pinning import CertificateMismatch, CollectError, check_connection, pinned_context
@@ -45,8 +47,7 @@ MAX_INTERVAL_SECONDS = 30 * 86400
 KEEPALIVE_SECONDS = 2.0
 
 
-@dataclass(frozen=True, slots=True)
-class AccessKey:
+class AccessKey(NamedTuple):  # one per key and cycle: cheaper to build than a dataclass
     id: str
     name: str | None
     data_limit: int | None
@@ -81,7 +82,67 @@ class _Pinned:
     client: httpx.AsyncClient
 
 
+# What each endpoint's body is read for: decoding checks the shape and builds Python objects
+# for these fields only (an /access-keys entry also carries its access URL, password, port...;
+# an interval entry its tunnel time and devices), which halves the cost of the JSON. Values
+# stay Any: the parse_* functions below check them.
+
+
+class _KeyEntry(TypedDict, total=False):
+    id: Any
+    name: Any
+    dataLimit: Any
+
+
+class _AccessKeysBody(TypedDict, total=False):
+    accessKeys: list[_KeyEntry]
+
+
+class _TransferBody(TypedDict, total=False):
+    bytesTransferredByUserId: dict[str, Any]
+
+
+class _IntervalEntry(TypedDict, total=False):
+    accessKeyId: Any
+    dataTransferred: Any
+
+
+class _IntervalBody(TypedDict, total=False):
+    accessKeys: list[_IntervalEntry]
+
+
+class _ServerBody(TypedDict, total=False):
+    name: Any
+    serverId: Any
+    accessKeyDataLimit: Any
+
+
+_BODIES: dict[str, TypeAdapter[Any]] = {
+    "/access-keys": TypeAdapter(_AccessKeysBody),
+    "/metrics/transfer": TypeAdapter(_TransferBody),
+    "/experimental/server/metrics": TypeAdapter(_IntervalBody),
+    "/server": TypeAdapter(_ServerBody),
+}
+
+
+def decode(path: str, content: bytes) -> Any:
+    """The JSON body of ``GET path``, only the fields the service reads."""
+    try:
+        return _BODIES[path].validate_json(content)
+    except ValidationError as exc:
+        error = exc.errors(include_url=False, include_input=False, include_context=False)[0]
+        if error["type"] == "json_invalid":
+            try:  # the json module is more lenient (a lone surrogate escape, say)
+                return json.loads(content)
+            except ValueError:
+                raise CollectError("protocol", f"GET {path}: response is not JSON") from None
+        where = ".".join(str(part) for part in error["loc"]) or "body"
+        raise CollectError("protocol", f"GET {path}: unexpected JSON at {where}") from None
+
+
 def _bytes(value: Any, what: str) -> int:
+    if type(value) is int and value >= 0:  # the usual case, first and cheaply
+        return value
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise CollectError("protocol", f"{what}: not a number of bytes")
     if value < 0:
@@ -121,12 +182,12 @@ def parse_access_keys(body: Any) -> list[AccessKey]:
     for item in items:
         if not isinstance(item, dict) or item.get("id") in (None, ""):
             raise CollectError("protocol", "/access-keys: key without an id")
-        name = item.get("name")
+        key_id, name, limit = item["id"], item.get("name"), item.get("dataLimit")
         keys.append(
             AccessKey(
-                str(item["id"]),
+                key_id if type(key_id) is str else str(key_id),
                 str(name)[:300] if name is not None else None,
-                _limit(item.get("dataLimit"), "/access-keys dataLimit"),
+                None if limit is None else _limit(limit, "/access-keys dataLimit"),
             )
         )
     return keys
@@ -136,7 +197,11 @@ def parse_transfer(body: Any) -> dict[str, int]:
     usage = _object(body, "/metrics/transfer").get("bytesTransferredByUserId")
     if not isinstance(usage, dict):
         raise CollectError("protocol", "/metrics/transfer: bytesTransferredByUserId missing")
-    return {str(k): _bytes(v, "/metrics/transfer") for k, v in usage.items()}
+    # JSON object keys are strings already
+    return {
+        k: v if type(v) is int and v >= 0 else _bytes(v, "/metrics/transfer")
+        for k, v in usage.items()
+    }
 
 
 def parse_interval(body: Any) -> dict[str, int]:
@@ -237,28 +302,37 @@ class OutlineClients:
         with_info: bool,
     ) -> Reading:
         client = await self._client(server_id, url, pin)
-        requests = [
-            self._get(client, url, pin, "/access-keys"),
-            self._get(client, url, pin, "/metrics/transfer"),
+        # (path, query, optional: 404 means "not there", parser); each body is parsed as soon
+        # as it arrives, so the raw JSON does not outlive its turn
+        asks: list[tuple[str, dict[str, str] | None, bool, Callable[[Any], Any]]] = [
+            ("/access-keys", None, False, parse_access_keys),
+            ("/metrics/transfer", None, False, parse_transfer),
         ]
         if since is not None:
             params = {"since": f"{max(1, min(since, MAX_INTERVAL_SECONDS))}s"}
-            requests.append(
-                self._get(client, url, pin, "/experimental/server/metrics", params, optional=True)
-            )
+            asks.append(("/experimental/server/metrics", params, True, parse_interval))
         if with_info:
-            requests.append(self._get(client, url, pin, "/server"))
-        bodies = await asyncio.gather(*requests)
-        interval, supported = None, None
-        if since is not None:
-            supported = bodies[2] is not None
-            interval = parse_interval(bodies[2]) if supported else None
+            asks.append(("/server", None, False, parse_server))
+
+        async def ask(
+            path: str, params: dict[str, str] | None, optional: bool, parse: Callable[[Any], Any]
+        ) -> Any:
+            content = await self._get(client, url, pin, path, params, optional=optional)
+            return None if content is None else parse(decode(path, content))
+
+        if self.connections > 1:
+            parsed = await asyncio.gather(*(ask(*a) for a in asks))
+        else:
+            # one connection serves them one after another anyway: asking in turn spares a
+            # task per request and the pool's queueing, and holds one slot of the limit
+            parsed = [await ask(*a) for a in asks]
+        interval = parsed[2] if since is not None else None
         return Reading(
-            parse_server(bodies[-1]) if with_info else None,
-            parse_access_keys(bodies[0]),
-            parse_transfer(bodies[1]),
+            parsed[-1] if with_info else None,
+            parsed[0],
+            parsed[1],
             interval,
-            supported,
+            None if since is None else interval is not None,
             now,
         )
 
@@ -271,7 +345,8 @@ class OutlineClients:
         params: dict[str, str] | None = None,
         *,
         optional: bool = False,
-    ) -> Any:
+    ) -> bytes | None:
+        """The body of a 200 answer (None: 404 on an ``optional`` endpoint)."""
         async with self._limit:
             response = await self._send(client, url, path, params)
         try:
@@ -280,10 +355,7 @@ class OutlineClients:
                 return None
             if response.status_code != 200:
                 raise CollectError("http", f"GET {path}: HTTP {response.status_code}")
-            try:
-                return json.loads(response.content)
-            except ValueError:
-                raise CollectError("protocol", f"GET {path}: response is not JSON") from None
+            return response.content
         finally:
             await response.aclose()
 

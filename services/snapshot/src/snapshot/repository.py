@@ -6,20 +6,23 @@ collection whatever its number of keys.
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from pydantic_core import to_json
 from sqlalchemy.orm import Session
 
+from snapshot.config import OUTLINE_WINDOW_DAYS
 from snapshot.deltas import KeyDelta, KeyState
 from snapshot.models import access_keys, cursors, servers
 from snapshot.outline import Reading
 
 ServerRow = sa.Row[Any]
+#: the rolling window of Outline's /metrics/transfer
+WINDOW = timedelta(days=OUTLINE_WINDOW_DAYS)
 
 
 # -- servers --------------------------------------------------------------------------------
@@ -86,30 +89,30 @@ def record_failure(
 # -- keys -----------------------------------------------------------------------------------
 
 
-def key_states(session: Session, server_id: str) -> dict[str, KeyState]:
-    rows = session.execute(
-        sa.select(
-            access_keys.c.id,
-            access_keys.c.key_id,
-            access_keys.c.deleted_at,
-            access_keys.c.last_reading,
-            access_keys.c.last_reading_at,
-            access_keys.c.window_epoch,
-            access_keys.c.untracked_bytes,
-        ).where(access_keys.c.server_id == server_id)
-    )
-    return {
-        r.key_id: KeyState(
-            r.id,
-            r.key_id,
-            r.deleted_at is not None,
-            r.last_reading,
-            r.last_reading_at,
-            r.window_epoch,
-            r.untracked_bytes,
-        )
-        for r in rows
-    }
+# The ageing test is made here: timestamps are the dearest values to fetch (psycopg builds
+# each one in the session's time zone), and most keys have nothing ageing out.
+_KEY_STATES = sa.text(
+    "SELECT server_id, id, key_id, deleted_at IS NOT NULL, last_reading, "
+    "CASE WHEN deleted_at IS NULL AND window_epoch < :hi AND last_reading_at < :now "
+    "THEN greatest(last_reading_at - :window, window_epoch) END, untracked_bytes "
+    "FROM access_keys WHERE server_id = ANY(CAST(:ids AS text[]))"
+)
+
+
+def key_states(
+    session: Session, server_ids: list[str], now: datetime
+) -> dict[str, dict[str, KeyState]]:
+    """The keys of each server (by key id), as the deltas of a reading at ``now`` need
+    them; one query."""
+    found: dict[str, dict[str, KeyState]] = {sid: {} for sid in server_ids}
+    if not server_ids:
+        return found
+    params = {"ids": list(found), "now": now, "hi": now - WINDOW, "window": WINDOW}
+    for sid, ref, key_id, deleted, reading, ageing, untracked in session.execute(
+        _KEY_STATES, params
+    ).all():  # all(): one fetchall rather than a fetch per row
+        found[sid][key_id] = KeyState(ref, key_id, deleted, reading, ageing, untracked)
+    return found
 
 
 def hourly_usage(
@@ -131,7 +134,8 @@ def hourly_usage(
     return found
 
 
-# Rows travel as one JSON document: much cheaper to build than one array per column.
+# Rows travel as one JSON document: much cheaper to build than one array per column (and
+# pydantic-core's encoder takes a third of the time of the json module's).
 _INSERT_KEYS = sa.text(
     "INSERT INTO access_keys (server_id, key_id, first_seen_at, last_seen_at, window_epoch, "
     "untracked_bytes) SELECT :server_id, v.k, :now, :now, :now, v.u "
@@ -146,9 +150,10 @@ _RECREATE_KEYS = sa.text(
     "WHERE a.id = ANY(:refs)"
 )
 
-# One statement (one round trip) for the bulk of a collection: the keys' new state, the
-# snapshots and the server's state. Data-modifying CTEs always run to completion.
-_WRITE_COLLECTION = sa.text(
+# One statement (one round trip) for the bulk of several servers' collections: the keys'
+# new state, the snapshots and each server's state. Data-modifying CTEs always run to
+# completion.
+_WRITE_COLLECTIONS = sa.text(
     "WITH v AS (SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS v(i bigint, n text, "
     "l bigint, r bigint, d bigint, o bigint, s text, x boolean, u bigint)), "
     "k AS (UPDATE access_keys AS a SET name = v.n, data_limit = v.l, last_seen_at = :now, "
@@ -160,16 +165,16 @@ _WRITE_COLLECTION = sa.text(
     "dropped_bytes, source) SELECT v.i, :now, v.r, v.d, v.o, v.s FROM v) "
     "UPDATE servers SET last_attempt_at = :now, last_success_at = :now, last_error = NULL, "
     "last_error_kind = NULL, consecutive_failures = 0, backoff_until = NULL, "
-    "snapshot_count = snapshot_count + :n, key_count = :n, "
-    "last_tick = coalesce(CAST(:tick AS timestamptz), last_tick), "
-    "interval_metrics = coalesce(CAST(:interval AS boolean), interval_metrics), "
-    "outline_server_id = CASE WHEN :info THEN CAST(:outline_id AS text) "
-    "ELSE outline_server_id END, "
-    "outline_name = CASE WHEN :info THEN CAST(:outline_name AS text) ELSE outline_name END, "
-    "access_key_data_limit = CASE WHEN :info THEN CAST(:data_limit AS bigint) "
-    "ELSE access_key_data_limit END, "
-    "info_fetched_at = CASE WHEN :info THEN :now ELSE info_fetched_at END "
-    "WHERE id = :server_id"
+    "snapshot_count = snapshot_count + w.n, key_count = w.n, "
+    "last_tick = coalesce(w.tick, last_tick), "
+    "interval_metrics = coalesce(w.iv, interval_metrics), "
+    "outline_server_id = CASE WHEN w.info THEN w.oid ELSE outline_server_id END, "
+    "outline_name = CASE WHEN w.info THEN w.oname ELSE outline_name END, "
+    "access_key_data_limit = CASE WHEN w.info THEN w.dl ELSE access_key_data_limit END, "
+    "info_fetched_at = CASE WHEN w.info THEN :now ELSE info_fetched_at END "
+    "FROM json_to_recordset(CAST(:servers AS json)) AS w(id text, n integer, "
+    "tick timestamptz, iv boolean, info boolean, oid text, oname text, dl bigint) "
+    "WHERE servers.id = w.id"
 )
 
 
@@ -187,15 +192,15 @@ def _create_keys(session: Session, write: CollectionWrite) -> dict[str, int]:
     fresh = [d for d in write.deltas if d.ref is None]
     if not fresh:
         return {}
-    rows = json.dumps([{"k": d.key_id, "u": d.untracked} for d in fresh])
+    rows = to_json([{"k": d.key_id, "u": d.untracked} for d in fresh]).decode()
     created = session.execute(
         _INSERT_KEYS, {"server_id": write.server_id, "now": write.now, "rows": rows}
     )
     return {key_id: ref for ref, key_id in created}
 
 
-def save_collection(session: Session, write: CollectionWrite) -> int:
-    """Write one collection's keys, snapshots and server state; returns snapshots written."""
+def _key_rows(session: Session, write: CollectionWrite) -> list[dict[str, Any]]:
+    """The rows of one collection's keys (created, brought back or marked deleted first)."""
     refs = _create_keys(session, write)
     recreated = [d for d in write.deltas if d.recreated and d.ref is not None]
     if recreated:
@@ -210,44 +215,63 @@ def save_collection(session: Session, write: CollectionWrite) -> int:
             .values(deleted_at=write.now)
         )
     meta = {k.id: k for k in write.reading.keys}
-    all_refs = [d.ref if d.ref is not None else refs[d.key_id] for d in write.deltas]
-    rows = [
-        {"i": ref, "n": meta[d.key_id].name, "l": meta[d.key_id].data_limit, "r": d.reading,
-         "d": d.delta, "o": d.dropped, "s": d.source, "x": d.epoch_reset, "u": d.untracked}
-        for ref, d in zip(all_refs, write.deltas, strict=True)
-    ]  # fmt: skip
-    info = write.reading.server
+    rows = []
+    for d in write.deltas:
+        key = meta[d.key_id]
+        rows.append({
+            "i": d.ref if d.ref is not None else refs[d.key_id], "n": key.name,
+            "l": key.data_limit, "r": d.reading, "d": d.delta, "o": d.dropped, "s": d.source,
+            "x": d.epoch_reset, "u": d.untracked,
+        })  # fmt: skip
+    return rows
+
+
+def save_collections(session: Session, writes: list[CollectionWrite]) -> list[int]:
+    """Write collections of different servers made at the same instant: their keys,
+    snapshots and server states, in one statement (plus a few for keys that appeared,
+    came back or went). Returns the snapshots written for each."""
+    if not writes:
+        return []
+    now = writes[0].now
+    if any(w.now != now for w in writes) or len({w.server_id for w in writes}) < len(writes):
+        raise ValueError("one write per server, all at the same instant")
+    rows: list[dict[str, Any]] = []
+    states: list[dict[str, Any]] = []
+    for write in writes:
+        keys = _key_rows(session, write)
+        rows.extend(keys)
+        info = write.reading.server
+        states.append({
+            "id": write.server_id, "n": len(keys), "tick": write.tick,
+            "iv": write.reading.interval_supported, "info": info is not None,
+            "oid": info.server_id if info else None,
+            "oname": info.name[:200] if info and info.name else None,
+            "dl": info.data_limit if info else None,
+        })  # fmt: skip
     session.execute(
-        _WRITE_COLLECTION,
-        {
-            "rows": json.dumps(rows),
-            "now": write.now,
-            "n": len(rows),
-            "server_id": write.server_id,
-            "tick": write.tick,
-            "interval": write.reading.interval_supported,
-            "info": info is not None,
-            "outline_id": info.server_id if info else None,
-            "outline_name": info.name[:200] if info and info.name else None,
-            "data_limit": info.data_limit if info else None,
-        },
+        _WRITE_COLLECTIONS,
+        {"rows": to_json(rows).decode(), "servers": to_json(states).decode(), "now": now},
     )
-    return len(rows)
+    return [state["n"] for state in states]
 
 
-def lock_for_collection(session: Session, server_id: str) -> ServerRow | None:
-    """Lock the server's row for writing a collection, and skip waiting for the WAL flush.
+_LOCK_SERVERS = sa.text(
+    "SELECT id, last_success_at, consecutive_failures, "
+    "set_config('synchronous_commit', 'off', true) "
+    "FROM servers WHERE id = ANY(CAST(:ids AS text[])) ORDER BY id FOR UPDATE"
+)
+
+
+def lock_servers(session: Session, ids: list[str]) -> dict[str, ServerRow]:
+    """Lock servers' rows for writing collections (in id order, so that concurrent
+    writers cannot deadlock), and skip waiting for the WAL flush.
 
     Losing the last commits in a database crash only loses those collections: the next
     tick reads the servers again and its deltas cover the gap.
     """
-    return session.execute(
-        sa.text(
-            "SELECT id, last_success_at, set_config('synchronous_commit', 'off', true) "
-            "FROM servers WHERE id = :id FOR UPDATE"
-        ),
-        {"id": server_id},
-    ).first()
+    if not ids:
+        return {}
+    return {r.id: r for r in session.execute(_LOCK_SERVERS, {"ids": sorted(ids)})}
 
 
 # -- cursors --------------------------------------------------------------------------------
