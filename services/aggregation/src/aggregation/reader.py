@@ -1,22 +1,26 @@
 """Reading one date's counters from Redis: discovery (SSCAN / SCAN), then MGET in pipelines.
 
-Discovery walks the per-date index set first (cheap: only that date's keys),
-then, for counters written without the index, SCANs the keyspace with a
-MATCH pattern; keys the scan finds that the index already gave are dropped,
-so each is read once. Values are read as absolute numbers with
-MGET, several MGETs per pipeline round trip. Keys that cannot be parsed, and
-values that are not 64-bit integers, are reported in the batch, not raised.
+Discovery walks the per-date index set (cheap: only that date's keys) and,
+for counters written without the index, SCANs the keyspace with a MATCH
+pattern, both at once and ahead of the reads; a key one of them finds that
+the other already gave is dropped, so each is read once. Values are read as
+absolute numbers with MGET, several MGETs per pipeline round trip. Keys
+that cannot be parsed, and values that are not 64-bit integers, are
+reported in the batch, not raised.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import asyncio
+import re
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, cast
 
+import hiredis
 import redis.asyncio as aioredis
-from redis.connection import HiredisRespSerializer
 from redis.utils import HIREDIS_AVAILABLE
 
 from aggregation.config import Discovery
@@ -24,8 +28,12 @@ from aggregation.keys import MAX_NAME_LENGTH, KeyFormat, name_problem, parse_val
 
 #: longest value stored with a malformed-key report, in characters
 MAX_REPORTED_VALUE = 200
+#: lists of names found and not yet read, at most
+_READ_AHEAD = 2
 #: digit strings this long always fit a BIGINT (19 digits may not)
 _SAFE_DIGITS = 18
+#: a batch's values (one a line) that are all plain digit strings that fit a BIGINT
+_COMMON_VALUES = re.compile(f"[0-9]{{1,{_SAFE_DIGITS}}}(?:\n[0-9]{{1,{_SAFE_DIGITS}}})*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,34 +85,45 @@ class CounterReader:
 
     async def batches(self, day: date, merchant_id: str | None = None) -> AsyncIterator[Batch]:
         parser = _Parser(self._keys, day, merchant_id)
-        async for names in self._discover(day, merchant_id):
-            batch = parser.batch(names, await self._mget(names))
-            if self._after_read is not None:
-                await self._after_read(batch)
-            yield batch
+        # closed here, not whenever it is collected: it stops its walkers' tasks
+        async with aclosing(self._discover(day, merchant_id)) as discovered:
+            async for found in discovered:
+                # in key order, the batch's rows reach the database in (nearly) primary
+                # key order: its index lookups and inserts then walk the index instead of
+                # jumping about it, about a sixth less work there
+                names = sorted(found)
+                batch = parser.batch(names, await self._mget(names))
+                if self._after_read is not None:
+                    await self._after_read(batch)
+                yield batch
 
     # -- discovery ----------------------------------------------------------
 
-    async def _discover(self, day: date, merchant_id: str | None) -> AsyncIterator[list[str]]:
+    async def _discover(
+        self, day: date, merchant_id: str | None
+    ) -> AsyncGenerator[list[str], None]:
+        """Lists of up to ``batch_size`` names, found while the caller reads the last ones:
+        the index and the keyspace are walked at the same time, each by its own task."""
+        sources = self._sources(day, merchant_id)
+        # with both: hashes of the names either gave, so that the other skips them: a set
+        # of ints costs less than one of the names (and than asking Redis with
+        # SMISMEMBER); a collision would hide one key for one run (hash() is seeded per
+        # process)
+        seen: set[int] | None = set() if len(sources) > 1 else None
+        async for names in _merged([self._regroup(_unseen(pages, seen)) for pages in sources]):
+            yield names
+
+    def _sources(self, day: date, merchant_id: str | None) -> list[AsyncIterator[list[str]]]:
         discovery = self._options.discovery
         pattern = self._keys.pattern(day, merchant_id)
-        # hashes of the names the index gave, so that the scan skips them: a set of ints
-        # costs less than one of the names (and than asking Redis with SMISMEMBER); a
-        # collision would hide one unindexed key for one run (hash() is seeded per process)
-        indexed: set[int] = set()
+        sources: list[AsyncIterator[list[str]]] = []
         if discovery in ("index+scan", "index"):
             # a merchant's keys are a small part of the index: let Redis filter them
             match = pattern if merchant_id is not None else None
-            async for names in self._regroup(self._sscan(self._keys.index(day), match)):
-                if discovery == "index+scan":
-                    indexed.update(map(hash, names))
-                yield names
+            sources.append(self._sscan(self._keys.index(day), match))
         if discovery in ("index+scan", "scan"):
-            async for names in self._regroup(self._scan(pattern)):
-                if indexed:
-                    names = [name for name in names if hash(name) not in indexed]
-                if names:
-                    yield names
+            sources.append(self._scan(pattern))
+        return sources
 
     async def _sscan(self, index: str, match: str | None) -> AsyncIterator[list[str]]:
         cursor: Any = 0
@@ -151,16 +170,64 @@ class CounterReader:
         return [value for reply in replies for value in reply]
 
 
+async def _merged(sources: list[AsyncIterator[list[str]]]) -> AsyncIterator[list[str]]:
+    """The items of ``sources`` as they come, each source walked by a task of its own
+    (a few items ahead of the caller: the queue holds ``_READ_AHEAD``); a source's error
+    is raised."""
+    found: asyncio.Queue[list[str] | Exception | None] = asyncio.Queue(_READ_AHEAD)
+
+    async def walk(source: AsyncIterator[list[str]]) -> None:
+        try:
+            async for item in source:
+                await found.put(item)
+        except Exception as exc:  # raised by the caller's task
+            await found.put(exc)
+        else:
+            await found.put(None)
+
+    walkers = [asyncio.create_task(walk(source)) for source in sources]
+    try:
+        running = len(walkers)
+        while running:
+            item = await found.get()
+            if item is None:
+                running -= 1
+            elif isinstance(item, Exception):
+                raise item
+            else:
+                yield item
+    finally:
+        for walker in walkers:
+            walker.cancel()
+        await asyncio.gather(*walkers, return_exceptions=True)
+
+
+async def _unseen(
+    pages: AsyncIterator[list[str]], seen: set[int] | None
+) -> AsyncIterator[list[str]]:
+    """``pages`` without the names whose hash is in ``seen`` (which takes the others')."""
+    async for names in pages:
+        if seen is not None:
+            names = [name for name in names if hash(name) not in seen]
+            seen.update(map(hash, names))
+        if names:
+            yield names
+
+
 class _HiredisPackedConnection(aioredis.Connection):
     """Packs commands in C (hiredis), as redis-py's sync client does; its asyncio client
-    packs in Python, which costs about a second per million MGET keys."""
-
-    _packer = HiredisRespSerializer()
+    packs in Python, which costs about a second per million MGET keys. (Straight to
+    hiredis: redis-py's own wrapper looks at every argument in Python first.)"""
 
     def pack_command(self, *args: Any) -> list[bytes]:
+        command = args[0]
+        if isinstance(command, str) and " " in command:  # "CLIENT SETNAME" and the like
+            args = (*command.split(), *args[1:])
         try:
-            return cast(list[bytes], self._packer.pack(*args))
+            return [hiredis.pack_command(args)]
         except UnicodeEncodeError:  # a foreign key's undecodable bytes (surrogateescape)
+            return super().pack_command(*args)
+        except TypeError:  # an argument hiredis does not take (bytearray, memoryview)
             return super().pack_command(*args)
 
 
@@ -186,8 +253,44 @@ class _Parser:
         self._day_text = day.isoformat()
         self._merchant_id = merchant_id
         self._start = keys.counter_prefix
+        name = f"([^:\\n]{{1,{MAX_NAME_LENGTH}}})"
+        #: a key of the common case, as one line of a batch's keys
+        self._common_key = re.compile(
+            f"^{re.escape(self._start)}{name}:{re.escape(self._day_text)}:{name}$", re.MULTILINE
+        )
 
     def batch(self, names: Sequence[str], values: Sequence[str | None]) -> Batch:
+        rows = self._common_rows(names, values)
+        if rows is not None:
+            return Batch(keys_read=len(names), rows=rows)
+        return self._each_key(names, values)
+
+    def _common_rows(
+        self, names: Sequence[str], values: Sequence[str | None]
+    ) -> dict[tuple[str, str], int] | None:
+        """The rows of a batch whose every key and value is of the common case (that
+        :meth:`_each_key` takes its first branch for), checked and split for the whole
+        batch at once; None if one is not.
+
+        This runs for every counter, in the loop that also reads Redis: a few calls on
+        the batch's joined text cost about a quarter less than the shortest loop.
+        """
+        if self._merchant_id is not None or None in values:
+            return None
+        # printable: no newline (nor anything unusual) inside a key, so one key a line
+        if not "".join(names).isprintable():
+            return None
+        pairs = self._common_key.findall("\n".join(names))
+        if len(pairs) != len(names):  # each line matches at most once
+            return None
+        raws = cast(Sequence[str], values)
+        text = "\n".join(raws)
+        if text.count("\n") != len(raws) - 1 or not _COMMON_VALUES.fullmatch(text):
+            return None
+        # duplicates (SSCAN may repeat a member) merge here: last read wins
+        return dict(zip(pairs, map(int, raws), strict=True))
+
+    def _each_key(self, names: Sequence[str], values: Sequence[str | None]) -> Batch:
         batch = Batch(keys_read=len(names))
         rows, day_text, start, only = batch.rows, self._day_text, self._start, self._merchant_id
         skip = len(start)
