@@ -2,19 +2,25 @@
 
 Measures, in one run against the local Redis and MariaDB:
 
-- ``flush``: a full flush cycle as the service runs it (SCAN + index
-  discovery, Lua moves, one transaction per 1,000-node batch with its ledger
-  row, multi-row upserts, read-back of the totals, one ``traffic.flushed``
-  outbox row per node, Redis clean-up; two batches in flight);
+- ``flush``: a full flush cycle as the service runs it, default settings
+  (index + SCAN discovery, Lua moves, one transaction per 2,000-node batch
+  with its ledger row, multi-row upserts of 1,000 rows with read-back of the
+  totals, one ``traffic.flushed`` event per node in outbox pages of 1,000,
+  Redis clean-up; two batches in flight);
 - ``flush_without_events``: the same with ``TRAFFIC_SYNC_PUBLISH_EVENTS=false``;
 - ``plain_insert``: the floor: the same rows written by plain multi-row
   INSERTs (1,000 rows per statement, one transaction) into an empty table;
-- ``relay``: publishing the flush's outbox rows to the stream (not part of
-  the flush: the relay does it in the background).
+- ``relay``: publishing the flush's events to the stream (not part of the
+  flush: the relay does it in the background);
+- ``outbox_insert``: not a target, the floor of the events' share: the
+  flush's 100,000 ``traffic.flushed`` events (~450 bytes each) alone,
+  rendered beforehand and written as the flush writes them (pages of 1,000
+  events a row), in one transaction into an empty table.
 
-They run in the order plain_insert, flush_without_events, flush, relay, each
-in a fresh database: MariaDB's small default buffer pool and redo log are
-still writing back a heavy phase's pages while the next one runs.
+They run in the order plain_insert, flush_without_events, flush, relay,
+outbox_insert, each in a fresh database: MariaDB's small default buffer pool
+and redo log are still writing back a heavy phase's pages while the next one
+runs.
 
 Prints one JSON object per measurement and, last, the summary line:
 {"nodes": ..., "seconds": ..., "nodes_per_s": ..., "plain_insert_rows_per_s": ...}
@@ -42,11 +48,13 @@ from traffic_sync.flush import Flusher, FlushOptions
 from traffic_sync.metrics import FlushMetrics
 from traffic_sync.models import node_traffic
 from traffic_sync.mover import Mover
-from traffic_sync.repository import utcnow
+from traffic_sync.publishing import FlushedTemplate, event_ids
+from traffic_sync.repository import NodeTotals, utcnow
 from traffic_sync.service import SERVICE
 from tributary import catalog
 from tributary.db import make_engine, make_sessionmaker
-from tributary.outbox import OutboxRelay
+from tributary.events import new_event_id, utc_now_rfc3339
+from tributary.outbox import OutboxRelay, add_encoded_pages, outbox_table
 from tributary.runtime import tune_gc
 from tributary.service import migrate
 from tributary.streams.names import Keys
@@ -145,6 +153,36 @@ def plain_insert(n: int) -> tuple[float, str]:
     return elapsed, database
 
 
+def outbox_insert(n: int) -> tuple[float, str]:
+    """The events' outbox rows alone, as the flush writes them; (seconds, database)."""
+    database = f"bench_traffic_{uuid.uuid4().hex[:8]}"
+    engine = make_engine(create_database(database), schema=None)
+    outbox_table(sa.MetaData()).create(engine)
+    traceparent = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
+    with make_sessionmaker(engine)() as session:
+        template = FlushedTemplate(
+            new_event_id(), source=SERVICE.name, version="1", time=utc_now_rfc3339(),
+            traceparent=traceparent,
+        )  # fmt: skip
+        chunks = []
+        for start in range(0, n, CHUNK):
+            nodes = range(start, min(n, start + CHUNK))
+            ids = event_ids(len(nodes))
+            fields = []
+            for event_id, node in zip(ids, nodes, strict=True):
+                up, down = amounts(node)
+                fields.append(template.render(event_id, NodeTotals(node, up, down, up, down,
+                                                                   up + down, None)))  # fmt: skip
+            chunks.append((ids, fields))
+        started = time.perf_counter()
+        for ids, fields in chunks:
+            add_encoded_pages(session, catalog.TRAFFIC_FLUSHED, ids, fields)
+        session.commit()
+        elapsed = time.perf_counter() - started
+    engine.dispose()
+    return elapsed, database
+
+
 async def flush_once(
     redis: aioredis.Redis, telemetry: Telemetry, publish: bool
 ) -> tuple[float, str, Keys, Engine]:
@@ -218,6 +256,9 @@ async def main() -> None:
         relay_seconds = await relay_all(engine, redis, keys)
         report("relay", NODES, relay_seconds)
         engine.dispose()
+        outbox_seconds, database = outbox_insert(NODES)
+        databases.append(database)
+        outbox_rate = report("outbox_insert", NODES, outbox_seconds)
         telemetry.provider.force_flush()
         print(json.dumps({"case": "spans_exported", "spans": exporter.count}))
         summary = {
@@ -229,6 +270,7 @@ async def main() -> None:
             "seconds_without_events": round(seconds_quiet, 3),
             "nodes_per_s_without_events": round(quiet_rate),
             "without_events_vs_plain_insert": round(quiet_rate / plain_rate, 3),
+            "outbox_rows_alone_vs_plain_insert": round(outbox_rate / plain_rate, 3),
         }
         print(json.dumps(summary))
     finally:

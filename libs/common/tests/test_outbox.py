@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -162,6 +163,83 @@ async def test_add_many_and_batches_keep_the_order(
     )
     published = [decode(f).id for f in await entries(redis_client, keys, FLUSHED)]
     assert published == [e.id for e in events]
+
+
+def rows_of(engine: Engine) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+
+
+async def test_pages_go_out_whole_in_order_among_single_rows(
+    engine: Engine,
+    sm: sessionmaker[Session],
+    make_relay: Callable[..., OutboxRelay],
+    redis_client: aioredis.Redis,
+    keys: Keys,
+) -> None:
+    before, page, after = event(-1), [event(n) for n in range(2500)], event(-2)
+    with sm.begin() as session:
+        outbox.add(session, FLUSHED, before)
+        outbox.add_page(session, FLUSHED, page)  # 1,000 + 1,000 + 500
+        outbox.add(session, FLUSHED, after)
+    assert rows_of(engine) == 5
+    with engine.connect() as conn:
+        stored = [f for (f,) in conn.execute(sa.select(table.c.fields).order_by(table.c.id))]
+    # pages are stored compressed, single entries as they are; read_fields shows both
+    assert [f.startswith(outbox.PAGE_PREFIX) for f in stored] == [False, True, True, True, False]
+    assert [len(json.loads(outbox.read_fields(f))) for f in stored[1:4]] == [1000, 1000, 500]
+    assert json.loads(outbox.read_fields(stored[0]))["id"] == before.id
+    metrics = Metrics()
+    relay = make_relay(sm, batch_size=1000, metrics=metrics, schema_label="traffic")
+    published = []
+    while n := await relay.relay_once():
+        published.append(n)
+    # the first cycle took 1,000 rows (all 5): then the relay takes about 1 page a cycle
+    assert sum(published) == 2502
+    assert [decode(f).id for f in await entries(redis_client, keys, FLUSHED)] == [
+        e.id for e in [before, *page, after]
+    ]
+    assert unpublished(engine) == 0
+    assert (
+        metrics.registry.get_sample_value("tributary_events_published_total", {"stream": FLUSHED})
+        == 2502
+    )
+
+
+async def test_the_relay_takes_fewer_rows_while_they_are_pages(
+    sm: sessionmaker[Session], make_relay: Callable[..., OutboxRelay]
+) -> None:
+    with sm.begin() as session:
+        for start in range(0, 4000, 1000):
+            outbox.add_page(session, FLUSHED, [event(n) for n in range(start, start + 1000)])
+        outbox.add_many(session, [(FLUSHED, event(n)) for n in range(10)])
+    relay = make_relay(sm, batch_size=2000)
+    # the first cycle takes up to 2,000 rows: all four pages and the ten single rows
+    assert await relay.relay_once() == 4010
+    with sm.begin() as session:
+        for start in range(0, 5000, 1000):
+            outbox.add_page(session, FLUSHED, [event(n) for n in range(start, start + 1000)])
+    # 4010 entries over 14 rows: 7 rows a cycle now, so the five pages at once
+    assert await relay.relay_once() == 5000
+    # 1,000 entries a row: 2 rows (2,000 entries) a cycle
+    with sm.begin() as session:
+        for start in range(0, 5000, 1000):
+            outbox.add_page(session, FLUSHED, [event(n) for n in range(start, start + 1000)])
+    assert [await relay.relay_once() for _ in range(4)] == [2000, 2000, 1000, 0]
+    # single rows again: the limit grows back to batch_size
+    with sm.begin() as session:
+        outbox.add_many(session, [(FLUSHED, event(n)) for n in range(30)])
+    assert [await relay.relay_once() for _ in range(3)] == [2, 28, 0]
+
+
+async def test_a_row_that_is_neither_entry_nor_page_fails_the_cycle_loudly(
+    sm: sessionmaker[Session], make_relay: Callable[..., OutboxRelay]
+) -> None:
+    with sm.begin() as session:
+        row = {"stream": FLUSHED, "event_id": "x", "fields": "[1, 2]"}
+        session.execute(sa.insert(table).values(**row, created_at=datetime.now(UTC)))
+    with pytest.raises(ValueError, match="neither an entry nor a page"):
+        await make_relay(sm).relay_once()
 
 
 async def test_crash_between_commit_and_publish_still_publishes(

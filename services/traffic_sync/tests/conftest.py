@@ -19,9 +19,10 @@ from traffic_sync.counters import TrafficKeys
 from traffic_sync.flush import Flusher, FlushOptions
 from traffic_sync.metrics import FlushMetrics
 from traffic_sync.mover import Mover
-from traffic_sync.service import SERVICE
+from traffic_sync.service import MIGRATIONS, SERVICE
 from tributary import catalog
 from tributary.db import make_engine, make_sessionmaker
+from tributary.migrate import run_migrations
 from tributary.service import migrate
 from tributary.streams.names import Keys
 from tributary.testing.process import service_env
@@ -50,6 +51,15 @@ def sync_redis(redis_url: str) -> Iterator[redis.Redis]:
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     yield client
     client.close()
+
+
+@pytest.fixture
+def pg_traffic_engine(postgres_url: str, pg_schema: str) -> Iterator[Engine]:
+    """traffic_sync's tables on PostgreSQL (the dialect switch), in the test's schema."""
+    engine = make_engine(postgres_url, schema=pg_schema)
+    run_migrations(engine, MIGRATIONS, pg_schema, SERVICE.version_table)
+    yield engine
+    engine.dispose()
 
 
 @pytest.fixture

@@ -130,4 +130,36 @@ async def test_what_the_move_script_leaves_takes_the_fast_path(
 ) -> None:
     await record_traffic(redis_client, 3, 12, 34, keys=tkeys)
     moved = await Mover(redis_client, tkeys).move("b1", [b"3"])
-    assert _plain(3, moved[0][1]) == NodeDelta(3, 12, 34)
+    assert _plain(moved[0][1]) == (12, 34)
+
+
+async def test_a_node_named_twice_in_one_move_is_moved_once(
+    redis_client: aioredis.Redis, tkeys: TrafficKeys
+) -> None:
+    async with redis_client.pipeline(transaction=False) as pipe:
+        for node in range(1, 2501):  # more than one slice of the script's variadic calls
+            pipe.hset(tkeys.node(node), mapping={"upload": node, "download": 1})
+            pipe.sadd(tkeys.dirty, node)
+        await pipe.execute()
+    ids = [str(node).encode() for node in range(1, 2501)]
+    moved = await Mover(redis_client, tkeys).move("b1", [*ids, b"7"])
+    batch = parse_batch("b1", moved)
+    assert len(batch.deltas) == 2500
+    assert batch.upload_bytes == sum(range(1, 2501))
+    assert len(await redis_client.hgetall(tkeys.batch("b1"))) == 2500
+    assert await redis_client.scard(tkeys.dirty) == 0
+    assert await redis_client.exists(*(tkeys.node(node) for node in range(1, 2501))) == 0
+
+
+async def test_ids_with_any_bytes_move_intact(
+    redis_client: aioredis.Redis, tkeys: TrafficKeys
+) -> None:
+    odd = [b"1:2", b"3\xff", b"12"]  # a separator, bytes that are not UTF-8, a plain id
+    for raw in odd:
+        await redis_client.hset(tkeys.node_bytes(raw), "upload", "5")
+    moved = await Mover(redis_client, tkeys).move("b1", odd)
+    assert sorted(raw for raw, _ in moved) == sorted(odd)
+    batch = parse_batch("b1", moved)
+    assert batch.deltas == (NodeDelta(12, 5, 0),)
+    assert sorted(r.reason for r in batch.rejects) == ["bad_node_id", "bad_node_id"]
+    assert await redis_client.exists(*(tkeys.node_bytes(raw) for raw in odd)) == 0

@@ -11,6 +11,7 @@ import redis
 import redis.asyncio as aioredis
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session
 
 from traffic_sync import repository
 from traffic_sync.batch import NodeDelta, parse_batch
@@ -86,6 +87,25 @@ async def test_foreign_writers_without_the_index_are_found_by_scan(
     assert totals(mysql_engine) == expected
 
 
+async def test_scan_alongside_the_index_leaves_indexed_nodes_to_it(
+    redis_client: aioredis.Redis, tkeys: TrafficKeys, mysql_engine: Engine,
+    make_flusher: FlusherFactory,
+) -> None:  # fmt: skip
+    for node in range(50):
+        await record_traffic(redis_client, node, 1, 1, keys=tkeys)
+    await redis_client.hincrby(tkeys.node(99), "upload", 5)  # not indexed
+    # before any move, the SCAN walk yields only what the index does not hold
+    mover = Mover(redis_client, tkeys, discovery="both", scan_count=7)
+    assert [n async for n in mover.dirty_walks()[1]] == [b"99"]
+    report = await make_flusher(batch_size=10, discovery="both").flush()
+    # each node's data taken once. A node the index's walk moves between a SCAN call
+    # and that page's SMISMEMBER looks unindexed and comes up again (``dirty`` counts
+    # it twice); its second move finds nothing, so that is all it costs
+    assert report.nodes == 51
+    assert report.dirty >= 51
+    assert totals(mysql_engine) == {n: (1, 1, 2) for n in range(50)} | {99: (5, 0, 5)}
+
+
 async def test_increments_arriving_during_a_flush_land_in_a_fresh_hash(
     redis_client: aioredis.Redis, sync_redis: redis.Redis, tkeys: TrafficKeys,
     mysql_engine: Engine, make_flusher: FlusherFactory,
@@ -96,7 +116,9 @@ async def test_increments_arriving_during_a_flush_land_in_a_fresh_hash(
         if point == "after_move":  # between the move and the database commit
             sync_redis.hincrby(tkeys.node(5), "upload", 7)
 
-    await make_flusher(checkpoint=write_meanwhile).flush()
+    # index only: with ``both`` the SCAN walk, running alongside, may or may not come by
+    # after the write and take the fresh hash in the same flush
+    await make_flusher(checkpoint=write_meanwhile, discovery="index").flush()
     assert totals(mysql_engine) == {5: (10, 10, 20)}
     assert await redis_client.hgetall(tkeys.node(5)) == {"upload": "7"}
     await make_flusher().flush()
@@ -287,6 +309,28 @@ def test_new_totals_come_back_with_or_without_returning(
     assert first[6] == NodeTotals(7, 7, 14, 7, 14, 21, 99)
     assert again[0] == NodeTotals(1, 1, 2, 2, 4, 6, None)
     assert again[-1] == NodeTotals(2500, 2500, 5000, 5000, 10000, 15000, None)
+
+
+def test_a_batch_transaction_runs_at_read_committed(mysql_engine: Engine) -> None:
+    """No gap locks between concurrent batches and the relay; for the one transaction,
+    not left on the pooled connection (MySQL's default is REPEATABLE READ)."""
+    sessions = make_sessionmaker(mysql_engine)
+    with sessions.begin() as session:
+        repository.set_limit(session, 1, 0, repository.utcnow())
+
+    def sees_a_commit_made_meanwhile(session: Session) -> bool:
+        first = session.execute(sa.select(node_traffic.c.traffic_limit_bytes)).scalar_one()
+        with mysql_engine.begin() as other:
+            other.execute(sa.update(node_traffic).values(traffic_limit_bytes=first + 1))
+        return bool(
+            session.execute(sa.select(node_traffic.c.traffic_limit_bytes)).scalar_one() != first
+        )
+
+    with sessions() as session:
+        repository.read_committed(session)
+        assert sees_a_commit_made_meanwhile(session)
+        session.commit()
+        assert not sees_a_commit_made_meanwhile(session)
 
 
 async def test_a_move_sent_again_returns_its_first_reply_and_moves_nothing_more(

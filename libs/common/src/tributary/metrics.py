@@ -95,7 +95,7 @@ class Metrics:
         )
         self.outbox_backlog = Gauge(
             "tributary_outbox_backlog",
-            "Outbox rows not yet published.",
+            "Outbox rows not yet published (a page of events counts as one row).",
             ("schema",),
             registry=self.registry,
         )

@@ -11,6 +11,7 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from traffic_sync.counters import DOWNLOAD, MAX_BYTES, UPLOAD
 
@@ -38,9 +39,8 @@ WRONG_TYPE = "wrong_type"
 UNREADABLE = "unreadable"
 
 
-@dataclass(frozen=True, slots=True)
-class NodeDelta:
-    """Bytes to add to one node's counters."""
+class NodeDelta(NamedTuple):
+    """Bytes to add to one node's counters (a tuple: a flush makes one per node)."""
 
     node_id: int
     upload: int
@@ -88,6 +88,9 @@ def _text(raw: bytes) -> str:
 
 
 def parse_node_id(raw: bytes) -> int:
+    # bytes.isdigit(): ASCII digits only, as _NODE_ID (the common case, without decoding)
+    if raw.isdigit() and len(raw) <= 19 and (node_id := int(raw)) <= MAX_BYTES:
+        return node_id
     text = _text(raw)
     if not _NODE_ID.fullmatch(text) or int(text) > MAX_BYTES:
         raise BadNode(BAD_NODE_ID, f"node id {text[:80]!r} is not an integer in 0..2^63-1")
@@ -118,8 +121,9 @@ def _fields(payload: object) -> dict[str, object]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-def _plain(node_id: int, raw_payload: bytes) -> NodeDelta | None:
-    """The common case, fast: both counters, plain non-negative integers."""
+def _plain(raw_payload: bytes) -> tuple[int, int] | None:
+    """(upload, download) in the common case, fast: both counters, plain non-negative
+    integers."""
     match = _PLAIN_HASH[0].fullmatch(raw_payload) or _PLAIN_HASH[1].fullmatch(raw_payload)
     if match is None or match[1] == match[3]:
         return None
@@ -127,14 +131,13 @@ def _plain(node_id: int, raw_payload: bytes) -> NodeDelta | None:
     if first > MAX_BYTES or second > MAX_BYTES:
         return None
     if match[1] == b"upload":
-        return NodeDelta(node_id, first, second)
-    return NodeDelta(node_id, second, first)
+        return first, second
+    return second, first
 
 
-def parse_node(raw_id: bytes, raw_payload: bytes) -> NodeDelta:
-    """The delta of one moved node; raises :class:`BadNode` when its data is bad."""
-    node_id = parse_node_id(raw_id)
-    fast = _plain(node_id, raw_payload)
+def _counters(raw_payload: bytes) -> tuple[int, int]:
+    """(upload, download) of one moved node; raises :class:`BadNode` when its data is bad."""
+    fast = _plain(raw_payload)
     if fast is not None:
         return fast
     try:
@@ -146,7 +149,13 @@ def parse_node(raw_id: bytes, raw_payload: bytes) -> NodeDelta:
         raise BadNode(NO_TRAFFIC_FIELDS, f"hash has neither {UPLOAD} nor {DOWNLOAD}")
     upload = parse_counter(UPLOAD, fields.get(UPLOAD, "0"))
     download = parse_counter(DOWNLOAD, fields.get(DOWNLOAD, "0"))
-    return NodeDelta(node_id, upload, download)
+    return upload, download
+
+
+def parse_node(raw_id: bytes, raw_payload: bytes) -> NodeDelta:
+    """The delta of one moved node; raises :class:`BadNode` when its data is bad."""
+    node_id = parse_node_id(raw_id)
+    return NodeDelta(node_id, *_counters(raw_payload))
 
 
 def parse_batch(batch_id: str, moved: Iterable[tuple[bytes, bytes]]) -> Batch:
@@ -155,7 +164,8 @@ def parse_batch(batch_id: str, moved: Iterable[tuple[bytes, bytes]]) -> Batch:
     rejects: list[RejectedNode] = []
     for raw_id, raw_payload in moved:
         try:
-            delta = parse_node(raw_id, raw_payload)
+            node_id = parse_node_id(raw_id)
+            upload, download = _counters(raw_payload)
         except BadNode as exc:
             rejects.append(
                 RejectedNode(
@@ -163,9 +173,12 @@ def parse_batch(batch_id: str, moved: Iterable[tuple[bytes, bytes]]) -> Batch:
                 )
             )
             continue
-        sums = merged.setdefault(delta.node_id, [0, 0])
-        sums[0] += delta.upload
-        sums[1] += delta.download
+        sums = merged.get(node_id)
+        if sums is None:
+            merged[node_id] = [upload, download]
+        else:  # the same node under two raw ids ("7" and "07")
+            sums[0] += upload
+            sums[1] += download
     deltas = tuple(
         NodeDelta(node_id, up, down) for node_id, (up, down) in sorted(merged.items()) if up or down
     )

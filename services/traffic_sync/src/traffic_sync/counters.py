@@ -41,9 +41,13 @@ class TrafficKeys:
         return self.keys.key(f"{_NODE_HEAD}{node_id}{_NODE_TAIL}")
 
     def node_bytes(self, node_id: bytes) -> bytes:
-        return b"".join(
-            (self.keys.prefix.encode(), _NODE_HEAD.encode(), node_id, _NODE_TAIL.encode())
-        )
+        head, tail = self.node_affixes
+        return b"".join((head, node_id, tail))
+
+    @property
+    def node_affixes(self) -> tuple[bytes, bytes]:
+        """What comes before and after the raw id in a node's key."""
+        return (self.keys.prefix + _NODE_HEAD).encode(), _NODE_TAIL.encode()
 
     @property
     def node_pattern(self) -> str:

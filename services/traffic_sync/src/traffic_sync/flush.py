@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from traffic_sync import repository
 from traffic_sync.batch import Batch, parse_batch
+from traffic_sync.config import DEFAULT_BATCH_SIZE
 from traffic_sync.faults import Checkpoint, no_checkpoint
 from traffic_sync.metrics import FlushMetrics
 from traffic_sync.mover import Moved, Mover
@@ -57,7 +58,7 @@ class Applied:
 
 @dataclass(frozen=True)
 class FlushOptions:
-    batch_size: int = 1000
+    batch_size: int = DEFAULT_BATCH_SIZE
     concurrency: int = 2
     publish_events: bool = True
     ledger_retention: timedelta = timedelta(days=30)
@@ -91,8 +92,7 @@ class Flusher:
     def _apply_once(self, batch: Batch) -> Applied:
         now = repository.utcnow()
         with self.sessions() as session:
-            # READ COMMITTED: no gap locks on MySQL between concurrent batches and the relay
-            session.connection(execution_options={"isolation_level": "READ COMMITTED"})
+            repository.read_committed(session)
             if not repository.claim_batch(session, batch, now):
                 return Applied(applied=False)
             totals = repository.add_traffic(
@@ -212,16 +212,39 @@ class Flusher:
                 report.recovered += 1
 
     async def _flush_dirty(self, report: CycleReport) -> None:
+        """Flush what the discovery walks find, in batches of up to ``batch_size``
+        distinct nodes taken from all walks, up to ``concurrency`` batches at a time."""
         slots = asyncio.Semaphore(self.options.concurrency)
-        async with asyncio.TaskGroup() as group:
-            async for node_ids in self.mover.dirty_batches(self.options.batch_size):
-                if report.failed_batches >= MAX_FAILED_BATCHES:
+        group: dict[bytes, None] = {}
+        stopped = False
+
+        async def flush_group(tasks: asyncio.TaskGroup) -> None:
+            nonlocal group, stopped
+            node_ids, group = list(group), {}
+            if report.failed_batches >= MAX_FAILED_BATCHES:
+                if not stopped:
                     log.error("stopping this flush after %d failed batches", report.failed_batches)
-                    break
-                report.dirty += len(node_ids)
-                await slots.acquire()
-                task = group.create_task(self._flush_batch(node_ids, report))
-                task.add_done_callback(lambda _: slots.release())
+                stopped = True
+                return
+            report.dirty += len(node_ids)
+            await slots.acquire()
+            task = tasks.create_task(self._flush_batch(node_ids, report))
+            task.add_done_callback(lambda _: slots.release())
+
+        async def walk(node_ids: AsyncIterator[bytes], tasks: asyncio.TaskGroup) -> None:
+            async for node_id in node_ids:
+                if stopped:
+                    return
+                group[node_id] = None
+                if len(group) >= self.options.batch_size:
+                    await flush_group(tasks)
+
+        async with asyncio.TaskGroup() as tasks:
+            async with asyncio.TaskGroup() as walkers:
+                for node_ids in self.mover.dirty_walks():
+                    walkers.create_task(walk(node_ids, tasks))
+            if group and not stopped:
+                await flush_group(tasks)
 
     async def flush(self) -> CycleReport:
         """One flush cycle; raises only when Redis cannot be read at all."""

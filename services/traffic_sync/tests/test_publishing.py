@@ -1,0 +1,160 @@
+"""traffic.flushed outbox pages rendered from a batch template: the events encode() gives."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+
+import pydantic
+import pytest
+import sqlalchemy as sa
+from opentelemetry import context, trace
+from opentelemetry.trace import SpanContext, TraceFlags, Tracer, TraceState
+from sqlalchemy.engine import Engine
+
+from traffic_sync.models import outbox
+from traffic_sync.publishing import EVENT_TYPE, FlushedTemplate, event_ids, queue_flushed
+from traffic_sync.repository import NodeTotals
+from tributary import catalog
+from tributary.db import make_sessionmaker
+from tributary.events import encode, make_event, new_event_id
+from tributary.outbox import page_text, read_fields
+
+BIG = 2**63 - 1
+TOTALS = [
+    NodeTotals(1, 10, 20, 10, 20, 30, None),
+    NodeTotals(7, 0, 5, 100, 205, 305, 1000),
+    NodeTotals(BIG, BIG, 0, BIG, 0, BIG, -1),
+]
+#: what the JSON and SQL escaping must get through: quotes, backslashes, percent, non-ASCII
+ODD_SOURCE = 'it\'s \\ a "source" at 100%s ünï'
+ODD_TRACESTATE = 'vendor=it\'s \\ "odd" %s'
+TRACEPARENT = "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01"
+
+
+def reference(t: NodeTotals, batch_id: str, event_id: str, **attributes: str | None) -> str:
+    """The outbox ``fields`` of the event as tributary.outbox.add_many writes them."""
+    payload = catalog.TrafficFlushed(
+        node_id=str(t.node_id), upload_delta=t.upload_delta, download_delta=t.download_delta,
+        upload_total=t.upload_total, download_total=t.download_total,
+        traffic_used_total=t.traffic_used_total, traffic_limit=t.traffic_limit, batch_id=batch_id,
+    )  # fmt: skip
+    source = attributes.pop("source") or ""
+    event = make_event(
+        EVENT_TYPE, payload, source, catalog.default_registry(), id=event_id, **attributes
+    )
+    return json.dumps(encode(event), separators=(",", ":"))
+
+
+@pytest.mark.parametrize(
+    ("source", "traceparent", "tracestate"),
+    [
+        ("traffic_sync", None, None),
+        ("traffic_sync", TRACEPARENT, None),
+        (ODD_SOURCE, TRACEPARENT, ODD_TRACESTATE),
+    ],
+)
+def test_rendered_fields_are_the_encoded_event(
+    source: str, traceparent: str | None, tracestate: str | None
+) -> None:
+    batch_id = new_event_id()
+    time = "2025-01-02T03:04:05.678Z"
+    template = FlushedTemplate(
+        batch_id, source=source, version="1", time=time, traceparent=traceparent,
+        tracestate=tracestate,
+    )  # fmt: skip
+    for t in TOTALS:
+        event_id = new_event_id()
+        expected = reference(
+            t, batch_id, event_id, source=source, time=time, traceparent=traceparent,
+            tracestate=tracestate,
+        )  # fmt: skip
+        assert template.render(event_id, t) == expected
+
+
+def test_event_ids_are_fresh_uuid7s() -> None:
+    before = uuid.UUID(new_event_id())
+    ids = event_ids(2000)
+    after = uuid.UUID(new_event_id())
+    assert len(set(ids)) == len(ids)
+    for text in ids:
+        value = uuid.UUID(text)
+        assert str(value) == text
+        assert (value.version, value.variant) == (7, uuid.RFC_4122)
+        # the same 48-bit millisecond clock as new_event_id's
+        assert before.int >> 80 <= value.int >> 80 <= after.int >> 80
+
+
+@pytest.fixture
+def parent_with_tracestate() -> Iterator[None]:
+    """A current span context whose trace state the batch's send span inherits."""
+    parent = SpanContext(
+        trace_id=0x1234, span_id=0x5678, is_remote=True, trace_flags=TraceFlags(1),
+        trace_state=TraceState([("vendor", ODD_TRACESTATE.removeprefix("vendor="))]),
+    )  # fmt: skip
+    token = context.attach(trace.set_span_in_context(trace.NonRecordingSpan(parent)))
+    yield
+    context.detach(token)
+
+
+def queue_and_read(engine: Engine, tracer: Tracer, sql_mode: str | None = None) -> None:
+    """Queue TOTALS' events, read the rows back, compare them with add_many's."""
+    batch_id = new_event_id()
+    with make_sessionmaker(engine).begin() as session:
+        if sql_mode is not None:
+            session.execute(sa.text(f"SET SESSION sql_mode = CONCAT(@@sql_mode, ',{sql_mode}')"))
+        queued = queue_flushed(
+            session, TOTALS, batch_id, source=ODD_SOURCE, registry=catalog.default_registry(),
+            tracer=tracer, chunk=2,
+        )  # fmt: skip
+    assert queued == len(TOTALS)
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(outbox.c.stream, outbox.c.event_id, outbox.c.fields).order_by(outbox.c.id)
+        ).all()
+    # pages of two (chunk=2): a row per page, named by its first event
+    assert [r.stream for r in rows] == [catalog.TRAFFIC_FLUSHED] * 2
+    entries = [entry for r in rows for entry in json.loads(read_fields(r.fields))]
+    assert [r.event_id for r in rows] == [entries[0]["id"], entries[2]["id"]]
+    assert len({e["id"] for e in entries}) == len(TOTALS)
+    expected = [
+        reference(
+            t,
+            batch_id,
+            fields["id"],
+            source=ODD_SOURCE,
+            time=fields["time"],
+            traceparent=fields["traceparent"],
+            tracestate=fields["tracestate"],
+        )
+        for fields, t in zip(entries, TOTALS, strict=True)
+    ]
+    assert entries[0]["tracestate"] == ODD_TRACESTATE
+    # byte for byte: each page is the JSON array of what encode() gives
+    pages = [read_fields(r.fields) for r in rows]
+    assert pages == [page_text(expected[:2]), page_text(expected[2:])]
+
+
+@pytest.mark.parametrize("sql_mode", [None, "NO_BACKSLASH_ESCAPES"])
+@pytest.mark.usefixtures("parent_with_tracestate")
+def test_pages_read_back_unchanged_on_mysql(
+    mysql_engine: Engine, tracer: Tracer, sql_mode: str | None
+) -> None:
+    queue_and_read(mysql_engine, tracer, sql_mode)
+
+
+@pytest.mark.usefixtures("parent_with_tracestate")
+def test_pages_read_back_unchanged_on_postgresql(pg_traffic_engine: Engine, tracer: Tracer) -> None:
+    queue_and_read(pg_traffic_engine, tracer)
+
+
+def test_a_payload_the_catalog_refuses_fails_the_batch(
+    mysql_engine: Engine, tracer: Tracer
+) -> None:
+    negative = NodeTotals(3, 1, 1, -5, 2, 1, None)  # a counter someone set below zero
+    with make_sessionmaker(mysql_engine)() as session, pytest.raises(pydantic.ValidationError):
+        queue_flushed(
+            session, [TOTALS[0], negative], new_event_id(), source="traffic_sync",
+            registry=catalog.default_registry(), tracer=tracer,
+        )  # fmt: skip
