@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -30,6 +29,7 @@ from simulators.scenario import Scenario
 from simulators.stack import Stack
 from simulators.system import ServiceFailed, SystemConfig
 from tributary.streams.names import Keys
+from tributary.tasks import cancel_and_wait
 
 PREFIX = "demo:"
 DEFAULTS = {
@@ -144,11 +144,7 @@ async def run(args: argparse.Namespace) -> int:
     except asyncio.CancelledError:
         pass
     finally:
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await cancel_and_wait(tasks)
         console.print("stopping ...")
         codes = await stack.stop()
         console.print("exit codes: " + ", ".join(f"{n} {c}" for n, c in codes.items()))

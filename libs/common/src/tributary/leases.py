@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 from tributary.errors import LeaseLost
 from tributary.metrics import Metrics
 from tributary.streams.names import Keys
+from tributary.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +161,7 @@ class Lease:
     async def _stop_renewer(self) -> None:
         task, self._renewer = self._renewer, None
         if task is not None and task is not asyncio.current_task():
-            task.cancel()
-            await asyncio.wait({task})
+            await cancel_and_wait(task)
 
     def _set_gauge(self, value: int) -> None:
         if self._metrics is not None:
@@ -232,8 +232,7 @@ async def _run_job(
             await _wait_any(grace, lease.lost, task=task)
     finally:
         if not task.done():
-            task.cancel()
-            await asyncio.wait({task})
+            await cancel_and_wait(task)
     return _outcome(lease, task)
 
 

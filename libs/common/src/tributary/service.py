@@ -43,6 +43,7 @@ from tributary.runtime import tune_gc
 from tributary.streams.names import Keys
 from tributary.streams.producer import Producer
 from tributary.streams.runner import RunnerOptions, StreamRunner
+from tributary.tasks import cancel_and_wait
 from tributary.telemetry import Telemetry, setup_telemetry
 
 log = logging.getLogger(__name__)
@@ -261,8 +262,7 @@ async def _stop_all(tasks: list[asyncio.Task[None]], bound: float) -> None:
     done, pending = await asyncio.wait(tasks, timeout=bound)
     for task in pending:
         log.warning("task %s did not stop within %.0fs; cancelling it", task.get_name(), bound)
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
+    await cancel_and_wait(pending)
     for task in done:
         if not task.cancelled() and task.exception() is not None:
             log.error("task %s failed", task.get_name(), exc_info=task.exception())

@@ -25,6 +25,7 @@ from redis.utils import HIREDIS_AVAILABLE
 
 from aggregation.config import Discovery
 from aggregation.keys import MAX_NAME_LENGTH, KeyFormat, name_problem, parse_value
+from tributary.tasks import cancel_and_wait
 
 #: longest value stored with a malformed-key report, in characters
 MAX_REPORTED_VALUE = 200
@@ -197,9 +198,7 @@ async def _merged(sources: list[AsyncIterator[list[str]]]) -> AsyncIterator[list
             else:
                 yield item
     finally:
-        for walker in walkers:
-            walker.cancel()
-        await asyncio.gather(*walkers, return_exceptions=True)
+        await cancel_and_wait(walkers)
 
 
 async def _unseen(

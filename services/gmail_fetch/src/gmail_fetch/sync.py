@@ -30,6 +30,7 @@ from gmail_fetch.gmail_api import GmailClient
 from gmail_fetch.metrics import GmailMetrics
 from gmail_fetch.repository import Account, Job
 from gmail_fetch.store import Store
+from tributary.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -61,10 +62,7 @@ async def run_all(coros: Sequence[Awaitable[None]]) -> None:
     try:
         await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
     finally:
-        for task in tasks:
-            if not task.done():
-                task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_and_wait([task for task in tasks if not task.done()])
     for task in tasks:
         if task.done() and not task.cancelled() and task.exception() is not None:
             raise task.exception()  # type: ignore[misc]

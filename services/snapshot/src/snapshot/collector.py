@@ -37,6 +37,7 @@ from snapshot.pinning import CollectError
 from tributary.events import new_event_id
 from tributary.inbox import process_once
 from tributary.logs import redact
+from tributary.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -212,8 +213,7 @@ class Collector:
                 return_exceptions=True,
             )
         finally:
-            writing.cancel()
-            await asyncio.gather(writing, return_exceptions=True)
+            await cancel_and_wait(writing)
         for result in results:
             if isinstance(result, BaseException):
                 raise result  # the others finished: a redelivery skips them

@@ -49,6 +49,7 @@ from tributary.streams.middleware import (
 )
 from tributary.streams.names import Keys
 from tributary.streams.trim import safe_trim
+from tributary.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -228,8 +229,7 @@ class StreamRunner:
                     )
                     group_ready = False
         finally:
-            refresher.cancel()
-            await asyncio.gather(refresher, return_exceptions=True)
+            await cancel_and_wait(refresher)
 
     async def _step(self, burst: bool) -> bool:
         """One round: housekeeping when due, due retries, one read. True: burst is done."""
