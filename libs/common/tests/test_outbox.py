@@ -232,6 +232,18 @@ async def test_the_relay_takes_fewer_rows_while_they_are_pages(
     assert [await relay.relay_once() for _ in range(3)] == [2, 28, 0]
 
 
+async def test_an_empty_page_is_marked_published_and_the_relay_goes_on(
+    engine: Engine, sm: sessionmaker[Session], make_relay: Callable[..., OutboxRelay]
+) -> None:
+    with sm.begin() as session:
+        row = {"stream": FLUSHED, "event_id": "x", "fields": "[]"}
+        session.execute(sa.insert(table).values(**row, created_at=datetime.now(UTC)))
+        outbox.add(session, FLUSHED, event(1))
+    relay = make_relay(sm, batch_size=1)
+    assert [await relay.relay_once(), await relay.relay_once()] == [0, 1]
+    assert unpublished(engine) == 0
+
+
 async def test_a_row_that_is_neither_entry_nor_page_fails_the_cycle_loudly(
     sm: sessionmaker[Session], make_relay: Callable[..., OutboxRelay]
 ) -> None:

@@ -317,7 +317,7 @@ class OutboxRelay:
             await self._db(session.close)
         entries = sum(len(row.entries) for row in rows)
         if rows:
-            per_row = entries / len(rows)
+            per_row = max(1.0, entries / len(rows))  # an empty page ("[]") counts as one
             self._row_limit = max(1, min(self.batch_size, round(self.batch_size / per_row)))
         if self._metrics is not None and self._backlog_due(caught_up=len(rows) < limit):
             await self.backlog()
