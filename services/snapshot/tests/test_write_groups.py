@@ -75,3 +75,19 @@ async def test_every_read_gets_its_own_outcome(size: int) -> None:
         running.cancel()
         await asyncio.gather(running, return_exceptions=True)
     assert [r.reason for r in results] == [str(i) for i in range(7)]
+
+
+async def test_a_writer_that_breaks_fails_every_waiting_read() -> None:
+    def write(reads: list[_Read]) -> list[Outcome]:
+        return []  # one outcome too few: zip(strict=True) breaks the writer's loop
+
+    writer = _Writer(write, size=64)
+    running = asyncio.create_task(writer.run())
+    results = await asyncio.wait_for(
+        asyncio.gather(*(writer.submit(_read("a", n)) for n in range(3)), return_exceptions=True),
+        5,
+    )
+    await asyncio.gather(running, return_exceptions=True)
+    assert [type(r).__name__ for r in results] == ["RuntimeError"] * 3
+    with pytest.raises(RuntimeError, match="writer stopped"):
+        await writer.submit(_read("b"))

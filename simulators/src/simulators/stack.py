@@ -199,18 +199,22 @@ class Stack:
         stopping and :meth:`writes_paused` wait for the step in progress, so that
         everything written is in the oracle and nothing the oracle holds is unwritten.
         """
-        self._stop_generating.clear()
         done = 0
-        while (steps is None or done < steps) and not self._stop_generating.is_set():
-            started = time.monotonic()
-            async with self._writing:
-                await self._step()
-            if spike_at is not None and self.scenario.step_no == spike_at:
-                Scenario.spike(self.world)
-            done += 1
-            pause = max(0.0, every - (time.monotonic() - started))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop_generating.wait(), pause)
+        try:
+            while (steps is None or done < steps) and not self._stop_generating.is_set():
+                started = time.monotonic()
+                async with self._writing:
+                    await self._step()
+                if spike_at is not None and self.scenario.step_no == spike_at:
+                    Scenario.spike(self.world)
+                done += 1
+                pause = max(0.0, every - (time.monotonic() - started))
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop_generating.wait(), pause)
+        finally:
+            # cleared on the way out, not on the way in: a stop asked for before the
+            # first step must not be lost
+            self._stop_generating.clear()
 
     async def _step(self) -> None:
         try:

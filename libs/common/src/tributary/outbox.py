@@ -315,9 +315,10 @@ class OutboxRelay:
                     self._db_thread.submit(session.close)
                 raise
             await self._db(session.close)
-        entries = sum(len(row.entries) for row in rows)
+        # an empty page ("[]") counts as one: 0 means that no row was there
+        entries = sum(max(1, len(row.entries)) for row in rows)
         if rows:
-            per_row = max(1.0, entries / len(rows))  # an empty page ("[]") counts as one
+            per_row = entries / len(rows)
             self._row_limit = max(1, min(self.batch_size, round(self.batch_size / per_row)))
         if self._metrics is not None and self._backlog_due(caught_up=len(rows) < limit):
             await self.backlog()
@@ -352,10 +353,18 @@ class OutboxRelay:
             .limit(limit)
             .with_for_update()
         )
-        return [
-            OutboxRow(id=row.id, stream=row.stream, entries=_entries(row.id, row.fields))
-            for row in session.execute(stmt)
-        ]
+        # Rows are decoded in order until the cycle holds batch_size entries: the limit
+        # adapts to pages only after a cycle has seen them, and a first cycle of 1,000
+        # pages decoded whole would hold a million entries. Rows selected but not taken
+        # stay unpublished (a prefix is taken, so the order holds).
+        rows: list[OutboxRow] = []
+        entries = 0
+        for row in session.execute(stmt):
+            if entries >= self.batch_size:
+                break
+            rows.append(OutboxRow(row.id, row.stream, _entries(row.id, row.fields)))
+            entries += len(rows[-1].entries)
+        return rows
 
     async def _publish(self, rows: list[OutboxRow]) -> None:
         """XADD the batch in one round trip, in id order (a pipeline keeps the order)."""

@@ -32,11 +32,20 @@ async def cancel_and_wait(
     swallowed the cancellation. Their outcomes (results, exceptions, cancellations)
     are left on the tasks for the caller to read; nothing is raised from them.
 
-    The caller itself stays cancellable: its own cancellation propagates, the tasks
-    having been cancelled at least once.
+    If the caller is itself cancelled meanwhile, it still waits for the tasks to be
+    done (cancelling them again as above), then raises its own ``CancelledError``:
+    nested calls (a job cancelling its children while being cancelled) leave no
+    task running.
     """
     pending = {tasks} if isinstance(tasks, asyncio.Future) else set(tasks)
+    cancelled = False
     while pending:
         for task in pending:
             task.cancel()
-        _, pending = await asyncio.wait(pending, timeout=recancel_every)
+        try:
+            _, pending = await asyncio.wait(pending, timeout=recancel_every)
+        except asyncio.CancelledError:
+            cancelled = True
+            pending = {task for task in pending if not task.done()}
+    if cancelled:
+        raise asyncio.CancelledError

@@ -109,37 +109,54 @@ class _Writer:
             collections.deque()
         )
         self._ready = asyncio.Event()
+        self._stopped = False
 
     async def submit(self, read: _Read) -> Outcome:
+        if self._stopped:
+            raise RuntimeError("the collection was not written: the writer stopped")
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._pending.append((read, future))
         self._ready.set()
         return await future
 
     async def run(self) -> None:
-        while True:
-            while not self._pending:
-                self._ready.clear()
-                await self._ready.wait()
-            group: list[tuple[_Read, asyncio.Future[Outcome]]] = []
-            servers: set[str] = set()
-            while self._pending and len(group) < self._size:
-                if self._pending[0][0].plan.server_id in servers:
-                    break
-                group.append(self._pending.popleft())
-                servers.add(group[-1][0].plan.server_id)
-            try:
-                await self._flush(group)
-            finally:
-                for _, future in group:  # only if something unforeseen broke the flush
-                    if not future.done():
-                        future.set_exception(RuntimeError("the collection was not written"))
+        try:
+            while True:
+                await self._next_group()
+        finally:
+            # only if something unforeseen broke the loop (or it is cancelled): nobody
+            # may wait for ever on a read that will not be written
+            self._stopped = True
+            while self._pending:
+                _, future = self._pending.popleft()
+                if not future.done():
+                    future.set_exception(RuntimeError("the collection was not written"))
+
+    async def _next_group(self) -> None:
+        while not self._pending:
+            self._ready.clear()
+            await self._ready.wait()
+        group: list[tuple[_Read, asyncio.Future[Outcome]]] = []
+        servers: set[str] = set()
+        while self._pending and len(group) < self._size:
+            if self._pending[0][0].plan.server_id in servers:
+                break
+            group.append(self._pending.popleft())
+            servers.add(group[-1][0].plan.server_id)
+        try:
+            await self._flush(group)
+        finally:
+            for _, future in group:  # only if something unforeseen broke the flush
+                if not future.done():
+                    future.set_exception(RuntimeError("the collection was not written"))
 
     async def _flush(self, group: list[tuple[_Read, asyncio.Future[Outcome]]]) -> None:
         try:
             outcomes = await asyncio.to_thread(self._write, [read for read, _ in group])
         except Exception as exc:
             if len(group) > 1:
+                log.warning("writing %d collections together failed (%s); writing them one "
+                            "by one", len(group), redact(str(exc)))  # fmt: skip
                 for item in group:
                     await self._flush([item])
                 return
