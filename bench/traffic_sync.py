@@ -48,12 +48,12 @@ from traffic_sync.flush import Flusher, FlushOptions
 from traffic_sync.metrics import FlushMetrics
 from traffic_sync.models import node_traffic
 from traffic_sync.mover import Mover
-from traffic_sync.publishing import FlushedTemplate, event_ids
+from traffic_sync.publishing import FlushedTemplate
 from traffic_sync.repository import NodeTotals, utcnow
 from traffic_sync.service import SERVICE
 from tributary import catalog
 from tributary.db import make_engine, make_sessionmaker
-from tributary.events import new_event_id, utc_now_rfc3339
+from tributary.events import new_event_id, new_event_ids, utc_now_rfc3339
 from tributary.outbox import OutboxRelay, add_encoded_pages, outbox_table
 from tributary.runtime import tune_gc
 from tributary.service import migrate
@@ -167,7 +167,7 @@ def outbox_insert(n: int) -> tuple[float, str]:
         chunks = []
         for start in range(0, n, CHUNK):
             nodes = range(start, min(n, start + CHUNK))
-            ids = event_ids(len(nodes))
+            ids = new_event_ids(len(nodes))
             fields = []
             for event_id, node in zip(ids, nodes, strict=True):
                 up, down = amounts(node)

@@ -14,11 +14,11 @@ from opentelemetry.trace import SpanContext, TraceFlags, Tracer, TraceState
 from sqlalchemy.engine import Engine
 
 from traffic_sync.models import outbox
-from traffic_sync.publishing import EVENT_TYPE, FlushedTemplate, event_ids, queue_flushed
+from traffic_sync.publishing import EVENT_TYPE, FlushedTemplate, queue_flushed
 from traffic_sync.repository import NodeTotals
 from tributary import catalog
 from tributary.db import make_sessionmaker
-from tributary.events import encode, make_event, new_event_id
+from tributary.events import encode, make_event, new_event_id, new_event_ids
 from tributary.outbox import page_text, read_fields
 
 BIG = 2**63 - 1
@@ -75,7 +75,7 @@ def test_rendered_fields_are_the_encoded_event(
 
 def test_event_ids_are_fresh_uuid7s() -> None:
     before = uuid.UUID(new_event_id())
-    ids = event_ids(2000)
+    ids = new_event_ids(2000)
     after = uuid.UUID(new_event_id())
     assert len(set(ids)) == len(ids)
     for text in ids:

@@ -21,8 +21,6 @@ row (and two index entries) per node.
 from __future__ import annotations
 
 import json
-import os
-import time
 from collections.abc import Sequence
 
 from opentelemetry.trace import SpanKind, Tracer
@@ -30,7 +28,7 @@ from sqlalchemy.orm import Session
 
 from traffic_sync.repository import NodeTotals
 from tributary import catalog, outbox
-from tributary.events import Registry, utc_now_rfc3339
+from tributary.events import Registry, new_event_ids, utc_now_rfc3339
 from tributary.tracing import MESSAGING_SYSTEM, format_traceparent
 
 EVENT_TYPE = "traffic.flushed"
@@ -94,23 +92,6 @@ class FlushedTemplate:
         )
 
 
-def event_ids(count: int) -> list[str]:
-    """``count`` new event ids, laid out as :func:`tributary.events.new_event_id` lays
-    them out (UUIDv7: 48-bit Unix milliseconds, version 7, 12 + 62 random bits, RFC 4122
-    variant), from one read of the random source: an ``os.urandom`` and a ``uuid.UUID``
-    per id cost more than rendering the event."""
-    ms = (time.time_ns() // 1_000_000) & ((1 << 48) - 1)
-    fixed = ms << 80 | 0x7 << 76 | 0b10 << 62
-    rand_b = (1 << 62) - 1
-    random = os.urandom(10 * count)
-    ids = []
-    for start in range(0, 10 * count, 10):
-        bits = int.from_bytes(random[start : start + 10], "big")
-        h = f"{fixed | ((bits >> 62) & 0xFFF) << 64 | (bits & rand_b):032x}"
-        ids.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
-    return ids
-
-
 def check_payload(t: NodeTotals, batch_id: str) -> None:
     """Validate by the catalog model the rare node the template cannot vouch for: the
     model refuses negative counters (raises pydantic's ValidationError)."""
@@ -168,7 +149,7 @@ def queue_flushed(
             traceparent=traceparent,
             tracestate=tracestate,
         )
-        ids = event_ids(len(totals))
+        ids = new_event_ids(len(totals))
         rendered = [template.render(i, t) for i, t in zip(ids, totals, strict=True)]
         outbox.add_encoded_pages(session, STREAM, ids, rendered, page_size=chunk)
     return len(totals)
