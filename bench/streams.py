@@ -3,8 +3,9 @@
 Prints one JSON object per measurement and, last, the summary line:
 {"noop_events_per_s": ..., "raw_events_per_s": ..., "inbox_events_per_s": ...}
 
-Tracing stays on as in production: every handler call gets a consumer span,
-exported through a BatchSpanProcessor to an exporter that drops them.
+Tracing stays on as in production: every handler call gets a consumer span
+(per-event handlers: one span per event, built by tributary.spans), exported
+through the SDK's BatchSpanProcessor to an exporter that drops them.
 Env: REDIS_URL, DATABASE_URL (defaults: the local services), BENCH_EVENTS.
 """
 
@@ -15,16 +16,17 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 import sqlalchemy as sa
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import Tracer
 from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
+from bench._spans import DropExporter
 from tributary.db import ensure_schema, make_engine, make_sessionmaker
 from tributary.events import Event, Registry, encode, make_event
 from tributary.inbox import aprocess_once, inbox_table
@@ -47,17 +49,6 @@ class Sample(BaseModel):
     node: str
     upload: int
     download: int
-
-
-class DropExporter(SpanExporter):
-    """Counts spans and drops them: export cost without a collector."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.count += len(spans)
-        return SpanExportResult.SUCCESS
 
 
 def make_tracer() -> tuple[Tracer, TracerProvider, DropExporter]:

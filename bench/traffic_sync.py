@@ -35,14 +35,12 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Sequence
 
 import redis.asyncio as aioredis
 import sqlalchemy as sa
-from opentelemetry.sdk.trace import ReadableSpan
-from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
 from sqlalchemy.engine import Engine, make_url
 
+from bench._spans import DropExporter
 from traffic_sync.counters import TrafficKeys
 from traffic_sync.flush import Flusher, FlushOptions
 from traffic_sync.metrics import FlushMetrics
@@ -65,17 +63,6 @@ MYSQL_URL = os.environ.get("MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/tes
 NODES = int(os.environ.get("BENCH_NODES", "100000"))
 CHUNK = 1000
 FILL_PIPELINE = 5000
-
-
-class DropExporter(SpanExporter):
-    """Counts spans and drops them: export cost without a collector."""
-
-    def __init__(self) -> None:
-        self.count = 0
-
-    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        self.count += len(spans)
-        return SpanExportResult.SUCCESS
 
 
 def report(case: str, rows: int, seconds: float, **extra: object) -> float:

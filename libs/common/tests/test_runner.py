@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import asyncio
+from collections.abc import Iterator, Sequence
 
 import pytest
 import redis.asyncio as aioredis
@@ -17,6 +18,8 @@ from tributary.events import Event, Registry, make_event
 from tributary.metrics import Metrics
 from tributary.streams import client
 from tributary.streams.dlq import DeadLetters
+from tributary.streams.message import HandlerCall
+from tributary.streams.middleware import Chain, Middleware
 from tributary.streams.names import Keys
 from tributary.streams.producer import Producer
 from tributary.streams.runner import RunnerOptions, StreamRunner
@@ -359,7 +362,6 @@ async def test_restarted_consumer_recovers_its_own_pending_entries_at_once(
 async def test_middleware_after_hooks_run_in_reverse_and_a_failing_one_is_contained(
     redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry
 ) -> None:
-    from tributary.streams.message import HandlerCall
     from tributary.streams.middleware import Middleware
 
     calls: list[str] = []
@@ -457,3 +459,110 @@ async def test_after_an_outage_ordinary_failures_still_dead_letter(
     assert attempts == 3 + 5
     assert letter.deliveries == 5
     assert letter.error == "RuntimeError: a bug"
+
+
+def sample(metrics: Metrics, name: str) -> float:
+    value = metrics.registry.get_sample_value(name, {"stream": "readings", "group": "g"})
+    return value or 0.0
+
+
+async def test_metrics_count_every_outcome(
+    redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry
+) -> None:
+    """Successes are counted per batch, failures per call; the histogram sees every call."""
+    await Producer(redis_client, tracer, keys).publish_many(
+        [("readings", reading(registry, float(i))) for i in range(120)]
+    )
+    metrics = Metrics()
+    r = runner(redis_client, keys, tracer, registry, metrics=metrics)
+    attempts: dict[float, int] = {}
+
+    @r.handler("device.read")
+    async def flaky(event: Event) -> None:
+        value = event.payload(Reading).value
+        attempts[value] = attempts.get(value, 0) + 1
+        if value == 7.0 and attempts[value] == 1:
+            raise RuntimeError("once")
+        if value == 9.0:
+            raise Reject("never")
+
+    await r.drain()
+    assert sample(metrics, "tributary_events_processed_total") == 119  # 9.0 never succeeds
+    assert sample(metrics, "tributary_events_failed_total") == 2
+    assert sample(metrics, "tributary_events_retried_total") == 1
+    assert sample(metrics, "tributary_events_dead_lettered_total") == 1
+    # 119 successes + 2 failures, each one handler call
+    assert sample(metrics, "tributary_handler_duration_seconds_count") == 121
+
+
+class Recorder(Middleware):
+    def __init__(self, name: str, log: list[str], *, fail: bool = False) -> None:
+        self.name, self.log, self.fail = name, log, fail
+
+    def before_process(self, call: HandlerCall) -> None:
+        self.log.append(f"{self.name}.before")
+        if self.fail:
+            raise RuntimeError("broken middleware")
+
+    def after_process(self, call: HandlerCall, exc: BaseException | None) -> None:
+        self.log.append(f"{self.name}.after")
+
+    def after_batch(self, calls: Sequence[HandlerCall]) -> None:
+        self.log.append(f"{self.name}.batch:{len(calls)}")
+
+
+class OnlyAfter(Middleware):
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    def after_process(self, call: HandlerCall, exc: BaseException | None) -> None:
+        self.log.append("only.after")
+
+
+def test_middleware_hooks_run_in_order_and_a_failing_one_does_not_stop_the_others(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log: list[str] = []
+    chain = Chain([Recorder("a", log, fail=True), OnlyAfter(log), Recorder("b", log)])
+    call = HandlerCall("readings", "g", "c1", [])
+    chain.before(call)
+    chain.after(call, None)
+    chain.after_batch([call, call])
+    assert log == [
+        "a.before",  # raised: logged, b still runs
+        "b.before",
+        "b.after",
+        "only.after",
+        "a.after",
+        "b.batch:2",
+        "a.batch:2",
+    ]
+    assert "Recorder.before_process failed" in caplog.text
+
+
+async def test_a_failed_entry_is_retried_while_a_backlog_is_read(
+    redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry
+) -> None:
+    """Reads that come back full look for due retries only every so often; they still
+    find them before the backlog is over."""
+    await Producer(redis_client, tracer, keys).publish_many(
+        [("readings", reading(registry, float(i))) for i in range(3000)]
+    )
+    options = RunnerOptions(batch_size=50, block_ms=20, retry_base=0.01, retry_max=0.02)
+    r = runner(redis_client, keys, tracer, registry, options=options)
+    order: list[float] = []
+    failed_once = False
+
+    @r.handler("device.read")
+    async def slow(event: Event) -> None:
+        nonlocal failed_once
+        value = event.payload(Reading).value
+        if value == 0.0 and not failed_once:
+            failed_once = True
+            raise RuntimeError("first delivery fails")
+        await asyncio.sleep(0.001)  # the work of a real handler
+        order.append(value)
+
+    await r.drain(timeout=60)
+    assert sorted(order) == [float(i) for i in range(3000)]
+    assert order.index(0.0) < len(order) - 500, "the retry waited for the end of the backlog"

@@ -14,7 +14,7 @@ import builtins
 import json
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -62,16 +62,24 @@ class Registry:
 
     def __init__(self) -> None:
         self._models: dict[str, tuple[type[BaseModel], str]] = {}
+        #: the model's own JSON validator per type (what model_validate_json calls, minus
+        #: a Python frame per event)
+        self._parsers: dict[str, Callable[[str], BaseModel]] = {}
 
     def register(self, event_type: str, model: type[BaseModel], version: str = "1") -> None:
         known = self._models.get(event_type)
         if known is not None and known[0] is not model:
             raise ValueError(f"event type {event_type!r} is already registered to {known[0]}")
         self._models[event_type] = (model, version)
+        self._parsers[event_type] = model.__pydantic_validator__.validate_json
 
     def model_for(self, event_type: str) -> type[BaseModel] | None:
         entry = self._models.get(event_type)
         return entry[0] if entry else None
+
+    def parser_for(self, event_type: str) -> Callable[[str], BaseModel] | None:
+        """``model.model_validate_json`` of the type's model, or None when unregistered."""
+        return self._parsers.get(event_type)
 
     def version_for(self, event_type: str) -> str:
         entry = self._models.get(event_type)
@@ -158,20 +166,22 @@ def _first_error(exc: ValidationError) -> str:
 def decode(fields: Mapping[str, str], registry: Registry | None = None) -> Event:
     """Parse a stream entry; raises MalformedEvent (only) when it is not a valid event."""
     try:
-        missing = [name for name in REQUIRED_FIELDS if not fields.get(name)]
+        get = fields.get
     except AttributeError:
         raise MalformedEvent("entry is not a hash of fields") from None
-    if missing:
+    event_id, event_type, source, timestamp, specversion, raw = (
+        get("id"), get("type"), get("source"), get("time"), get("specversion"), get("data")
+    )  # fmt: skip
+    if not (event_id and event_type and source and timestamp and specversion and raw):
+        missing = [name for name in REQUIRED_FIELDS if not get(name)]
         raise MalformedEvent(f"missing envelope field(s): {', '.join(missing)}")
-    if fields["specversion"] != SPEC_VERSION:
-        raise MalformedEvent(f"unsupported specversion {fields['specversion']!r}")
-    event_type = fields["type"]
-    raw = fields["data"]
-    model = registry.model_for(event_type) if registry is not None else None
+    if specversion != SPEC_VERSION:
+        raise MalformedEvent(f"unsupported specversion {specversion!r}")
+    parse = registry.parser_for(event_type) if registry is not None else None
     data: BaseModel | dict[str, Any]
     try:
-        if model is not None:
-            data = model.model_validate_json(raw)
+        if parse is not None:
+            data = parse(raw)
         else:
             parsed = json.loads(raw)
             if not isinstance(parsed, dict):
@@ -184,11 +194,11 @@ def decode(fields: Mapping[str, str], registry: Registry | None = None) -> Event
     return Event(
         type=event_type,
         data=data,
-        source=fields["source"],
-        id=fields["id"],
-        time=fields["time"],
-        specversion=fields["specversion"],
-        v=fields.get("v") or "1",
-        traceparent=fields.get("traceparent") or None,
-        tracestate=fields.get("tracestate") or None,
+        source=source,
+        id=event_id,
+        time=timestamp,
+        specversion=specversion,
+        v=get("v") or "1",
+        traceparent=get("traceparent") or None,
+        tracestate=get("tracestate") or None,
     )

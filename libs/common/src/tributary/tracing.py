@@ -8,6 +8,8 @@ through the global propagator: it is on the hot path of every event.
 
 from __future__ import annotations
 
+import re
+
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import (
@@ -25,6 +27,11 @@ from tributary.events import Event
 MESSAGING_SYSTEM = "redis"
 _INVALID_TRACE = "0" * 32
 _INVALID_SPAN = "0" * 16
+#: immutable, so one serves every context without a tracestate
+_EMPTY_TRACE_STATE = TraceState()
+#: version-trace_id-parent_id-flags, lowercase hex (W3C Trace Context)
+_TRACEPARENT = re.compile(r"([0-9a-f]{2})-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})")
+_TRACE_FLAGS = {f"{i:02x}": TraceFlags(i) for i in range(256)}
 
 
 def format_traceparent(ctx: SpanContext) -> str:
@@ -33,24 +40,17 @@ def format_traceparent(ctx: SpanContext) -> str:
 
 def parse_traceparent(header: str | None, tracestate: str | None = None) -> SpanContext | None:
     """SpanContext of a ``traceparent`` header, or None when absent or invalid."""
-    if not header or len(header) != 55:
+    match = _TRACEPARENT.fullmatch(header) if header else None
+    if match is None:
         return None
-    version, trace_id, span_id, flags = header[:2], header[3:35], header[36:52], header[53:55]
-    if version == "ff" or header[2] != "-" or header[35] != "-" or header[52] != "-":
-        return None
-    if trace_id == _INVALID_TRACE or span_id == _INVALID_SPAN:
+    version, trace_id, span_id, flags = match.groups()
+    if version == "ff" or trace_id == _INVALID_TRACE or span_id == _INVALID_SPAN:
         return None
     try:
-        state = TraceState.from_header([tracestate]) if tracestate else TraceState()
-        return SpanContext(
-            trace_id=int(trace_id, 16),
-            span_id=int(span_id, 16),
-            is_remote=True,
-            trace_flags=TraceFlags(int(flags, 16)),
-            trace_state=state,
-        )
+        state = TraceState.from_header([tracestate]) if tracestate else _EMPTY_TRACE_STATE
     except ValueError:
         return None
+    return SpanContext(int(trace_id, 16), int(span_id, 16), True, _TRACE_FLAGS[flags], state)
 
 
 def inject_current(event: Event, span: Span | None = None) -> None:

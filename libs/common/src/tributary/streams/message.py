@@ -40,6 +40,7 @@ class HandlerCall:
     outcome: Outcome = Outcome.ACK
     delay: float = 0.0  # seconds before redelivery when outcome is RETRY
     started: float = field(default_factory=time.perf_counter)
+    finished: float = 0.0  # perf_counter when the handler returned; 0.0: it did not (yet)
     state: dict[str, Any] = field(default_factory=dict)  # scratch space for middleware
 
     @property

@@ -21,8 +21,9 @@ from prometheus_client import Counter, Histogram
 from tributary.errors import MalformedEvent, Reject, Retry
 from tributary.metrics import Metrics
 from tributary.outage import is_dependency_outage
+from tributary.spans import ConsumerSpans
 from tributary.streams.message import HandlerCall, Outcome
-from tributary.tracing import MESSAGING_SYSTEM, parse_traceparent, start_consumer_span
+from tributary.tracing import MESSAGING_SYSTEM, parse_traceparent
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,12 @@ DEFAULT_OUTAGE_RETRY_MAX_SECONDS = 15.0
 
 
 class Middleware:
-    """Base: both hooks do nothing. ``exc`` is the handler's exception, if any."""
+    """Base: every hook does nothing. ``exc`` is the handler's exception, if any.
+
+    ``after_batch`` runs once per read, after every call of it has run and
+    before its outcomes are settled in Redis: per-event bookkeeping that can
+    wait for the batch (counters) is cheaper there.
+    """
 
     def before_process(self, call: HandlerCall) -> None:
         return None
@@ -43,23 +49,56 @@ class Middleware:
     def after_process(self, call: HandlerCall, exc: BaseException | None) -> None:
         return None
 
-
-def run_before(middleware: Sequence[Middleware], call: HandlerCall) -> None:
-    for m in middleware:
-        try:
-            m.before_process(call)
-        except Exception:
-            log.exception("middleware %s.before_process failed", type(m).__name__)
+    def after_batch(self, calls: Sequence[HandlerCall]) -> None:
+        return None
 
 
-def run_after(
-    middleware: Sequence[Middleware], call: HandlerCall, exc: BaseException | None
-) -> None:
-    for m in reversed(middleware):
-        try:
-            m.after_process(call, exc)
-        except Exception:
-            log.exception("middleware %s.after_process failed", type(m).__name__)
+class Chain:
+    """A middleware list with its hooks looked up once.
+
+    Only hooks a middleware overrides are called (the base ones do nothing),
+    ``before_process`` in list order and ``after_process`` in reverse. A hook
+    that raises is logged and the others still run.
+    """
+
+    def __init__(self, middleware: Sequence[Middleware]) -> None:
+        self.middleware = list(middleware)
+        self._before = [
+            (m, m.before_process)
+            for m in self.middleware
+            if type(m).before_process is not Middleware.before_process
+        ]
+        self._after = [
+            (m, m.after_process)
+            for m in reversed(self.middleware)
+            if type(m).after_process is not Middleware.after_process
+        ]
+        self._after_batch = [
+            (m, m.after_batch)
+            for m in reversed(self.middleware)
+            if type(m).after_batch is not Middleware.after_batch
+        ]
+
+    def before(self, call: HandlerCall) -> None:
+        for m, hook in self._before:
+            try:
+                hook(call)
+            except Exception:
+                log.exception("middleware %s.before_process failed", type(m).__name__)
+
+    def after(self, call: HandlerCall, exc: BaseException | None) -> None:
+        for m, hook in self._after:
+            try:
+                hook(call, exc)
+            except Exception:
+                log.exception("middleware %s.after_process failed", type(m).__name__)
+
+    def after_batch(self, calls: Sequence[HandlerCall]) -> None:
+        for m, hook in self._after_batch:
+            try:
+                hook(calls)
+            except Exception:
+                log.exception("middleware %s.after_batch failed", type(m).__name__)
 
 
 class Retries(Middleware):
@@ -116,17 +155,32 @@ class Retries(Middleware):
             call.delay = self.backoff(call.deliveries)
 
 
+_OUTCOME_NAMES = {outcome: outcome.value for outcome in Outcome}  # Enum.value is not free
+
+
 class Tracing(Middleware):
     """A CONSUMER span per call, continuing the producer's trace (links for a batch)."""
 
     def __init__(self, tracer: Tracer) -> None:
         self.tracer = tracer
+        self._spans: ConsumerSpans | None = None  # of the last (stream, group): a chain serves one
+        self._other_spans: dict[tuple[str, str], ConsumerSpans] = {}
+
+    def _consumer_spans(self, stream: str, group: str) -> ConsumerSpans:
+        spans = self._spans
+        if spans is None or spans.stream != stream or spans.group != group:
+            spans = self._other_spans.get((stream, group))
+            if spans is None:
+                spans = self._other_spans[stream, group] = ConsumerSpans(self.tracer, stream, group)
+            self._spans = spans
+        return spans
 
     def before_process(self, call: HandlerCall) -> None:
-        events = call.events
-        if len(events) == 1:
-            span = start_consumer_span(self.tracer, call.stream, call.group, events[0])
+        messages = call.messages
+        if len(messages) == 1 and (event := messages[0].event) is not None:
+            span = self._consumer_spans(call.stream, call.group).start(event)
         else:
+            events = call.events
             links = [
                 Link(ctx)
                 for e in events
@@ -156,7 +210,7 @@ class Tracing(Middleware):
         if exc is not None:
             span.record_exception(exc)
             span.set_status(Status(StatusCode.ERROR, str(exc)))
-        span.set_attribute("tributary.outcome", call.outcome.value)
+        span.set_attribute("tributary.outcome", _OUTCOME_NAMES[call.outcome])
         span.end()
 
 
@@ -167,8 +221,12 @@ class MetricsMiddleware(Middleware):
         self.metrics = metrics
         # labelled children looked up once per (stream, group): .labels() is not free
         self._children: dict[tuple[str, str], _Children] = {}
+        self._last: tuple[str, str, _Children] | None = None  # a chain serves one runner
 
     def _for(self, stream: str, group: str) -> _Children:
+        last = self._last
+        if last is not None and last[0] == stream and last[1] == group:
+            return last[2]
         found = self._children.get((stream, group))
         if found is None:
             m, labels = self.metrics, (stream, group)
@@ -180,19 +238,31 @@ class MetricsMiddleware(Middleware):
                 m.dead_lettered.labels(*labels),
             )
             self._children[(stream, group)] = found
+        self._last = (stream, group, found)
         return found
 
     def after_process(self, call: HandlerCall, exc: BaseException | None) -> None:
+        if exc is None:
+            return  # successes are counted per batch
         c, n = self._for(call.stream, call.group), len(call.messages)
         c.seconds.observe(time.perf_counter() - call.started)
-        if exc is None:
-            c.processed.inc(n)
-            return
         c.failed.inc(n)
         if call.outcome is Outcome.RETRY:
             c.retried.inc(n)
         elif call.outcome is Outcome.DEAD:
             c.dead_lettered.inc(n)
+
+    def after_batch(self, calls: Sequence[HandlerCall]) -> None:
+        processed, children = 0, None
+        for call in calls:
+            if call.finished:
+                if children is None:
+                    children = self._for(call.stream, call.group)
+                    observe = children.seconds.observe
+                observe(call.finished - call.started)
+                processed += len(call.messages)
+        if children is not None:
+            children.processed.inc(processed)
 
 
 class _Children(NamedTuple):
@@ -239,12 +309,11 @@ def default_middleware(
 
 
 __all__ = [
+    "Chain",
     "Logging",
     "MetricsMiddleware",
     "Middleware",
     "Retries",
     "Tracing",
     "default_middleware",
-    "run_after",
-    "run_before",
 ]

@@ -40,13 +40,7 @@ from tributary.streams import client
 from tributary.streams.dlq import dead_letter_fields
 from tributary.streams.ids import next_id, parse_id
 from tributary.streams.message import HandlerCall, Message, Outcome
-from tributary.streams.middleware import (
-    Middleware,
-    Retries,
-    default_middleware,
-    run_after,
-    run_before,
-)
+from tributary.streams.middleware import Chain, Middleware, Retries, default_middleware
 from tributary.streams.names import Keys
 from tributary.streams.trim import safe_trim
 from tributary.tasks import cancel_and_wait
@@ -55,6 +49,9 @@ log = logging.getLogger(__name__)
 
 #: longest pause between attempts to reach Redis again, in seconds
 DEFAULT_RECONNECT_MAX_SECONDS = 5.0
+#: while reads come back full (a backlog), due retries are looked for at most this often,
+#: in seconds (otherwise before every read): a round trip per read costs ~2% of a no-op drain
+DEFAULT_BACKLOG_RETRY_POLL_SECONDS = 0.1
 
 _XAUTOCLAIM_JUSTID = """
 return redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
@@ -63,8 +60,8 @@ return redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
 
 Handler = Callable[[Event], Awaitable[None]]
 BatchHandler = Callable[[list[Event]], Awaitable[None]]
-Invoker = Callable[[HandlerCall], Awaitable[None]]
-Job = tuple[HandlerCall, Invoker]
+#: a call, its handler and the handler's argument (the event, or a batch handler's list)
+Job = tuple[HandlerCall, Callable[[Any], Awaitable[None]], Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +94,9 @@ class _Settlement:
     now_ms: float = field(default_factory=lambda: time.time() * 1000)
 
     def add(self, call: HandlerCall, dead_letter: Callable[[Message], dict[str, str]]) -> None:
+        if call.outcome is Outcome.ACK and len(call.messages) == 1:  # the common case, cheaply
+            self.ack.append(call.messages[0].entry_id)
+            return
         ids = [m.entry_id for m in call.messages]
         if call.outcome is Outcome.ACK:
             self.ack.extend(ids)
@@ -149,10 +149,13 @@ class StreamRunner:
             if middleware is not None
             else default_middleware(tracer, metrics, self.retries)
         )
+        self._chain = Chain(self.middleware)
         self._handlers: dict[str, Handler] = {}
         self._batch_handlers: dict[str, BatchHandler] = {}
         self._inflight: list[str] = []
         self._next_housekeeping = 0.0
+        self._backlog = False  # the last read was full
+        self._next_retry_poll = 0.0
         # redis-py drops XAUTOCLAIM's cursor and deleted ids when JUSTID is given; a script
         # returns the raw reply
         self._autoclaim = redis.register_script(_XAUTOCLAIM_JUSTID)
@@ -236,7 +239,10 @@ class StreamRunner:
         if time.monotonic() >= self._next_housekeeping:
             await self.housekeeping()
             self._next_housekeeping = time.monotonic() + self.options.housekeeping_interval
-        busy = await self._run_due_retries()
+        busy, now = False, time.monotonic()
+        if not self._backlog or now >= self._next_retry_poll:
+            self._next_retry_poll = now + DEFAULT_BACKLOG_RETRY_POLL_SECONDS
+            busy = await self._run_due_retries()
         busy = await self._read_and_handle(0 if busy else self.options.block_ms) or busy
         return burst and not busy and await self._group_is_empty()
 
@@ -257,6 +263,7 @@ class StreamRunner:
             self.options.batch_size,
             block_ms or None,
         )
+        self._backlog = len(entries) >= self.options.batch_size
         if not entries:
             return False
         await self.handle_entries(entries)
@@ -274,6 +281,7 @@ class StreamRunner:
         self._inflight = [m.entry_id for m in messages]
         try:
             calls = await self._dispatch(messages)
+            self._chain.after_batch(calls)
             await self._settle(calls)
         finally:
             self._inflight = []
@@ -281,11 +289,10 @@ class StreamRunner:
     def _decode(
         self, entry_id: str, fields: dict[str, str] | None, deliveries: dict[str, int] | None
     ) -> Message:
-        msg = Message(
-            entry_id, fields or {}, deliveries=deliveries.get(entry_id, 1) if deliveries else 1
-        )
+        fields = fields or {}
+        msg = Message(entry_id, fields, None, deliveries.get(entry_id, 1) if deliveries else 1)
         try:
-            msg.event = decode(msg.fields, self.registry)
+            msg.event = decode(fields, self.registry)
         except MalformedEvent as exc:
             msg.error, msg.decode_error = f"MalformedEvent: {exc}", exc
         return msg
@@ -295,28 +302,26 @@ class StreamRunner:
 
     async def _dispatch(self, messages: list[Message]) -> list[HandlerCall]:
         settled: list[HandlerCall] = []
-        single: list[tuple[HandlerCall, Handler]] = []
+        jobs: list[Job] = []
         batched: dict[str, list[Message]] = defaultdict(list)
         for msg in messages:
             event = msg.event
             if event is None:
                 call = self._call([msg])
-                run_after(self.middleware, call, msg.decode_error)
+                self._chain.after(call, msg.decode_error)
                 call.outcome = Outcome.DEAD  # never worth a retry, whatever the middleware says
                 settled.append(call)
             elif (fn := self._handlers.get(event.type)) is not None:
-                single.append((self._call([msg]), fn))
+                jobs.append((self._call([msg]), fn, event))
             elif event.type in self._batch_handlers:
                 batched[event.type].append(msg)
             else:
                 settled.append(self._ignored(msg))
-        jobs: list[Job] = [(call, _single_invoker(fn)) for call, fn in single]
-        jobs.extend(
-            (self._call(msgs), _batch_invoker(self._batch_handlers[t]))
-            for t, msgs in batched.items()
-        )
+        for event_type, msgs in batched.items():
+            call = self._call(msgs)
+            jobs.append((call, self._batch_handlers[event_type], call.events))
         await self._run_jobs(jobs)
-        settled.extend(call for call, _ in jobs)
+        settled.extend(job[0] for job in jobs)
         return settled
 
     def _ignored(self, msg: Message) -> HandlerCall:
@@ -339,41 +344,40 @@ class StreamRunner:
         is left: each call gets between 1x and 1.5x ``handler_timeout``.
         """
         timeout = self.options.handler_timeout
-        if timeout is None:
-            for call, invoke in jobs:
-                await self._invoke(call, invoke)
-            return
         loop = asyncio.get_running_loop()
-        i = 0
-        while i < len(jobs):
+        before, perf_counter = self._chain.before, time.perf_counter
+        i, count = 0, len(jobs)
+        while i < count:
             try:
                 async with asyncio.timeout(None) as deadline:
-                    while i < len(jobs):
-                        now, when = loop.time(), deadline.when()
-                        if when is None or when < now + timeout:
-                            deadline.reschedule(now + 1.5 * timeout)
-                        await self._invoke(*jobs[i])
+                    while i < count:
+                        call, fn, argument = jobs[i]
+                        if timeout is not None:
+                            now, when = loop.time(), deadline.when()
+                            if when is None or when < now + timeout:
+                                deadline.reschedule(now + 1.5 * timeout)
+                        call.started = perf_counter()
+                        before(call)
+                        try:
+                            await fn(argument)
+                        except Exception as exc:
+                            self._finish(call, exc)
+                        else:
+                            self._finish(call, None)
                         i += 1
             except TimeoutError:
                 call = jobs[i][0]
                 self._finish(call, TimeoutError(f"handler exceeded its {timeout}s deadline"))
                 i += 1
 
-    async def _invoke(self, call: HandlerCall, invoke: Invoker) -> None:
-        run_before(self.middleware, call)
-        try:
-            await invoke(call)
-        except Exception as exc:
-            self._finish(call, exc)
-            return
-        self._finish(call, None)
-
     def _finish(self, call: HandlerCall, exc: Exception | None) -> None:
-        if exc is not None:
+        if exc is None:
+            call.finished = time.perf_counter()
+        else:
             call.outcome, call.delay = Outcome.RETRY, 0.0
             for msg in call.messages:
                 msg.error = f"{type(exc).__name__}: {exc}"
-        run_after(self.middleware, call, exc)
+        self._chain.after(call, exc)
 
     async def _settle(self, calls: list[HandlerCall]) -> None:
         """Ack, dead-letter and schedule retries for a batch in one MULTI."""
@@ -381,6 +385,9 @@ class StreamRunner:
         for call in calls:
             plan.add(call, self._dead_letter)
         if not (plan.ack or plan.due):
+            return
+        if not (plan.dead or plan.uncounted or plan.due):  # the common case: acks only
+            await self.redis.xack(self.key, self.group, *plan.ack)
             return
         async with self.redis.pipeline(transaction=True) as pipe:
             for fields in plan.dead:
@@ -543,19 +550,3 @@ class StreamRunner:
                 self.metrics.pending.labels(*labels).set(int(info["pending"]))
                 if info.get("lag") is not None:
                     self.metrics.consumer_lag.labels(*labels).set(int(info["lag"]))
-
-
-def _single_invoker(fn: Handler) -> Invoker:
-    async def invoke(call: HandlerCall) -> None:
-        event = call.messages[0].event
-        assert event is not None
-        await fn(event)
-
-    return invoke
-
-
-def _batch_invoker(fn: BatchHandler) -> Invoker:
-    async def invoke(call: HandlerCall) -> None:
-        await fn(call.events)
-
-    return invoke
