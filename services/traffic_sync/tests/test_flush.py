@@ -347,3 +347,30 @@ async def test_a_move_sent_again_returns_its_first_reply_and_moves_nothing_more(
     assert await mover.load("b1") == first
     # the later increments are still in the writers' hash, for the next batch
     assert await redis_client.hgetall(tkeys.node(7)) == {"upload": "1", "download": "1"}
+
+
+async def test_the_move_writes_a_plain_hash_as_cjson_would_and_parses_every_shape(
+    redis_client: aioredis.Redis, tkeys: TrafficKeys
+) -> None:
+    """The script builds the payload of a plain counter hash by hand (no cjson table):
+    it must stay the JSON the batch parser reads, whichever order the fields come in;
+    every other hash goes through cjson as before."""
+    await redis_client.hset(tkeys.node(1), mapping={"upload": "5", "download": "7"})
+    await redis_client.hset(tkeys.node(2), mapping={"download": "9", "upload": "0"})
+    await redis_client.hset(tkeys.node(3), mapping={"upload": "4"})
+    await redis_client.hset(tkeys.node(4), mapping={"upload": "1", "download": "2", "x": "y"})
+    await redis_client.hset(tkeys.node(5), mapping={"upload": "1", "upload2": "2"})
+    moved = dict(await Mover(redis_client, tkeys).move("b1", [b"1", b"2", b"3", b"4", b"5"]))
+    assert moved[b"1"] in (
+        b'{"t":"hash","f":["upload","5","download","7"]}',
+        b'{"t":"hash","f":["download","7","upload","5"]}',
+    )
+    batch = parse_batch("b1", moved.items())
+    assert batch.deltas == (
+        NodeDelta(1, 5, 7),
+        NodeDelta(2, 0, 9),
+        NodeDelta(3, 4, 0),
+        NodeDelta(4, 1, 2),
+        NodeDelta(5, 1, 0),
+    )
+    assert batch.rejects == ()

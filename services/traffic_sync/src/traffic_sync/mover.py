@@ -1,6 +1,7 @@
 """Finding dirty nodes and moving their hashes out of the writers' way, atomically.
 
-One Lua script per batch takes each node's hash (HGETALL + DEL), stores it
+One Lua script per batch takes each node's hash (HGETALL + DEL; a key of
+another type, which HGETALL refuses, is set aside in quarantine), stores it
 in the batch's own hash ``traffic_sync:batch:{id}`` and records the batch id
 in ``traffic_sync:batches``, all at once: an HINCRBY that arrives a moment
 later creates a fresh hash, flushed next time. The script builds the nodes'
@@ -62,12 +63,22 @@ while pos <= #packed do
   if not seen[id] then
     seen[id] = true
     local key = head .. id .. tail
-    local kind = redis.call('TYPE', key)['ok']
     local payload = nil
-    if kind == 'hash' then
-      payload = cjson.encode({t = 'hash', f = redis.call('HGETALL', key)})
-      hashes[#hashes + 1] = key
-    elseif kind ~= 'none' then
+    local f = redis.pcall('HGETALL', key)
+    if f.err == nil then
+      if #f == 4 and ((f[1] == 'upload' and f[3] == 'download')
+                      or (f[1] == 'download' and f[3] == 'upload'))
+         and string.find(f[2], '^%d+$') and string.find(f[4], '^%d+$') then
+        -- what a writer leaves: the JSON cjson would write, without building a table
+        payload = '{"t":"hash","f":["' .. f[1] .. '","' .. f[2] .. '","' .. f[3] .. '","'
+                  .. f[4] .. '"]}'
+        hashes[#hashes + 1] = key
+      elseif #f > 0 then
+        payload = cjson.encode({t = 'hash', f = f})
+        hashes[#hashes + 1] = key
+      end
+    else
+      local kind = redis.call('TYPE', key)['ok']
       if kind == 'string' then
         payload = cjson.encode({t = kind, v = redis.call('GET', key)})
       else
