@@ -137,8 +137,10 @@ def payload(fields: dict[str, str]) -> dict[str, Any]:
     return data
 
 
-async def settled(redis: aioredis.Redis, keys: Keys) -> bool:
-    """Every group of every stream has read and acked everything (DLQ entries aside)."""
+async def unsettled(redis: aioredis.Redis, keys: Keys) -> list[str]:
+    """What has not yet been read and acked by every group of every stream (DLQ entries
+    aside), nor flushed by traffic_sync; empty when everything is consumed."""
+    left = []
     for name in catalog_streams():
         try:
             groups = await redis.xinfo_groups(keys.stream(name))
@@ -146,8 +148,23 @@ async def settled(redis: aioredis.Redis, keys: Keys) -> bool:
             continue
         for g in groups:
             if int(g["pending"]) or (g.get("lag") or 0):
-                return False
-    return int(await redis.scard(keys.key("traffic_sync:dirty"))) == 0
+                left.append(f"{name}/{g['name']}: pending {g['pending']}, lag {g.get('lag')}")
+    dirty = int(await redis.scard(keys.key("traffic_sync:dirty")))
+    if dirty:
+        left.append(f"traffic_sync: {dirty} dirty nodes")
+    return left
+
+
+async def wait_settled(redis: aioredis.Redis, keys: Keys, what: str) -> None:
+    """Poll until nothing is left unconsumed; a time-out says what is left."""
+
+    async def settled() -> bool:
+        return not await unsettled(redis, keys)
+
+    try:
+        await poll(what, settled, 120, 0.5)
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}; left: {await unsettled(redis, keys)}") from None
 
 
 def catalog_streams() -> list[str]:
@@ -191,7 +208,7 @@ async def _trace_probe(stack: Stack, run: Run) -> None:
     Alone, so alert reads its event by itself and continues its trace (a batch of
     several events gets a trace of its own, linked to each producer's)."""
     keys = Keys(PREFIX)
-    await poll("the generators' last writes consumed", lambda: settled(stack.redis, keys), 120, 0.5)
+    await wait_settled(stack.redis, keys, "the generators' last writes consumed")
     r = await stack.http.put(
         f"{stack.url('traffic_sync')}/nodes/{PROBE_NODE}/limit", json={"limit_bytes": 1000}
     )
@@ -252,8 +269,7 @@ async def drive(stack: Stack, run: Run, redis_server: RedisServer, dbs: Database
         await asyncio.gather(generator, return_exceptions=True)
     run.timings["generated"] = time.monotonic()
     await _trace_probe(stack, run)
-    await poll("every stream consumed and every node flushed",
-               lambda: settled(stack.redis, keys), 120, 0.5)  # fmt: skip
+    await wait_settled(stack.redis, keys, "every stream consumed and every node flushed")
     oracle = stack.scenario.oracle
 
     async def tables_match() -> bool:
