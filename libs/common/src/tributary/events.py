@@ -61,17 +61,15 @@ class Registry:
     """Maps an event ``type`` to the pydantic model of its payload (and schema version)."""
 
     def __init__(self) -> None:
-        self._models: dict[str, tuple[type[BaseModel], str]] = {}
-        #: the model's own JSON validator per type (what model_validate_json calls, minus
-        #: a Python frame per event)
-        self._parsers: dict[str, Callable[[str], BaseModel]] = {}
+        #: type -> (model, schema version, the model's own JSON validator: what
+        #: model_validate_json calls, minus a Python frame per event)
+        self._models: dict[str, tuple[type[BaseModel], str, Callable[[str], BaseModel]]] = {}
 
     def register(self, event_type: str, model: type[BaseModel], version: str = "1") -> None:
         known = self._models.get(event_type)
         if known is not None and known[0] is not model:
             raise ValueError(f"event type {event_type!r} is already registered to {known[0]}")
-        self._models[event_type] = (model, version)
-        self._parsers[event_type] = model.__pydantic_validator__.validate_json
+        self._models[event_type] = (model, version, model.__pydantic_validator__.validate_json)
 
     def model_for(self, event_type: str) -> type[BaseModel] | None:
         entry = self._models.get(event_type)
@@ -79,7 +77,8 @@ class Registry:
 
     def parser_for(self, event_type: str) -> Callable[[str], BaseModel] | None:
         """``model.model_validate_json`` of the type's model, or None when unregistered."""
-        return self._parsers.get(event_type)
+        entry = self._models.get(event_type)
+        return entry[2] if entry else None
 
     def version_for(self, event_type: str) -> str:
         entry = self._models.get(event_type)

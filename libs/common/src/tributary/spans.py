@@ -54,7 +54,7 @@ from opentelemetry.trace import (
 from opentelemetry.util import types
 
 from tributary.events import Event
-from tributary.tracing import MESSAGING_SYSTEM, parse_traceparent, start_consumer_span
+from tributary.tracing import consumer_attributes, parse_traceparent, start_consumer_span
 
 log = logging.getLogger(__name__)
 
@@ -122,14 +122,7 @@ class ConsumerSpans:
         self._sink = _Sink.of(tracer)
         # a span's attributes start as a copy of this, its per-event keys already in place
         # so the copy is sized for them (and for the outcome the runner sets at the end)
-        self._attributes: dict[str, types.AttributeValue] = {
-            "messaging.system": MESSAGING_SYSTEM,
-            "messaging.destination.name": stream,
-            "messaging.consumer.group.name": group,
-            "messaging.operation.type": "process",
-            "messaging.message.id": "",
-            "cloudevents.event_type": "",
-        }
+        self._attributes = consumer_attributes(stream, group, "", "")
 
     @property
     def fast(self) -> bool:

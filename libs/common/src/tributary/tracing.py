@@ -21,6 +21,7 @@ from opentelemetry.trace import (
     Tracer,
     TraceState,
 )
+from opentelemetry.util.types import AttributeValue
 
 from tributary.events import Event
 
@@ -87,18 +88,25 @@ def start_producer_span(tracer: Tracer, stream: str, event: Event) -> Span:
     return span
 
 
+def consumer_attributes(
+    stream: str, group: str, message_id: str, event_type: str
+) -> dict[str, AttributeValue]:
+    """The attributes of a ``process <stream>`` span for one event."""
+    return {
+        "messaging.system": MESSAGING_SYSTEM,
+        "messaging.destination.name": stream,
+        "messaging.consumer.group.name": group,
+        "messaging.operation.type": "process",
+        "messaging.message.id": message_id,
+        "cloudevents.event_type": event_type,
+    }
+
+
 def start_consumer_span(tracer: Tracer, stream: str, group: str, event: Event) -> Span:
     """A ``process <stream>`` span continuing the producer's trace."""
     return tracer.start_span(
         f"process {stream}",
         context=context_of(event),
         kind=SpanKind.CONSUMER,
-        attributes={
-            "messaging.system": MESSAGING_SYSTEM,
-            "messaging.destination.name": stream,
-            "messaging.consumer.group.name": group,
-            "messaging.operation.type": "process",
-            "messaging.message.id": event.id,
-            "cloudevents.event_type": event.type,
-        },
+        attributes=consumer_attributes(stream, group, event.id, event.type),
     )

@@ -11,7 +11,7 @@ import logging
 import random
 import time
 from collections.abc import Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
@@ -63,21 +63,10 @@ class Chain:
 
     def __init__(self, middleware: Sequence[Middleware]) -> None:
         self.middleware = list(middleware)
-        self._before = [
-            (m, m.before_process)
-            for m in self.middleware
-            if type(m).before_process is not Middleware.before_process
-        ]
-        self._after = [
-            (m, m.after_process)
-            for m in reversed(self.middleware)
-            if type(m).after_process is not Middleware.after_process
-        ]
-        self._after_batch = [
-            (m, m.after_batch)
-            for m in reversed(self.middleware)
-            if type(m).after_batch is not Middleware.after_batch
-        ]
+        backwards = self.middleware[::-1]
+        self._before = _overridden(self.middleware, "before_process")
+        self._after = _overridden(backwards, "after_process")
+        self._after_batch = _overridden(backwards, "after_batch")
 
     def before(self, call: HandlerCall) -> None:
         for m, hook in self._before:
@@ -99,6 +88,12 @@ class Chain:
                 hook(calls)
             except Exception:
                 log.exception("middleware %s.after_batch failed", type(m).__name__)
+
+
+def _overridden(middleware: Sequence[Middleware], hook: str) -> list[tuple[Middleware, Any]]:
+    """(middleware, its bound ``hook``) for each one that overrides the base's no-op."""
+    base = getattr(Middleware, hook)
+    return [(m, getattr(m, hook)) for m in middleware if getattr(type(m), hook) is not base]
 
 
 class Retries(Middleware):
@@ -163,16 +158,12 @@ class Tracing(Middleware):
 
     def __init__(self, tracer: Tracer) -> None:
         self.tracer = tracer
-        self._spans: ConsumerSpans | None = None  # of the last (stream, group): a chain serves one
-        self._other_spans: dict[tuple[str, str], ConsumerSpans] = {}
+        self._spans: dict[tuple[str, str], ConsumerSpans] = {}
 
     def _consumer_spans(self, stream: str, group: str) -> ConsumerSpans:
-        spans = self._spans
-        if spans is None or spans.stream != stream or spans.group != group:
-            spans = self._other_spans.get((stream, group))
-            if spans is None:
-                spans = self._other_spans[stream, group] = ConsumerSpans(self.tracer, stream, group)
-            self._spans = spans
+        spans = self._spans.get((stream, group))
+        if spans is None:
+            spans = self._spans[stream, group] = ConsumerSpans(self.tracer, stream, group)
         return spans
 
     def before_process(self, call: HandlerCall) -> None:
@@ -221,12 +212,8 @@ class MetricsMiddleware(Middleware):
         self.metrics = metrics
         # labelled children looked up once per (stream, group): .labels() is not free
         self._children: dict[tuple[str, str], _Children] = {}
-        self._last: tuple[str, str, _Children] | None = None  # a chain serves one runner
 
     def _for(self, stream: str, group: str) -> _Children:
-        last = self._last
-        if last is not None and last[0] == stream and last[1] == group:
-            return last[2]
         found = self._children.get((stream, group))
         if found is None:
             m, labels = self.metrics, (stream, group)
@@ -238,7 +225,6 @@ class MetricsMiddleware(Middleware):
                 m.dead_lettered.labels(*labels),
             )
             self._children[(stream, group)] = found
-        self._last = (stream, group, found)
         return found
 
     def after_process(self, call: HandlerCall, exc: BaseException | None) -> None:
