@@ -1,12 +1,22 @@
 from __future__ import annotations
 
 import json
+import time
+import uuid
 
 import pytest
 from pydantic import BaseModel
 
 from tributary.errors import MalformedEvent
-from tributary.events import Event, Registry, decode, encode, make_event, new_event_id
+from tributary.events import (
+    Event,
+    Registry,
+    decode,
+    encode,
+    make_event,
+    new_event_id,
+    new_event_ids,
+)
 
 
 class Flushed(BaseModel):
@@ -54,6 +64,23 @@ def test_event_ids_are_unique_uuid7() -> None:
     ids = {new_event_id() for _ in range(10_000)}
     assert len(ids) == 10_000
     assert all(i[14] == "7" for i in ids)
+
+
+def test_a_batch_of_event_ids_is_rfc9562_uuid7_counting_up_from_now() -> None:
+    before = time.time_ns() // 1_000_000
+    batches = [new_event_ids(n) for n in (1, 2, 5000, 5000)]
+    after = time.time_ns() // 1_000_000
+    ids = [i for batch in batches for i in batch]
+    assert len(set(ids)) == len(ids) == 10_003
+    for text in ids:
+        u = uuid.UUID(text)
+        assert str(u) == text
+        assert (u.version, u.variant) == (7, uuid.RFC_4122)
+        assert before <= u.int >> 80 <= after
+    for batch in batches:  # the same prefix, the last group counting up by one
+        values = [uuid.UUID(i).int for i in batch]
+        assert values == list(range(values[0], values[0] + len(batch)))
+    assert new_event_ids(0) == []
 
 
 @pytest.mark.parametrize(

@@ -311,6 +311,16 @@ def test_new_totals_come_back_with_or_without_returning(
     assert again[-1] == NodeTotals(2500, 2500, 5000, 5000, 10000, 15000, None)
 
 
+def test_totals_read_back_as_rows_when_the_text_cannot_serve(mysql_engine: Engine) -> None:
+    """Deltas out of node id order (or a server that cut the GROUP_CONCAT text short)
+    are read back a row per node instead."""
+    sessions = make_sessionmaker(mysql_engine)
+    deltas = [NodeDelta(n, n, 1) for n in (5, 3, 9)]
+    with sessions.begin() as session:
+        totals = repository.add_traffic(session, deltas, repository.utcnow(), returning=False)
+    assert totals == [NodeTotals(n, n, 1, n, 1, n + 1, None) for n in (3, 5, 9)]
+
+
 def test_a_batch_transaction_runs_at_read_committed(mysql_engine: Engine) -> None:
     """No gap locks between concurrent batches and the relay; for the one transaction,
     not left on the pooled connection (MySQL's default is REPEATABLE READ)."""
