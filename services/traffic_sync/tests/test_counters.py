@@ -15,8 +15,8 @@ from traffic_sync.batch import (
     OUT_OF_RANGE,
     WRONG_TYPE,
     BadNode,
+    Moved,
     NodeDelta,
-    _plain,
     parse_batch,
     parse_node,
 )
@@ -125,12 +125,24 @@ def test_bad_node_data_is_rejected_with_its_reason(
     assert batch.rejects[0].raw
 
 
-async def test_what_the_move_script_leaves_takes_the_fast_path(
+async def test_what_writers_leave_moves_as_plain_numbers(
     redis_client: aioredis.Redis, tkeys: TrafficKeys
 ) -> None:
     await record_traffic(redis_client, 3, 12, 34, keys=tkeys)
     moved = await Mover(redis_client, tkeys).move("b1", [b"3"])
-    assert _plain(moved[0][1]) == (12, 34)
+    assert moved == Moved(plain=[b"3", b"12", b"34"], others=[])
+
+
+def test_plain_numbers_out_of_range_are_rejected_and_the_rest_flush() -> None:
+    too_big = b"9223372036854775808"
+    batch = parse_batch(
+        "b1",
+        Moved(plain=[b"1", too_big, b"1", b"2", b"5", b"6", too_big, b"1", b"1", b"07", b"1", b"0"],
+              others=[(b"7", moved({"upload": "2"}))]),
+    )  # fmt: skip
+    assert batch.deltas == (NodeDelta(2, 5, 6), NodeDelta(7, 3, 0))
+    assert sorted(r.reason for r in batch.rejects) == [BAD_NODE_ID, OUT_OF_RANGE]
+    assert all(r.raw.startswith("upload=") for r in batch.rejects)
 
 
 async def test_a_node_named_twice_in_one_move_is_moved_once(
@@ -146,7 +158,7 @@ async def test_a_node_named_twice_in_one_move_is_moved_once(
     batch = parse_batch("b1", moved)
     assert len(batch.deltas) == 2500
     assert batch.upload_bytes == sum(range(1, 2501))
-    assert len(await redis_client.hgetall(tkeys.batch("b1"))) == 2500
+    assert await Mover(redis_client, tkeys).load("b1") == moved
     assert await redis_client.scard(tkeys.dirty) == 0
     assert await redis_client.exists(*(tkeys.node(node) for node in range(1, 2501))) == 0
 
@@ -158,7 +170,8 @@ async def test_ids_with_any_bytes_move_intact(
     for raw in odd:
         await redis_client.hset(tkeys.node_bytes(raw), "upload", "5")
     moved = await Mover(redis_client, tkeys).move("b1", odd)
-    assert sorted(raw for raw, _ in moved) == sorted(odd)
+    assert moved.plain == []
+    assert sorted(raw for raw, _ in moved.others) == sorted(odd)
     batch = parse_batch("b1", moved)
     assert batch.deltas == (NodeDelta(12, 5, 0),)
     assert sorted(r.reason for r in batch.rejects) == ["bad_node_id", "bad_node_id"]

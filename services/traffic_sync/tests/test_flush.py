@@ -168,7 +168,7 @@ async def test_a_batch_moved_but_never_applied_is_applied_by_the_next_flush(
 ) -> None:  # fmt: skip
     await record_traffic(redis_client, 1, 10, 20, keys=tkeys)
     flusher = make_flusher()
-    # crash after the move: the batch hash is all that is left
+    # crash after the move: the batch key is all that is left
     await flusher.mover.move("crashed-batch", [b"1"])
     assert await flusher.mover.pending() == ["crashed-batch"]
     await record_traffic(redis_client, 1, 1, 1, keys=tkeys)
@@ -178,6 +178,23 @@ async def test_a_batch_moved_but_never_applied_is_applied_by_the_next_flush(
     assert await redis_is_clean(redis_client, tkeys)
     await make_flusher().flush()
     assert totals(mysql_engine) == {1: (11, 21, 32)}
+
+
+async def test_a_batch_an_earlier_version_left_as_a_hash_is_applied(
+    redis_client: aioredis.Redis, tkeys: TrafficKeys, mysql_engine: Engine,
+    make_flusher: FlusherFactory,
+) -> None:  # fmt: skip
+    """Before batches were one string, the move kept raw id -> JSON payload in a hash."""
+    await redis_client.hset(
+        tkeys.batch("old-batch"),
+        mapping={"1": '{"t":"hash","f":["upload","10","download","20"]}',
+                 "x": '{"t":"hash","f":["upload","1"]}'},
+    )  # fmt: skip
+    await redis_client.sadd(tkeys.batches, "old-batch")
+    report = await make_flusher().flush()
+    assert (report.recovered, report.nodes, report.rejected) == (1, 1, 1)
+    assert totals(mysql_engine) == {1: (10, 20, 30)}
+    assert await redis_is_clean(redis_client, tkeys)
 
 
 async def test_a_batch_committed_but_not_cleaned_up_is_not_applied_twice(
@@ -359,23 +376,22 @@ async def test_a_move_sent_again_returns_its_first_reply_and_moves_nothing_more(
     assert await redis_client.hgetall(tkeys.node(7)) == {"upload": "1", "download": "1"}
 
 
-async def test_the_move_writes_a_plain_hash_as_cjson_would_and_parses_every_shape(
+async def test_the_move_sorts_plain_hashes_from_the_rest_and_parses_every_shape(
     redis_client: aioredis.Redis, tkeys: TrafficKeys
 ) -> None:
-    """The script builds the payload of a plain counter hash by hand (no cjson table):
-    it must stay the JSON the batch parser reads, whichever order the fields come in;
-    every other hash goes through cjson as before."""
+    """A hash of exactly upload and download (either order) with an id and counters of
+    digits goes as plain numbers; every other hash as cjson, checked by the parser."""
     await redis_client.hset(tkeys.node(1), mapping={"upload": "5", "download": "7"})
     await redis_client.hset(tkeys.node(2), mapping={"download": "9", "upload": "0"})
     await redis_client.hset(tkeys.node(3), mapping={"upload": "4"})
     await redis_client.hset(tkeys.node(4), mapping={"upload": "1", "download": "2", "x": "y"})
     await redis_client.hset(tkeys.node(5), mapping={"upload": "1", "upload2": "2"})
-    moved = dict(await Mover(redis_client, tkeys).move("b1", [b"1", b"2", b"3", b"4", b"5"]))
-    assert moved[b"1"] in (
-        b'{"t":"hash","f":["upload","5","download","7"]}',
-        b'{"t":"hash","f":["download","7","upload","5"]}',
-    )
-    batch = parse_batch("b1", moved.items())
+    mover = Mover(redis_client, tkeys)
+    moved = await mover.move("b1", [b"1", b"2", b"3", b"4", b"5"])
+    assert moved.plain == [b"1", b"5", b"7", b"2", b"0", b"9"]
+    assert sorted(raw for raw, _ in moved.others) == [b"3", b"4", b"5"]
+    assert await mover.load("b1") == moved
+    batch = parse_batch("b1", moved)
     assert batch.deltas == (
         NodeDelta(1, 5, 7),
         NodeDelta(2, 0, 9),

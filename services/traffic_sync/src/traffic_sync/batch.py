@@ -1,16 +1,19 @@
 """A flush batch: the node data one move took out of Redis, parsed into deltas.
 
-Parsing never raises: a node whose data is bad (non-numeric or negative
-counter, id that is not a node id, key of the wrong Redis type) becomes a
-:class:`RejectedNode` with a reason, and the batch's other nodes flush.
+A move hands over :class:`Moved`: the nodes a writer left as plain counter
+hashes as one run of decimal numbers (what the move script checked), every
+other node as its raw id and a JSON payload. Parsing never raises: a node
+whose data is bad (non-numeric or negative counter, id that is not a node id,
+key of the wrong Redis type) becomes a :class:`RejectedNode` with a reason,
+and the batch's other nodes flush.
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from traffic_sync.counters import DOWNLOAD, MAX_BYTES, UPLOAD
@@ -20,15 +23,6 @@ MAX_RAW_CHARS = 10_000
 
 _NODE_ID = re.compile(r"[0-9]{1,19}")
 _COUNTER = re.compile(r"-?[0-9]{1,20}")
-# What the move script makes of a hash a writer left with both counters: parsed
-# without JSON (a flush handles every node once; this is most of its Python time).
-# cjson writes an object's keys in no set order, so both orders are accepted.
-_PLAIN_FIELDS = rb'"f":\["(upload|download)","([0-9]{1,19})","(upload|download)","([0-9]{1,19})"\]'
-_PLAIN_HASH = (
-    re.compile(rb"\{" + _PLAIN_FIELDS + rb',"t":"hash"\}'),  # Redis 7's cjson
-    re.compile(rb'\{"t":"hash",' + _PLAIN_FIELDS + rb"\}"),
-)
-
 # reasons a node is rejected (a bounded set: they are metric labels)
 BAD_NODE_ID = "bad_node_id"
 NOT_INTEGER = "not_integer"
@@ -37,6 +31,19 @@ OUT_OF_RANGE = "out_of_range"
 NO_TRAFFIC_FIELDS = "no_traffic_fields"
 WRONG_TYPE = "wrong_type"
 UNREADABLE = "unreadable"
+
+
+@dataclass(frozen=True, slots=True)
+class Moved:
+    """What one move took out of Redis (or a pending batch holds)."""
+
+    #: the plain nodes: id, upload, download, id, ... each ASCII decimal digits
+    plain: Sequence[bytes] = field(default_factory=list)
+    #: every other node: (raw id, JSON payload)
+    others: Sequence[tuple[bytes, bytes]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.plain) // 3 + len(self.others)
 
 
 class NodeDelta(NamedTuple):
@@ -121,25 +128,8 @@ def _fields(payload: object) -> dict[str, object]:
     return dict(zip(flat[::2], flat[1::2], strict=True))
 
 
-def _plain(raw_payload: bytes) -> tuple[int, int] | None:
-    """(upload, download) in the common case, fast: both counters, plain non-negative
-    integers."""
-    match = _PLAIN_HASH[0].fullmatch(raw_payload) or _PLAIN_HASH[1].fullmatch(raw_payload)
-    if match is None or match[1] == match[3]:
-        return None
-    first, second = int(match[2]), int(match[4])
-    if first > MAX_BYTES or second > MAX_BYTES:
-        return None
-    if match[1] == b"upload":
-        return first, second
-    return second, first
-
-
 def _counters(raw_payload: bytes) -> tuple[int, int]:
     """(upload, download) of one moved node; raises :class:`BadNode` when its data is bad."""
-    fast = _plain(raw_payload)
-    if fast is not None:
-        return fast
     try:
         payload = json.loads(raw_payload.decode("utf-8", "surrogateescape"))
     except ValueError:
@@ -158,28 +148,65 @@ def parse_node(raw_id: bytes, raw_payload: bytes) -> NodeDelta:
     return NodeDelta(node_id, *_counters(raw_payload))
 
 
-def parse_batch(batch_id: str, moved: Iterable[tuple[bytes, bytes]]) -> Batch:
-    """Deltas (merged per node, zero ones dropped, sorted) and rejects of a moved batch."""
-    merged: dict[int, list[int]] = {}
+def _reject(raw_id: bytes, exc: BadNode, raw_payload: bytes) -> RejectedNode:
+    return RejectedNode(
+        _text(raw_id)[:255], exc.reason, str(exc), _text(raw_payload)[:MAX_RAW_CHARS]
+    )
+
+
+def _plain_nodes(plain: Sequence[bytes]) -> tuple[list[NodeDelta], list[RejectedNode]]:
+    """The plain nodes' deltas, in the order moved, and the rare number out of range."""
+    numbers = list(map(int, plain))  # digits only: the move script checked
+    triples = zip(numbers[0::3], numbers[1::3], numbers[2::3], strict=True)
+    if not numbers or max(numbers) <= MAX_BYTES:
+        return list(map(NodeDelta._make, triples)), []
+    deltas: list[NodeDelta] = []
     rejects: list[RejectedNode] = []
-    for raw_id, raw_payload in moved:
+    for i, (node_id, upload, download) in enumerate(triples):
+        raw_id, raw_up, raw_down = plain[3 * i : 3 * i + 3]
+        try:
+            parse_node_id(raw_id)
+            parse_counter(UPLOAD, raw_up.decode())
+            parse_counter(DOWNLOAD, raw_down.decode())
+        except BadNode as exc:
+            payload = b"upload=%s download=%s" % (raw_up, raw_down)
+            rejects.append(_reject(raw_id, exc, payload))
+            continue
+        deltas.append(NodeDelta(node_id, upload, download))
+    return deltas, rejects
+
+
+def parse_batch(batch_id: str, moved: Moved | Iterable[tuple[bytes, bytes]]) -> Batch:
+    """Deltas (merged per node, zero ones dropped, sorted) and rejects of a moved batch
+    (:class:`Moved`, or the (raw id, JSON payload) pairs batches kept before)."""
+    if not isinstance(moved, Moved):
+        moved = Moved(others=list(moved))
+    plain, rejects = _plain_nodes(moved.plain)
+    if not moved.others and len({d.node_id for d in plain}) == len(plain):
+        # the common case: plain nodes only, each once
+        plain.sort()
+        return Batch(batch_id, tuple(d for d in plain if d.upload or d.download), tuple(rejects))
+    merged: dict[int, list[int]] = {}
+    for node_id, upload, download in plain:
+        _merge(merged, node_id, upload, download)
+    for raw_id, raw_payload in moved.others:
         try:
             node_id = parse_node_id(raw_id)
             upload, download = _counters(raw_payload)
         except BadNode as exc:
-            rejects.append(
-                RejectedNode(
-                    _text(raw_id)[:255], exc.reason, str(exc), _text(raw_payload)[:MAX_RAW_CHARS]
-                )
-            )
+            rejects.append(_reject(raw_id, exc, raw_payload))
             continue
-        sums = merged.get(node_id)
-        if sums is None:
-            merged[node_id] = [upload, download]
-        else:  # the same node under two raw ids ("7" and "07")
-            sums[0] += upload
-            sums[1] += download
+        _merge(merged, node_id, upload, download)
     deltas = tuple(
         NodeDelta(node_id, up, down) for node_id, (up, down) in sorted(merged.items()) if up or down
     )
     return Batch(batch_id, deltas, tuple(rejects))
+
+
+def _merge(merged: dict[int, list[int]], node_id: int, upload: int, download: int) -> None:
+    sums = merged.get(node_id)
+    if sums is None:
+        merged[node_id] = [upload, download]
+    else:  # the same node under two raw ids ("7" and "07")
+        sums[0] += upload
+        sums[1] += download

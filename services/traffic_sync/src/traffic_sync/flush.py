@@ -9,7 +9,7 @@ up to ``concurrency`` batches at a time. Each batch:
 2. ``apply``: one transaction inserts the batch's ledger row, upserts the
    node counters, records rejected nodes and queues ``traffic.flushed``
    events in the outbox; a batch whose ledger row exists is not applied again;
-3. ``finish``: the batch hash and its pending mark are deleted.
+3. ``finish``: the batch key and its pending mark are deleted.
 
 A crash between any two steps leaves either the nodes' own hashes (before 1),
 a pending batch not yet in the ledger (between 1 and 2: applied by the next
@@ -31,11 +31,11 @@ from opentelemetry.trace import Tracer
 from sqlalchemy.orm import Session, sessionmaker
 
 from traffic_sync import repository
-from traffic_sync.batch import Batch, parse_batch
+from traffic_sync.batch import Batch, Moved, parse_batch
 from traffic_sync.config import DEFAULT_BATCH_SIZE
 from traffic_sync.faults import Checkpoint, no_checkpoint
 from traffic_sync.metrics import FlushMetrics
-from traffic_sync.mover import Moved, Mover
+from traffic_sync.mover import Mover
 from traffic_sync.publishing import queue_flushed
 from traffic_sync.report import CycleReport
 from tributary import outbox

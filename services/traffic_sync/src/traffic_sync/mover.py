@@ -1,14 +1,15 @@
 """Finding dirty nodes and moving their hashes out of the writers' way, atomically.
 
 One Lua script per batch takes each node's hash (HGETALL + DEL; a key of
-another type, which HGETALL refuses, is set aside in quarantine), stores it
-in the batch's own hash ``traffic_sync:batch:{id}`` and records the batch id
+another type, which HGETALL refuses, is set aside in quarantine), stores what
+it took as one string under the batch's own key ``traffic_sync:batch:{id}``
+(see ``MOVE_SCRIPT`` for the format) and records the batch id
 in ``traffic_sync:batches``, all at once: an HINCRBY that arrives a moment
 later creates a fresh hash, flushed next time. The script builds the nodes'
 key names from their ids (and renames keys of the wrong type into quarantine):
 it touches keys it is not given as KEYS, which a standalone Redis allows and a
 Redis Cluster would not (the index and the node keys would not share a slot
-there anyway). The batch hash stays until
+there anyway). The batch key stays until
 the database transaction that applied it has committed (:meth:`Mover.finish`);
 a restarted flusher finds it in ``traffic_sync:batches`` (:meth:`Mover.pending`).
 
@@ -24,28 +25,35 @@ from typing import Any, cast
 
 import redis.asyncio as aioredis
 from redis.client import NEVER_DECODE
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
+from traffic_sync.batch import Moved
 from traffic_sync.config import DEFAULT_SCAN_COUNT, Discovery
 from traffic_sync.counters import TrafficKeys
 
-# KEYS: batch hash, batches set, dirty index
+# KEYS: batch key, batches set, dirty index
 # ARGV: batch id, quarantine prefix, node key head, node key tail, node ids as one
 # string of netstrings ("<length>:<id>" each; a node's key is head .. id .. tail)
-# Returns the moved entries as a flat list: id, JSON payload, id, payload...
-# The ids go in as one argument, not a key and an id per node: redis-py encodes a
-# command's arguments one by one in Python, 9 ms for the 4,000 of 2,000 nodes. The
-# deletes and the writes into the batch and the index go out as a few variadic calls
-# at the end (in slices of 1,000: Lua's unpack has a limit; even, so the id and
-# payload of a node stay in the same HSET), not a call per node.
-# Batch ids are fresh per call, so a batch hash that already exists means this very
+# Returns what it moved as one string, which it also stores under the batch key:
+#   "<length>:" plain, then "<length>:<raw id><length>:<JSON payload>" per other node
+# where plain is "id upload download id upload download ..." for every node that is
+# what writers leave (a hash of exactly upload and download, an id and counters of
+# decimal digits), and a JSON payload ({"t": "hash", "f": [field, value, ...]} or
+# the key's type) is made for the rest, which Python checks and rejects one by one.
+# The ids go in as one argument, and the batch comes back as one string: redis-py
+# encodes a command's arguments one by one in Python (9 ms for the 4,000 of 2,000
+# nodes), and a string is one allocation in Redis and one reply to parse, where a
+# hash field and a reply element per node cost both sides more than the move. The
+# deletes and the index's SREM go out as a few variadic calls at the end (in slices
+# of 1,000: Lua's unpack has a limit), not a call per node.
+# Batch ids are fresh per call, so a batch key that already exists means this very
 # call ran before and its reply was lost (redis-py re-sends a command after a dropped
 # connection): the script then returns what that run moved and moves nothing more. A
 # second move would overwrite the first run's payloads with newer increments.
 MOVE_SCRIPT = """
 local batch, batches, dirty = KEYS[1], KEYS[2], KEYS[3]
 if redis.call('EXISTS', batch) == 1 then
-  return redis.call('HGETALL', batch)
+  return redis.call('GET', batch)
 end
 local head, tail, packed = ARGV[3], ARGV[4], ARGV[5]
 local function in_slices(list, call)
@@ -53,7 +61,7 @@ local function in_slices(list, call)
     call(unpack(list, i, math.min(i + 999, #list)))
   end
 end
-local out, hashes, ids, seen = {}, {}, {}, {}
+local plain, others, hashes, ids, seen = {}, {}, {}, {}, {}
 local pos = 1
 while pos <= #packed do
   local colon = string.find(packed, ':', pos, true)
@@ -66,16 +74,24 @@ while pos <= #packed do
     local payload = nil
     local f = redis.pcall('HGETALL', key)
     if f.err == nil then
-      if #f == 4 and ((f[1] == 'upload' and f[3] == 'download')
-                      or (f[1] == 'download' and f[3] == 'upload'))
-         and string.find(f[2], '^%d+$') and string.find(f[4], '^%d+$') then
-        -- what a writer leaves: the JSON cjson would write, without building a table
-        payload = '{"t":"hash","f":["' .. f[1] .. '","' .. f[2] .. '","' .. f[3] .. '","'
-                  .. f[4] .. '"]}'
+      if #f > 0 then
         hashes[#hashes + 1] = key
+      end
+      if #f == 4 and string.find(f[2], '^%d+$') and string.find(f[4], '^%d+$')
+         and string.find(id, '^%d+$') then
+        if f[1] == 'upload' and f[3] == 'download' then
+          plain[#plain + 1] = id
+          plain[#plain + 1] = f[2]
+          plain[#plain + 1] = f[4]
+        elseif f[1] == 'download' and f[3] == 'upload' then
+          plain[#plain + 1] = id
+          plain[#plain + 1] = f[4]
+          plain[#plain + 1] = f[2]
+        else
+          payload = cjson.encode({t = 'hash', f = f})
+        end
       elseif #f > 0 then
         payload = cjson.encode({t = 'hash', f = f})
-        hashes[#hashes + 1] = key
       end
     else
       local kind = redis.call('TYPE', key)['ok']
@@ -87,27 +103,45 @@ while pos <= #packed do
       redis.call('RENAME', key, ARGV[2] .. id)
     end
     if payload then
-      out[#out + 1] = id
-      out[#out + 1] = payload
+      others[#others + 1] = #id .. ':' .. id .. #payload .. ':' .. payload
     end
     ids[#ids + 1] = id
   end
 end
 in_slices(hashes, function(...) redis.call('DEL', ...) end)
 in_slices(ids, function(...) redis.call('SREM', dirty, ...) end)
-if #out > 0 then
-  in_slices(out, function(...) redis.call('HSET', batch, ...) end)
-  redis.call('SADD', batches, ARGV[1])
+if #plain == 0 and #others == 0 then
+  return ''
 end
+local text = table.concat(plain, ' ')
+local out = #text .. ':' .. text .. table.concat(others)
+redis.call('SET', batch, out)
+redis.call('SADD', batches, ARGV[1])
 return out
 """
 _MOVE_SHA = hashlib.sha1(MOVE_SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis script id
 
-Moved = list[tuple[bytes, bytes]]
+
+def _netstring(data: bytes, pos: int) -> tuple[bytes, int]:
+    """The netstring at ``pos`` and where the next begins."""
+    colon = data.index(b":", pos)
+    end = colon + 1 + int(data[pos:colon])
+    if end > len(data):
+        raise ValueError("a moved batch ends inside a netstring")
+    return data[colon + 1 : end], end
 
 
-def _pairs(flat: Sequence[bytes]) -> Moved:
-    return list(zip(flat[::2], flat[1::2], strict=True))
+def parse_moved(data: bytes) -> Moved:
+    """The nodes in a move's reply (or a batch key's value)."""
+    if not data:
+        return Moved()
+    plain, pos = _netstring(data, 0)
+    others: list[tuple[bytes, bytes]] = []
+    while pos < len(data):
+        raw_id, pos = _netstring(data, pos)
+        payload, pos = _netstring(data, pos)
+        others.append((raw_id, payload))
+    return Moved(plain.split(b" ") if plain else [], others)
 
 
 class Mover:
@@ -191,16 +225,16 @@ class Mover:
     # -- move / finish --------------------------------------------------------------
 
     async def move(self, batch_id: str, node_ids: Sequence[bytes]) -> Moved:
-        """Atomically move the nodes' hashes into the batch; returns (raw id, payload) pairs."""
+        """Atomically move the nodes' hashes into the batch; returns what it moved."""
         keys = [self.keys.batch(batch_id), self.keys.batches, self.keys.dirty]
         head, tail = self.keys.node_affixes
         packed = b"".join(b"%d:%s" % (len(node_id), node_id) for node_id in node_ids)
         args = [batch_id, self.keys.quarantine, head, tail, packed]
         try:
-            flat = await self._raw("EVALSHA", _MOVE_SHA, len(keys), *keys, *args)
+            data = await self._raw("EVALSHA", _MOVE_SHA, len(keys), *keys, *args)
         except NoScriptError:
-            flat = await self._raw("EVAL", MOVE_SCRIPT, len(keys), *keys, *args)
-        return _pairs(cast("list[bytes]", flat))
+            data = await self._raw("EVAL", MOVE_SCRIPT, len(keys), *keys, *args)
+        return parse_moved(cast("bytes", data))
 
     async def pending(self) -> list[str]:
         """Ids of batches moved but not finished (a crash, or a failed apply)."""
@@ -209,13 +243,20 @@ class Mover:
 
     async def load(self, batch_id: str) -> Moved:
         """The node data of a pending batch (empty once finished)."""
-        flat = await self._raw("HGETALL", self.keys.batch(batch_id))
+        key = self.keys.batch(batch_id)
+        try:
+            return parse_moved(cast("bytes | None", await self._raw("GET", key)) or b"")
+        except ResponseError as exc:
+            if "WRONGTYPE" not in str(exc):
+                raise
+        # a batch an earlier version left pending: a hash of raw id -> JSON payload
+        flat = await self._raw("HGETALL", key)
         if isinstance(flat, dict):  # RESP3 replies a map
-            return list(flat.items())
-        return _pairs(cast("list[bytes]", flat))
+            return Moved(others=list(flat.items()))
+        return Moved(others=list(zip(flat[::2], flat[1::2], strict=True)))
 
     async def finish(self, batch_id: str) -> None:
-        """Forget an applied batch: its hash and its pending mark go together."""
+        """Forget an applied batch: its key and its pending mark go together."""
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(self.keys.batch(batch_id))
             pipe.srem(self.keys.batches, batch_id)
