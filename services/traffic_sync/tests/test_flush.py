@@ -96,7 +96,7 @@ async def test_scan_alongside_the_index_leaves_indexed_nodes_to_it(
     await redis_client.hincrby(tkeys.node(99), "upload", 5)  # not indexed
     # before any move, the SCAN walk yields only what the index does not hold
     mover = Mover(redis_client, tkeys, discovery="both", scan_count=7)
-    assert [n async for n in mover.dirty_walks()[1]] == [b"99"]
+    assert [n async for page in mover.dirty_walks()[1] for n in page] == [b"99"]
     report = await make_flusher(batch_size=10, discovery="both").flush()
     # each node's data taken once. A node the index's walk moves between a SCAN call
     # and that page's SMISMEMBER looks unindexed and comes up again (``dirty`` counts
@@ -160,6 +160,19 @@ async def test_bad_node_data_is_set_aside_and_the_other_nodes_flush(
     assert await redis_is_clean(redis_client, tkeys)
     assert await redis_client.get(tkeys.quarantine + "10") == "12"
     assert await redis_client.lrange(tkeys.quarantine + "11", 0, -1) == ["x"]
+
+
+async def test_a_flush_sends_its_scripts_again_after_redis_forgot_them(
+    redis_client: aioredis.Redis, tkeys: TrafficKeys, mysql_engine: Engine,
+    make_flusher: FlusherFactory,
+) -> None:  # fmt: skip
+    """A restarted Redis (or SCRIPT FLUSH) has no cached scripts: EVALSHA fails once."""
+    await record_traffic(redis_client, 1, 10, 20, keys=tkeys)
+    await redis_client.hincrby(tkeys.node(2), "upload", 5)  # found by SCAN only
+    await redis_client.script_flush()
+    report = await make_flusher(discovery="both").flush()
+    assert (report.nodes, report.failed_batches) == (2, 0)
+    assert totals(mysql_engine) == {1: (10, 20, 30), 2: (5, 0, 5)}
 
 
 async def test_a_batch_moved_but_never_applied_is_applied_by_the_next_flush(

@@ -70,14 +70,12 @@ class Batch:
     #: one per node, ordered by node id (a fixed lock order for concurrent batches)
     deltas: tuple[NodeDelta, ...]
     rejects: tuple[RejectedNode, ...]
+    upload_bytes: int = field(init=False)
+    download_bytes: int = field(init=False)
 
-    @property
-    def upload_bytes(self) -> int:
-        return sum(d.upload for d in self.deltas)
-
-    @property
-    def download_bytes(self) -> int:
-        return sum(d.download for d in self.deltas)
+    def __post_init__(self) -> None:  # summed once: the ledger, metrics and report use them
+        object.__setattr__(self, "upload_bytes", sum(d.upload for d in self.deltas))
+        object.__setattr__(self, "download_bytes", sum(d.download for d in self.deltas))
 
     @property
     def empty(self) -> bool:

@@ -54,7 +54,7 @@ class TrafficSyncSettings(ServiceSettings):
         description="Nodes moved out of Redis and applied in one database transaction.",
     )
     apply_concurrency: int = Field(
-        2,
+        4,
         ge=1,
         le=16,
         description="Batches applied to the database at the same time during a flush.",

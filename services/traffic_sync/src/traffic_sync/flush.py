@@ -59,7 +59,7 @@ class Applied:
 @dataclass(frozen=True)
 class FlushOptions:
     batch_size: int = DEFAULT_BATCH_SIZE
-    concurrency: int = 2
+    concurrency: int = 4
     publish_events: bool = True
     ledger_retention: timedelta = timedelta(days=30)
     outbox_retention: timedelta = timedelta(hours=24)
@@ -215,12 +215,12 @@ class Flusher:
         """Flush what the discovery walks find, in batches of up to ``batch_size``
         distinct nodes taken from all walks, up to ``concurrency`` batches at a time."""
         slots = asyncio.Semaphore(self.options.concurrency)
+        size = self.options.batch_size
         group: dict[bytes, None] = {}
         stopped = False
 
-        async def flush_group(tasks: asyncio.TaskGroup) -> None:
-            nonlocal group, stopped
-            node_ids, group = list(group), {}
+        async def flush_group(node_ids: list[bytes], tasks: asyncio.TaskGroup) -> None:
+            nonlocal stopped
             if report.failed_batches >= MAX_FAILED_BATCHES:
                 if not stopped:
                     log.error("stopping this flush after %d failed batches", report.failed_batches)
@@ -231,20 +231,23 @@ class Flusher:
             task = tasks.create_task(self._flush_batch(node_ids, report))
             task.add_done_callback(lambda _: slots.release())
 
-        async def walk(node_ids: AsyncIterator[bytes], tasks: asyncio.TaskGroup) -> None:
-            async for node_id in node_ids:
+        async def walk(pages: AsyncIterator[list[bytes]], tasks: asyncio.TaskGroup) -> None:
+            nonlocal group
+            async for page in pages:
                 if stopped:
                     return
-                group[node_id] = None
-                if len(group) >= self.options.batch_size:
-                    await flush_group(tasks)
+                group.update(dict.fromkeys(page))
+                while len(group) >= size and not stopped:
+                    node_ids = list(group)
+                    group = dict.fromkeys(node_ids[size:])
+                    await flush_group(node_ids[:size], tasks)
 
         async with asyncio.TaskGroup() as tasks:
             async with asyncio.TaskGroup() as walkers:
-                for node_ids in self.mover.dirty_walks():
-                    walkers.create_task(walk(node_ids, tasks))
+                for pages in self.mover.dirty_walks():
+                    walkers.create_task(walk(pages, tasks))
             if group and not stopped:
-                await flush_group(tasks)
+                await flush_group(list(group), tasks)
 
     async def flush(self) -> CycleReport:
         """One flush cycle; raises only when Redis cannot be read at all."""

@@ -121,6 +121,25 @@ return out
 """
 _MOVE_SHA = hashlib.sha1(MOVE_SCRIPT.encode()).hexdigest()  # noqa: S324 - Redis script id
 
+# KEYS: dirty index
+# ARGV: SCAN cursor, MATCH pattern, COUNT, node key head, node key tail
+# One SCAN call, then only the ids of the node keys it found that the index does not
+# hold: in Redis, a SISMEMBER per key costs less than sending every id to Python and
+# back in an SMISMEMBER (the index usually holds them all).
+SCAN_UNINDEXED_SCRIPT = """
+local reply = redis.call('SCAN', ARGV[1], 'MATCH', ARGV[2], 'COUNT', ARGV[3])
+local first, last = #ARGV[4] + 1, -#ARGV[5] - 1
+local out = {}
+for _, key in ipairs(reply[2]) do
+  local id = string.sub(key, first, last)
+  if redis.call('SISMEMBER', KEYS[1], id) == 0 then
+    out[#out + 1] = id
+  end
+end
+return {reply[1], out}
+"""
+_SCAN_UNINDEXED_SHA = hashlib.sha1(SCAN_UNINDEXED_SCRIPT.encode()).hexdigest()  # noqa: S324
+
 
 def _netstring(data: bytes, pos: int) -> tuple[bytes, int]:
     """The netstring at ``pos`` and where the next begins."""
@@ -162,20 +181,28 @@ class Mover:
         execute = cast("Callable[..., Awaitable[Any]]", self.redis.execute_command)
         return await execute(*args, **{NEVER_DECODE: []})
 
+    async def _script(self, source: str, sha: str, keys: list[Any], args: list[Any]) -> Any:
+        """Run a Lua script by its SHA1, sending its text once if Redis does not know it
+        (a restarted or flushed script cache)."""
+        try:
+            return await self._raw("EVALSHA", sha, len(keys), *keys, *args)
+        except NoScriptError:
+            return await self._raw("EVAL", source, len(keys), *keys, *args)
+
     # -- discovery ------------------------------------------------------------------
 
-    async def _indexed(self) -> AsyncIterator[bytes]:
+    async def _indexed(self) -> AsyncIterator[list[bytes]]:
+        """Raw ids in the dirty index, a page per SSCAN call."""
         cursor: int | bytes = 0
         while True:
             cursor, ids = await self._raw(
                 "SSCAN", self.keys.dirty, cursor, "COUNT", self.scan_count
             )
-            for node_id in ids:
-                yield node_id
+            yield ids
             if int(cursor) == 0:
                 return
 
-    async def _scan_pages(self) -> AsyncIterator[list[bytes]]:
+    async def _scanned(self) -> AsyncIterator[list[bytes]]:
         """Raw ids of the node keys each SCAN call finds."""
         cursor: int | bytes = 0
         pattern = self.keys.node_pattern
@@ -187,27 +214,27 @@ class Mover:
             if int(cursor) == 0:
                 return
 
-    async def _scanned(self) -> AsyncIterator[bytes]:
-        async for ids in self._scan_pages():
-            for node_id in ids:
-                yield node_id
-
-    async def _scanned_unindexed(self) -> AsyncIterator[bytes]:
+    async def _scanned_unindexed(self) -> AsyncIterator[list[bytes]]:
         """What SCAN finds that the dirty index does not hold (``both``: the index's
         own walk takes the rest). A node indexed after this check and missed by that
         walk too stays dirty for the next flush, like any write during a flush."""
-        async for ids in self._scan_pages():
-            if not ids:
-                continue
-            indexed = await self._raw("SMISMEMBER", self.keys.dirty, *ids)
-            for node_id, member in zip(ids, indexed, strict=True):
-                if not member:
-                    yield node_id
+        cursor: int | bytes = 0
+        head, tail = self.keys.node_affixes
+        while True:
+            args = [cursor, self.keys.node_pattern, self.scan_count, head, tail]
+            cursor, ids = await self._script(
+                SCAN_UNINDEXED_SCRIPT, _SCAN_UNINDEXED_SHA, [self.keys.dirty], args
+            )
+            if ids:
+                yield ids
+            if int(cursor) == 0:
+                return
 
-    def dirty_walks(self) -> list[AsyncIterator[bytes]]:
-        """The walks that find dirty nodes' raw ids (a node may come up more than once).
-        With ``both``, the index's and SCAN's, to be walked side by side: a large
-        keyspace's SCAN then overlaps the index's batches instead of following them."""
+    def dirty_walks(self) -> list[AsyncIterator[list[bytes]]]:
+        """The walks that find dirty nodes' raw ids, a page at a time (a node may come
+        up more than once). With ``both``, the index's and SCAN's, to be walked side by
+        side: a large keyspace's SCAN then overlaps the index's batches instead of
+        following them."""
         if self.discovery == "index":
             return [self._indexed()]
         if self.discovery == "scan":
@@ -218,8 +245,8 @@ class Mover:
         """(ids in the dirty index, node hashes found by SCAN): for ``status``."""
         indexed = int(await self.redis.scard(self.keys.dirty))
         scanned = 0
-        async for _ in self._scanned():
-            scanned += 1
+        async for ids in self._scanned():
+            scanned += len(ids)
         return indexed, scanned
 
     # -- move / finish --------------------------------------------------------------
@@ -230,10 +257,7 @@ class Mover:
         head, tail = self.keys.node_affixes
         packed = b"".join(b"%d:%s" % (len(node_id), node_id) for node_id in node_ids)
         args = [batch_id, self.keys.quarantine, head, tail, packed]
-        try:
-            data = await self._raw("EVALSHA", _MOVE_SHA, len(keys), *keys, *args)
-        except NoScriptError:
-            data = await self._raw("EVAL", MOVE_SCRIPT, len(keys), *keys, *args)
+        data = await self._script(MOVE_SCRIPT, _MOVE_SHA, keys, args)
         return parse_moved(cast("bytes", data))
 
     async def pending(self) -> list[str]:

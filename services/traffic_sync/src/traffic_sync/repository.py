@@ -10,6 +10,7 @@ parameter per value had the driver escape every node's in Python).
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -137,15 +138,28 @@ def _returns_from_upsert(conn: Connection) -> bool:
     return not _is_mysql(conn)
 
 
+class _Columns(NamedTuple):
+    """A chunk of deltas as columns, each value an int (what goes into SQL text is
+    decimal digits, whatever the caller passed)."""
+
+    node_ids: list[int]
+    uploads: list[int]
+    downloads: list[int]
+
+    @classmethod
+    def of(cls, chunk: Sequence[NodeDelta]) -> _Columns:
+        node_ids, uploads, downloads = zip(*chunk, strict=True)
+        return cls(list(map(int, node_ids)), list(map(int, uploads)), list(map(int, downloads)))
+
+
+_VALUES_ROW = "({},{},{},{},%(now)s)".format
+
+
 def _upsert_chunk(
-    conn: Connection, chunk: Sequence[NodeDelta], now: datetime, returning: bool
+    conn: Connection, cols: _Columns, now: datetime, returning: bool
 ) -> list[tuple[int, int, int, int, int | None]]:
-    # int(): what goes into the text is decimal digits, whatever the caller passed
-    values = ",".join(
-        f"({int(d.node_id)},{int(d.upload)},{int(d.download)},{int(d.upload) + int(d.download)},"
-        "%(now)s)"
-        for d in chunk
-    )
+    used = map(operator.add, cols.uploads, cols.downloads)
+    values = ",".join(map(_VALUES_ROW, cols.node_ids, cols.uploads, cols.downloads, used))
     tail = _MYSQL_UPDATE if _is_mysql(conn) else _POSTGRES_UPDATE
     if returning:
         tail += f" RETURNING {_TOTAL_COLUMNS}"
@@ -175,15 +189,16 @@ def _select_totals_sql(conn: Connection, ids: str, nodes: int) -> str:
     return f"SELECT /*+ SET_VAR(group_concat_max_len = {room}) */ {concat} {where}"
 
 
-def _select_totals(conn: Connection, chunk: Sequence[NodeDelta]) -> list[NodeTotals]:
+def _select_totals(
+    conn: Connection, chunk: Sequence[NodeDelta], cols: _Columns
+) -> list[NodeTotals]:
     """The new totals of the chunk's nodes (rows this transaction has just written and
     holds locked), by node id."""
-    # node ids are ints: safe to inline, and one literal list is cheaper than N binds
-    ids = ",".join(str(int(d.node_id)) for d in chunk)
+    ids = ",".join(map(str, cols.node_ids))  # ints: safe to inline, cheaper than N binds
     text = conn.exec_driver_sql(_select_totals_sql(conn, ids, len(chunk))).scalar()
     fields = text.split(" ") if isinstance(text, str) else []
     node_ids = list(map(int, fields[0::5]))
-    if len(fields) != 5 * len(chunk) or node_ids != [d.node_id for d in chunk]:
+    if node_ids != cols.node_ids:
         # a server that ignored the length setting (cut the text short), or a chunk
         # not in node id order: a row per node
         rows = conn.exec_driver_sql(
@@ -193,17 +208,14 @@ def _select_totals(conn: Connection, chunk: Sequence[NodeDelta]) -> list[NodeTot
     limits = [None if n == _NO_LIMIT else int(n) for n in fields[4::5]]
     return list(
         map(
-            NodeTotals._make,
-            zip(
-                node_ids,
-                [d.upload for d in chunk],
-                [d.download for d in chunk],
-                map(int, fields[1::5]),
-                map(int, fields[2::5]),
-                map(int, fields[3::5]),
-                limits,
-                strict=True,
-            ),
+            NodeTotals,
+            node_ids,
+            cols.uploads,
+            cols.downloads,
+            map(int, fields[1::5]),
+            map(int, fields[2::5]),
+            map(int, fields[3::5]),
+            limits,
         )
     )
 
@@ -241,11 +253,12 @@ def add_traffic(
     totals: list[NodeTotals] = []
     for start in range(0, len(deltas), chunk):
         part = deltas[start : start + chunk]
-        rows = _upsert_chunk(conn, part, now, returning)
+        cols = _Columns.of(part)
+        rows = _upsert_chunk(conn, cols, now, returning)
         if returning:
             totals += _with_deltas(part, rows)
         elif with_totals:
-            totals += _select_totals(conn, part)
+            totals += _select_totals(conn, part, cols)
     return totals
 
 
