@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from tributary.errors import Reject
 from tributary.events import Event, Registry, make_event
-from tributary.metrics import Metrics
+from tributary.metrics import Metrics, observe_many
 from tributary.streams import client
 from tributary.streams.dlq import DeadLetters
 from tributary.streams.message import HandlerCall
@@ -566,3 +566,35 @@ async def test_a_failed_entry_is_retried_while_a_backlog_is_read(
     await r.drain(timeout=60)
     assert sorted(order) == [float(i) for i in range(3000)]
     assert order.index(0.0) < len(order) - 500, "the retry waited for the end of the backlog"
+
+
+def test_observe_many_counts_as_observing_one_by_one() -> None:
+    amounts = [0.0, 0.0005, 0.0004, 0.003, 0.75, 31.0, 1e-9, 2.5, 0.0005]
+    one, many = Metrics(), Metrics()
+    for amount in amounts:
+        one.handler_seconds.labels("s", "g").observe(amount)
+    observe_many(many.handler_seconds.labels("s", "g"), amounts)
+    observe_many(many.handler_seconds.labels("s", "g"), [])
+
+    def samples(m: Metrics) -> list[tuple[str, dict[str, str], float]]:
+        return [(s.name, s.labels, s.value) for mf in m.registry.collect() for s in mf.samples
+                if s.name.startswith("tributary_handler_duration")
+                and not s.name.endswith("_created")]  # fmt: skip
+
+    assert samples(many) == samples(one)
+
+
+def test_a_middleware_may_skip_successes_and_still_see_failures() -> None:
+    seen: list[str] = []
+
+    class FailuresOnly(Middleware):
+        after_success = False
+
+        def after_process(self, call: HandlerCall, exc: BaseException | None) -> None:
+            seen.append("failure" if exc else "success")
+
+    chain = Chain([FailuresOnly(), Recorder("all", seen)])
+    call = HandlerCall("s", "g", "c", [])
+    chain.after(call, None)
+    chain.after(call, RuntimeError("x"))
+    assert seen == ["all.after", "all.after", "failure"]

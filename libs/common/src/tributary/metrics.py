@@ -6,6 +6,10 @@ runners; nothing is registered at import time.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections import Counter as Tally
+from collections.abc import Sequence
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 #: handler latency buckets, in seconds
@@ -99,3 +103,25 @@ class Metrics:
             ("schema",),
             registry=self.registry,
         )
+
+
+def observe_many(histogram: Histogram, amounts: Sequence[float]) -> None:
+    """``histogram.observe`` of each amount, with a lock taken per bucket touched rather
+    than two per amount (a per-event handler's latencies, a batch at a time).
+
+    The same counts and sum as observing one by one: an amount goes in the first
+    bucket whose upper bound is not below it, as ``Histogram.observe`` does. A
+    histogram without the fields this reads (another client version) is observed
+    one by one.
+    """
+    if not amounts:
+        return
+    try:
+        bounds, buckets, total = histogram._upper_bounds, histogram._buckets, histogram._sum
+    except AttributeError:
+        for amount in amounts:
+            histogram.observe(amount)
+        return
+    total.inc(sum(amounts))
+    for index, count in Tally(bisect_left(bounds, a) for a in amounts).items():
+        buckets[index].inc(count)

@@ -19,7 +19,7 @@ from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer
 from prometheus_client import Counter, Histogram
 
 from tributary.errors import MalformedEvent, Reject, Retry
-from tributary.metrics import Metrics
+from tributary.metrics import Metrics, observe_many
 from tributary.outage import is_dependency_outage
 from tributary.spans import ConsumerSpans
 from tributary.streams.message import HandlerCall, Outcome
@@ -40,8 +40,14 @@ class Middleware:
 
     ``after_batch`` runs once per read, after every call of it has run and
     before its outcomes are settled in Redis: per-event bookkeeping that can
-    wait for the batch (counters) is cheaper there.
+    wait for the batch (counters) is cheaper there. A middleware whose
+    ``after_process`` has nothing to do for a success (it does that in
+    ``after_batch``) sets ``after_success = False`` and is called for failures
+    only.
     """
+
+    #: whether ``after_process`` is called for successful calls too
+    after_success = True
 
     def before_process(self, call: HandlerCall) -> None:
         return None
@@ -66,6 +72,7 @@ class Chain:
         backwards = self.middleware[::-1]
         self._before = _overridden(self.middleware, "before_process")
         self._after = _overridden(backwards, "after_process")
+        self._after_ok = [(m, hook) for m, hook in self._after if m.after_success]
         self._after_batch = _overridden(backwards, "after_batch")
 
     def before(self, call: HandlerCall) -> None:
@@ -76,7 +83,7 @@ class Chain:
                 log.exception("middleware %s.before_process failed", type(m).__name__)
 
     def after(self, call: HandlerCall, exc: BaseException | None) -> None:
-        for m, hook in self._after:
+        for m, hook in self._after if exc is not None else self._after_ok:
             try:
                 hook(call, exc)
             except Exception:
@@ -206,7 +213,9 @@ class Tracing(Middleware):
 
 
 class MetricsMiddleware(Middleware):
-    """Counts outcomes per stream and group, and times handlers."""
+    """Counts outcomes per stream and group, and times handlers (successes per batch)."""
+
+    after_success = False
 
     def __init__(self, metrics: Metrics) -> None:
         self.metrics = metrics
@@ -239,16 +248,12 @@ class MetricsMiddleware(Middleware):
             c.dead_lettered.inc(n)
 
     def after_batch(self, calls: Sequence[HandlerCall]) -> None:
-        processed, children = 0, None
-        for call in calls:
-            if call.finished:
-                if children is None:
-                    children = self._for(call.stream, call.group)
-                    observe = children.seconds.observe
-                observe(call.finished - call.started)
-                processed += len(call.messages)
-        if children is not None:
-            children.processed.inc(processed)
+        done = [call for call in calls if call.finished]
+        if not done:
+            return
+        children = self._for(done[0].stream, done[0].group)
+        observe_many(children.seconds, [call.finished - call.started for call in done])
+        children.processed.inc(sum(len(call.messages) for call in done))
 
 
 class _Children(NamedTuple):
@@ -260,12 +265,19 @@ class _Children(NamedTuple):
 
 
 class Logging(Middleware):
-    """Logs failures (with the outcome) and, at DEBUG, every call."""
+    """Logs failures (with the outcome) and, at DEBUG, every successful call (a batch
+    at a time)."""
+
+    after_success = False
+
+    def after_batch(self, calls: Sequence[HandlerCall]) -> None:
+        if log.isEnabledFor(logging.DEBUG):
+            for call in calls:
+                if call.finished:
+                    log.debug("processed %s entries %s", call.stream, _ids(call))
 
     def after_process(self, call: HandlerCall, exc: BaseException | None) -> None:
         if exc is None:
-            if log.isEnabledFor(logging.DEBUG):
-                log.debug("processed %s entries %s", call.stream, _ids(call))
             return
         log.warning(
             "handler failed on %s (group %s, delivery %d): %s: %s -> %s",
