@@ -98,9 +98,9 @@ async def test_scan_alongside_the_index_leaves_indexed_nodes_to_it(
     mover = Mover(redis_client, tkeys, discovery="both", scan_count=7)
     assert [n async for page in mover.dirty_walks()[1] for n in page] == [b"99"]
     report = await make_flusher(batch_size=10, discovery="both").flush()
-    # each node's data taken once. A node the index's walk moves between a SCAN call
-    # and that page's SMISMEMBER looks unindexed and comes up again (``dirty`` counts
-    # it twice); its second move finds nothing, so that is all it costs
+    # each node's data taken once. A node indexed after a SCAN page's check and then
+    # found by the index's walk too comes up twice (``dirty`` counts it twice); its
+    # second move finds nothing, so that is all it costs
     assert report.nodes == 51
     assert report.dirty >= 51
     assert totals(mysql_engine) == {n: (1, 1, 2) for n in range(50)} | {99: (5, 0, 5)}

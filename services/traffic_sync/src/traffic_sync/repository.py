@@ -168,8 +168,7 @@ def _upsert_chunk(
     return [tuple(row) for row in result] if returning else []
 
 
-#: GROUP_CONCAT text per node: five numbers of up to 20 characters
-#: and their separators
+#: GROUP_CONCAT text per node: five numbers of up to 20 characters and their separators
 _TEXT_PER_NODE = 5 * 21
 _NO_LIMIT = "-"
 
