@@ -598,3 +598,92 @@ def test_a_middleware_may_skip_successes_and_still_see_failures() -> None:
     chain.after(call, None)
     chain.after(call, RuntimeError("x"))
     assert seen == ["all.after", "all.after", "failure"]
+
+
+async def _pending(redis: aioredis.Redis, keys: Keys) -> int:
+    return int((await redis.xpending(keys.stream("readings"), "g"))["pending"])
+
+
+async def test_a_full_read_sends_the_next_read_while_its_batch_runs(
+    redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry
+) -> None:
+    await Producer(redis_client, tracer, keys).publish_many(
+        [("readings", reading(registry, float(i))) for i in range(120)]
+    )
+    r = runner(redis_client, keys, tracer, registry)  # batches of 50
+    pending_seen: list[int] = []
+    got: list[float] = []
+
+    @r.handler("device.read")
+    async def on_reading(event: Event) -> None:
+        value = event.payload(Reading).value
+        if value == 0.0:
+            # the first batch is still running: the second one is read meanwhile
+            deadline = asyncio.get_running_loop().time() + 5
+            while (n := await _pending(redis_client, keys)) < 100:
+                assert asyncio.get_running_loop().time() < deadline, f"{n} pending"
+                await asyncio.sleep(0.01)
+            pending_seen.append(n)
+        got.append(value)
+
+    await r.drain()
+    assert pending_seen == [100]
+    assert sorted(got) == [float(i) for i in range(120)]
+    assert await _pending(redis_client, keys) == 0
+
+
+async def test_a_stop_handles_the_read_already_sent_and_no_more(
+    redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry
+) -> None:
+    await Producer(redis_client, tracer, keys).publish_many(
+        [("readings", reading(registry, float(i))) for i in range(500)]
+    )
+    r = runner(redis_client, keys, tracer, registry)  # batches of 50
+    stop = asyncio.Event()
+    got: list[float] = []
+
+    @r.handler("device.read")
+    async def on_reading(event: Event) -> None:
+        got.append(event.payload(Reading).value)
+        stop.set()  # during the first batch, with the second one already asked for
+
+    await asyncio.wait_for(r.run(stop), 10)
+    # both batches delivered to this consumer were handled and acked; nothing else was read
+    assert sorted(got) == [float(i) for i in range(100)]
+    assert await _pending(redis_client, keys) == 0
+    groups = await redis_client.xinfo_groups(keys.stream("readings"))
+    assert groups[0]["entries-read"] == 100
+
+
+async def test_entries_read_ahead_are_not_reclaimed_while_their_batch_waits(
+    redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry
+) -> None:
+    """The read-ahead batch waits behind a slow one for longer than the claim idle time:
+    its claims are kept fresh, so another consumer's XAUTOCLAIM leaves it alone."""
+    await Producer(redis_client, tracer, keys).publish_many(
+        [("readings", reading(registry, float(i))) for i in range(20)]
+    )
+    options = RunnerOptions(batch_size=10, block_ms=20, claim_idle_ms=300,
+                            housekeeping_interval=3600, handler_timeout=5.0)  # fmt: skip
+    slow = runner(redis_client, keys, tracer, registry, consumer="slow", options=options)
+    other = runner(redis_client, keys, tracer, registry, consumer="other", options=options)
+    handled: list[tuple[str, float]] = []
+    stolen: list[int] = []
+
+    @slow.handler("device.read")
+    async def on_slow(event: Event) -> None:
+        value = event.payload(Reading).value
+        if value == 0.0:
+            # hold the first batch for 4x the claim idle time while "other" keeps looking
+            for _ in range(12):
+                stolen.append(await other.reclaim_stuck())
+                await asyncio.sleep(0.1)
+        handled.append(("slow", value))
+
+    @other.handler("device.read")
+    async def on_other(event: Event) -> None:
+        handled.append(("other", event.payload(Reading).value))
+
+    await slow.drain(timeout=30)
+    assert sum(stolen) == 0
+    assert sorted(handled) == [("slow", float(i)) for i in range(20)]

@@ -19,7 +19,7 @@ from opentelemetry.trace import NonRecordingSpan, Span, SpanKind, Status, Status
 
 from tributary.events import Event
 from tributary.spans import ConsumerSpans, FastSpan
-from tributary.tracing import inject_current, parse_traceparent, start_consumer_span
+from tributary.tracing import inject_current, parse_traceparent, remote_parent, start_consumer_span
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT = f"00-{TRACE_ID}-b7ad6b7169203331-01"
@@ -271,3 +271,13 @@ def test_a_traceparent_is_parsed_with_its_tracestate() -> None:
     assert ctx.is_remote
     assert ctx.trace_flags.sampled
     assert ctx.trace_state.to_header() == "vendor=abc,other=1"
+
+
+def test_remote_parent_parses_each_context_once_and_as_parse_traceparent_does() -> None:
+    header = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+    first = remote_parent(header, "k=v")
+    assert first == parse_traceparent(header, "k=v")
+    assert remote_parent(header, "k=v") is first
+    assert remote_parent(header, None) == parse_traceparent(header, None) != first
+    assert remote_parent("00-bad", None) is None
+    assert remote_parent(None, None) is None

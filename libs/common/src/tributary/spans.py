@@ -12,6 +12,8 @@ strings. :class:`ConsumerSpans` builds exactly that span directly:
 - sampling as a ParentBased sampler (the SDK default, and every
   ``parentbased_*`` value of OTEL_TRACES_SAMPLER) decides for a remote
   parent: follow its sampled flag; the random-trace-id flag is inherited;
+- the parent's context parsed once per distinct ``traceparent``/``tracestate``
+  (:func:`tributary.tracing.remote_parent`);
 - the span id from ``random.getrandbits(64)``, as the SDK's RandomIdGenerator;
 - attributes in a plain dict (a str/bool/int/float value needs no cleaning;
   anything else set later goes through ``BoundedAttributes``);
@@ -54,7 +56,7 @@ from opentelemetry.trace import (
 from opentelemetry.util import types
 
 from tributary.events import Event
-from tributary.tracing import consumer_attributes, parse_traceparent, start_consumer_span
+from tributary.tracing import consumer_attributes, remote_parent, start_consumer_span
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +134,7 @@ class ConsumerSpans:
     def start(self, event: Event) -> Span:
         sink = self._sink
         parent = (
-            parse_traceparent(event.traceparent, event.tracestate)
+            remote_parent(event.traceparent, event.tracestate)
             if sink is not None and sink.enabled()
             else None
         )

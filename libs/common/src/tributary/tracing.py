@@ -8,6 +8,7 @@ through the global propagator: it is on the hot path of every event.
 
 from __future__ import annotations
 
+import functools
 import re
 
 from opentelemetry import trace
@@ -54,6 +55,19 @@ def parse_traceparent(header: str | None, tracestate: str | None = None) -> Span
     return SpanContext(int(trace_id, 16), int(span_id, 16), True, _TRACE_FLAGS[flags], state)
 
 
+#: distinct producer contexts :func:`remote_parent` keeps parsed
+REMOTE_PARENT_CACHE_SIZE = 1024
+
+
+@functools.lru_cache(maxsize=REMOTE_PARENT_CACHE_SIZE)
+def remote_parent(header: str | None, tracestate: str | None = None) -> SpanContext | None:
+    """:func:`parse_traceparent`, parsed once per distinct pair (a bounded cache; a
+    SpanContext is immutable): a consumer sees the same producer context over and over
+    when events were published together (a batch, an outbox page), and parsing it
+    cost more than the rest of a consumer span."""
+    return parse_traceparent(header, tracestate)
+
+
 def inject_current(event: Event, span: Span | None = None) -> None:
     """Write the context of ``span`` (default: the current span) into the event."""
     ctx = (span or trace.get_current_span()).get_span_context()
@@ -65,7 +79,7 @@ def inject_current(event: Event, span: Span | None = None) -> None:
 
 def context_of(event: Event) -> Context | None:
     """The parent context carried by an event (None: start a new trace)."""
-    span_ctx = parse_traceparent(event.traceparent, event.tracestate)
+    span_ctx = remote_parent(event.traceparent, event.tracestate)
     if span_ctx is None:
         return None
     return trace.set_span_in_context(NonRecordingSpan(span_ctx))

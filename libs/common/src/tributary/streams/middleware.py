@@ -23,7 +23,7 @@ from tributary.metrics import Metrics, observe_many
 from tributary.outage import is_dependency_outage
 from tributary.spans import ConsumerSpans
 from tributary.streams.message import HandlerCall, Outcome
-from tributary.tracing import MESSAGING_SYSTEM, parse_traceparent
+from tributary.tracing import MESSAGING_SYSTEM, remote_parent
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +182,7 @@ class Tracing(Middleware):
             links = [
                 Link(ctx)
                 for e in events
-                if (ctx := parse_traceparent(e.traceparent, e.tracestate)) is not None
+                if (ctx := remote_parent(e.traceparent, e.tracestate)) is not None
             ]
             span = self.tracer.start_span(
                 f"process {call.stream}",

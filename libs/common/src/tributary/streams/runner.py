@@ -10,7 +10,12 @@ Life of an entry (DESIGN.md section 3):
    scored by when it is due; any replica that ZREMs it first XCLAIMs it
    (delivery n+1) and runs it again. Deliveries exhausted: DLQ copy + XACK in
    one MULTI.
-3. Entries left pending by a dead consumer are found by XAUTOCLAIM (JUSTID,
+3. While reads come back full (a backlog), the next read is sent as soon as a
+   batch arrives, so Redis prepares it while this batch's handlers run; the
+   entries it brings are pending on this consumer until their own turn (their
+   claims are kept fresh like the running batch's, and on a stop they are
+   handled before ``run`` returns).
+4. Entries left pending by a dead consumer are found by XAUTOCLAIM (JUSTID,
    so the delivery count only grows when the entry is really re-run) once
    idle longer than the handler deadline. While a handler runs, the runner
    keeps its entries' idle time fresh so nobody else claims them.
@@ -23,7 +28,7 @@ import contextlib
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,6 +158,8 @@ class StreamRunner:
         self._handlers: dict[str, Handler] = {}
         self._batch_handlers: dict[str, BatchHandler] = {}
         self._inflight: list[str] = []
+        # the next read, sent while the current batch runs (only during a backlog)
+        self._prefetch: asyncio.Task[list[client.Entry]] | None = None
         self._next_housekeeping = 0.0
         self._backlog = False  # the last read was full
         self._next_retry_poll = 0.0
@@ -231,8 +238,33 @@ class StreamRunner:
                         "group %s of %s vanished; creating it again", self.group, self.stream
                     )
                     group_ready = False
+            await self._handle_prefetched()
         finally:
+            await self._drop_prefetch()
             await cancel_and_wait(refresher)
+
+    async def _handle_prefetched(self) -> None:
+        """On a stop: handle what the last prefetch already brought (it is delivered to
+        this consumer; left alone it would wait for a restart or for XAUTOCLAIM)."""
+        task, self._prefetch = self._prefetch, None
+        if task is None:
+            return
+        try:
+            entries = await task
+            if entries:
+                await self.handle_entries(entries)
+        except (RedisConnectionError, RedisTimeoutError, ResponseError) as exc:
+            # what was read and not acked stays pending on this consumer
+            log.warning("redis failed on %s while finishing the last read: %s", self.stream, exc)
+
+    async def _drop_prefetch(self) -> None:
+        """Cancelled or failed: whatever the prefetch brought stays pending on this
+        consumer (found again by recover_own_pending or XAUTOCLAIM)."""
+        task, self._prefetch = self._prefetch, None
+        if task is not None:
+            await cancel_and_wait(task)
+            if not task.cancelled():
+                task.exception()  # retrieved: a failed read is not worth a warning here
 
     async def _step(self, burst: bool) -> bool:
         """One round: housekeeping when due, due retries, one read. True: burst is done."""
@@ -254,20 +286,32 @@ class StreamRunner:
         summary = await self.redis.xpending(self.key, self.group)
         return int(summary["pending"]) == 0
 
-    async def _read_and_handle(self, block_ms: int) -> bool:
-        entries = await client.read_group(
-            self.redis,
-            self.group,
-            self.consumer,
-            self.key,
-            self.options.batch_size,
-            block_ms or None,
+    def _read(self, block_ms: int | None) -> Coroutine[Any, Any, list[client.Entry]]:
+        return client.read_group(
+            self.redis, self.group, self.consumer, self.key, self.options.batch_size, block_ms
         )
+
+    async def _read_and_handle(self, block_ms: int) -> bool:
+        if self._prefetch is not None:
+            task, self._prefetch = self._prefetch, None
+            entries = await task
+        else:
+            entries = await self._read(block_ms or None)
         self._backlog = len(entries) >= self.options.batch_size
         if not entries:
             return False
+        if self._backlog:
+            # a full read: more is likely waiting; ask for it now (without blocking), so
+            # that Redis builds the reply while this batch is being handled
+            self._prefetch = asyncio.create_task(self._read(None))
         await self.handle_entries(entries)
         return True
+
+    def _prefetched_ids(self) -> list[str]:
+        task = self._prefetch
+        if task is None or not task.done() or task.cancelled() or task.exception() is not None:
+            return []
+        return [entry_id for entry_id, _ in task.result()]
 
     # -- handling -----------------------------------------------------------------------
 
@@ -509,7 +553,7 @@ class StreamRunner:
         interval = self.options.claim_idle_ms / 3000
         while True:
             await asyncio.sleep(interval)
-            ids = list(self._inflight)
+            ids = [*self._inflight, *self._prefetched_ids()]
             if ids:
                 try:
                     await client.touch(self.redis, self.key, self.group, self.consumer, ids)
