@@ -604,12 +604,19 @@ async def _pending(redis: aioredis.Redis, keys: Keys) -> int:
     return int((await redis.xpending(keys.stream("readings"), "g"))["pending"])
 
 
+async def _publish_readings(
+    redis: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry, n: int
+) -> None:
+    """Readings with values 0.0 .. n-1 on "readings"."""
+    await Producer(redis, tracer, keys).publish_many(
+        [("readings", reading(registry, float(i))) for i in range(n)]
+    )
+
+
 async def test_a_full_read_sends_the_next_read_while_its_batch_runs(
     redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry
 ) -> None:
-    await Producer(redis_client, tracer, keys).publish_many(
-        [("readings", reading(registry, float(i))) for i in range(120)]
-    )
+    await _publish_readings(redis_client, keys, tracer, registry, 120)
     r = runner(redis_client, keys, tracer, registry)  # batches of 50
     pending_seen: list[int] = []
     got: list[float] = []
@@ -635,9 +642,7 @@ async def test_a_full_read_sends_the_next_read_while_its_batch_runs(
 async def test_a_stop_handles_the_read_already_sent_and_no_more(
     redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry
 ) -> None:
-    await Producer(redis_client, tracer, keys).publish_many(
-        [("readings", reading(registry, float(i))) for i in range(500)]
-    )
+    await _publish_readings(redis_client, keys, tracer, registry, 500)
     r = runner(redis_client, keys, tracer, registry)  # batches of 50
     stop = asyncio.Event()
     got: list[float] = []
@@ -660,9 +665,7 @@ async def test_entries_read_ahead_are_not_reclaimed_while_their_batch_waits(
 ) -> None:
     """The read-ahead batch waits behind a slow one for longer than the claim idle time:
     its claims are kept fresh, so another consumer's XAUTOCLAIM leaves it alone."""
-    await Producer(redis_client, tracer, keys).publish_many(
-        [("readings", reading(registry, float(i))) for i in range(20)]
-    )
+    await _publish_readings(redis_client, keys, tracer, registry, 20)
     options = RunnerOptions(batch_size=10, block_ms=20, claim_idle_ms=300,
                             housekeeping_interval=3600, handler_timeout=5.0)  # fmt: skip
     slow = runner(redis_client, keys, tracer, registry, consumer="slow", options=options)
