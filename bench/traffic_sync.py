@@ -3,19 +3,20 @@
 Measures, in one run against the local Redis and MariaDB:
 
 - ``flush``: a full flush cycle as the service runs it, default settings
-  (index + SCAN discovery, Lua moves, one transaction per 2,000-node batch
+  (index + SCAN discovery, Lua moves, one transaction per 4,000-node batch
   with its ledger row, multi-row upserts of 1,000 rows with read-back of the
-  totals, one ``traffic.flushed`` event per node in outbox pages of 1,000,
-  Redis clean-up; two batches in flight);
+  totals, one ``traffic.flushed`` event per node in rendered outbox pages of
+  1,000 (the nodes' numbers; the relay renders the events),
+  Redis clean-up; four batches in flight);
 - ``flush_without_events``: the same with ``TRAFFIC_SYNC_PUBLISH_EVENTS=false``;
 - ``plain_insert``: the floor: the same rows written by plain multi-row
   INSERTs (1,000 rows per statement, one transaction) into an empty table;
 - ``relay``: publishing the flush's events to the stream (not part of the
   flush: the relay does it in the background);
 - ``outbox_insert``: not a target, the floor of the events' share: the
-  flush's 100,000 ``traffic.flushed`` events (~450 bytes each) alone,
-  rendered beforehand and written as the flush writes them (pages of 1,000
-  events a row), in one transaction into an empty table.
+  flush's rendered pages for 100,000 ``traffic.flushed`` events alone, made
+  beforehand and written as the flush writes them (a row per 1,000 events,
+  one statement per batch), in one transaction into an empty table.
 
 Each case opens its database connections before its clock starts (the
 flush: one per batch in flight), as a running service has them in its pool:
@@ -46,18 +47,19 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
 from bench._spans import DropExporter
+from traffic_sync.config import DEFAULT_BATCH_SIZE
 from traffic_sync.counters import TrafficKeys
 from traffic_sync.flush import Flusher, FlushOptions
 from traffic_sync.metrics import FlushMetrics
 from traffic_sync.models import node_traffic
 from traffic_sync.mover import Mover
-from traffic_sync.publishing import FlushedTemplate
+from traffic_sync.publishing import RENDERER, Shared, flushed_pages
 from traffic_sync.repository import NodeTotals, utcnow
 from traffic_sync.service import SERVICE
 from tributary import catalog
 from tributary.db import make_engine, make_sessionmaker
-from tributary.events import new_event_id, new_event_ids, utc_now_rfc3339
-from tributary.outbox import OutboxRelay, add_encoded_pages, outbox_table
+from tributary.events import new_event_id, utc_now_rfc3339
+from tributary.outbox import OutboxRelay, add_rendered_pages, outbox_table
 from tributary.runtime import tune_gc
 from tributary.service import migrate
 from tributary.streams.names import Keys
@@ -67,6 +69,8 @@ REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 MYSQL_URL = os.environ.get("MYSQL_URL", "mysql+pymysql://root@127.0.0.1:3306/test")
 NODES = int(os.environ.get("BENCH_NODES", "100000"))
 CHUNK = 1000
+#: nodes per flush batch (the service's default)
+BATCH = DEFAULT_BATCH_SIZE
 FILL_PIPELINE = 5000
 
 
@@ -160,23 +164,15 @@ def outbox_insert(n: int) -> tuple[float, str]:
     outbox_table(sa.MetaData()).create(engine)
     traceparent = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-01"
     with make_sessionmaker(engine)() as session:
-        template = FlushedTemplate(
-            new_event_id(), source=SERVICE.name, version="1", time=utc_now_rfc3339(),
-            traceparent=traceparent,
-        )  # fmt: skip
-        chunks = []
-        for start in range(0, n, CHUNK):
-            nodes = range(start, min(n, start + CHUNK))
-            ids = new_event_ids(len(nodes))
-            fields = []
-            for event_id, node in zip(ids, nodes, strict=True):
-                up, down = amounts(node)
-                fields.append(template.render(event_id, NodeTotals(node, up, down, up, down,
-                                                                   up + down, None)))  # fmt: skip
-            chunks.append((ids, fields))
+        totals = [NodeTotals(node, *amounts(node), *amounts(node), sum(amounts(node)), None)
+                  for node in range(n)]  # fmt: skip
+        batches = []
+        for start in range(0, n, BATCH):
+            shared = Shared(new_event_id(), SERVICE.name, "1", utc_now_rfc3339(), traceparent)
+            batches.append(flushed_pages(totals[start : start + BATCH], shared))
         started = time.perf_counter()
-        for ids, fields in chunks:
-            add_encoded_pages(session, catalog.TRAFFIC_FLUSHED, ids, fields)
+        for pages in batches:
+            add_rendered_pages(session, catalog.TRAFFIC_FLUSHED, RENDERER, pages)
         session.commit()
         elapsed = time.perf_counter() - started
     engine.dispose()

@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tributary import outbox
 from tributary.db import make_engine, make_sessionmaker
-from tributary.events import Event, decode
+from tributary.events import Event, decode, encode
 from tributary.metrics import Metrics
 from tributary.outbox import OutboxRelay, OutboxRow, outbox_table
 from tributary.streams.names import Keys
@@ -81,6 +81,14 @@ def event(n: int, event_id: str | None = None) -> Event:
 async def entries(redis_client: aioredis.Redis, keys: Keys, stream: str) -> list[dict[str, str]]:
     found = await redis_client.xrange(keys.stream(stream))
     return [cast("dict[str, str]", fields) for _, fields in found or []]
+
+
+@pytest.fixture
+def published(
+    redis_client: aioredis.Redis, keys: Keys
+) -> Callable[[], Awaitable[list[dict[str, str]]]]:
+    """What the relays have XADDed to FLUSHED so far."""
+    return lambda: entries(redis_client, keys, FLUSHED)
 
 
 def unpublished(engine: Engine) -> int:
@@ -247,6 +255,81 @@ async def test_a_row_that_is_neither_entry_nor_page_fails_the_cycle_loudly(
         session.execute(sa.insert(table).values(**row, created_at=datetime.now(UTC)))
     with pytest.raises(ValueError, match="neither an entry nor a page"):
         await make_relay(sm).relay_once()
+
+
+def _render_counts(args: dict[str, object]) -> list[dict[str, str]]:
+    """A page renderer for the tests: events of FLUSHED with totals ``first`` .. + n."""
+    first, n = args["first"], args["n"]
+    if not isinstance(first, int) or not isinstance(n, int):
+        raise ValueError("first and n must be integers")
+    return [encode(event(total, f"{args['prefix']}-{total}")) for total in range(first, first + n)]
+
+
+COUNTS = "tests/counts/1"
+outbox.register_renderer(COUNTS, _render_counts)
+
+
+Published = Callable[[], Awaitable[list[dict[str, str]]]]
+
+
+async def test_rendered_pages_go_out_as_their_renderer_makes_them_in_order(
+    engine: Engine, sm: sessionmaker[Session], make_relay: Callable[..., OutboxRelay],
+    published: Published,
+) -> None:  # fmt: skip
+    before, after = event(-1), event(-2)
+    pages = [("p-0", {"prefix": "p", "first": 0, "n": 1000}),
+             ("p-1000", {"prefix": "p", "first": 1000, "n": 500})]  # fmt: skip
+    with sm.begin() as session:
+        outbox.add(session, FLUSHED, before)
+        assert outbox.add_rendered_pages(session, FLUSHED, COUNTS, pages) == 2
+        outbox.add(session, FLUSHED, after)
+    with engine.connect() as conn:
+        stored = [f for (f,) in conn.execute(sa.select(table.c.fields).order_by(table.c.id))]
+    # a rendered page stores its renderer and arguments, compressed: not the events
+    assert json.loads(outbox.read_fields(stored[1])) == {"$render": COUNTS, "args": pages[0][1]}
+    assert len(stored[1]) < 200
+    relay = make_relay(sm, batch_size=1000)
+    while await relay.relay_once():
+        pass
+    events = [decode(f) for f in await published()]
+    assert [e.id for e in events] == [before.id, *(f"p-{n}" for n in range(1500)), after.id]
+    assert events[1500].data == {"node": "n1499", "total": 1499}
+    assert unpublished(engine) == 0
+
+
+async def test_a_rendered_page_nobody_can_render_stops_the_relay_and_waits(
+    engine: Engine, sm: sessionmaker[Session], make_relay: Callable[..., OutboxRelay],
+    published: Published,
+) -> None:  # fmt: skip
+    """A renderer this process lacks (another version's page) or arguments it refuses:
+    the cycle fails naming the row, nothing of it or after it is published or lost."""
+    with sm.begin() as session:
+        outbox.add_rendered_pages(session, FLUSHED, COUNTS, [("a", {"prefix": "a", "first": 0,
+                                                                     "n": 2})])  # fmt: skip
+        outbox.add(session, FLUSHED, event(7))
+    unknown = json.dumps({"$render": "tests/counts/2", "args": {}})
+    with engine.begin() as conn:
+        first_id = conn.execute(sa.select(sa.func.min(table.c.id))).scalar_one()
+        conn.execute(sa.update(table).where(table.c.id == first_id).values(fields=unknown))
+    relay = make_relay(sm)
+    missing = f"outbox row {first_id}: no page renderer 'tests/counts/2'"
+    with pytest.raises(ValueError, match=missing):
+        await relay.relay_once()
+    refused = json.dumps({"$render": COUNTS, "args": {"prefix": "a", "first": "0", "n": 2}})
+    with engine.begin() as conn:
+        conn.execute(sa.update(table).where(table.c.id == first_id).values(fields=refused))
+    with pytest.raises(ValueError, match=f"renderer '{COUNTS}' refused the page: first and n"):
+        await relay.relay_once()
+    assert unpublished(engine) == 2
+    assert await published() == []
+
+
+def test_rendered_pages_need_a_registered_renderer(sm: sessionmaker[Session]) -> None:
+    with sm() as session, pytest.raises(ValueError, match="no page renderer 'nobody'"):
+        outbox.add_rendered_pages(session, FLUSHED, "nobody", [("x", {})])
+    with pytest.raises(ValueError, match="already registered"):
+        outbox.register_renderer(COUNTS, lambda args: [])
+    outbox.register_renderer(COUNTS, _render_counts)  # the same one again: fine
 
 
 async def test_crash_between_commit_and_publish_still_publishes(

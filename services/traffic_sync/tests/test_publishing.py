@@ -1,8 +1,7 @@
-"""traffic.flushed outbox pages rendered from a batch template: the events encode() gives."""
+"""traffic.flushed outbox pages, rendered by the relay: the entries encode() gives."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Iterator
 
@@ -14,12 +13,19 @@ from opentelemetry.trace import SpanContext, TraceFlags, Tracer, TraceState
 from sqlalchemy.engine import Engine
 
 from traffic_sync.models import outbox
-from traffic_sync.publishing import EVENT_TYPE, FlushedTemplate, queue_flushed
+from traffic_sync.publishing import (
+    EVENT_TYPE,
+    FlushedTemplate,
+    Shared,
+    flushed_pages,
+    queue_flushed,
+    render_page,
+)
 from traffic_sync.repository import NodeTotals
 from tributary import catalog
 from tributary.db import make_sessionmaker
 from tributary.events import encode, make_event, new_event_id, new_event_ids
-from tributary.outbox import page_text, read_fields
+from tributary.outbox import row_entries
 
 BIG = 2**63 - 1
 TOTALS = [
@@ -33,8 +39,10 @@ ODD_TRACESTATE = 'vendor=it\'s \\ "odd" %s'
 TRACEPARENT = "00-0123456789abcdef0123456789abcdef-0123456789abcdef-01"
 
 
-def reference(t: NodeTotals, batch_id: str, event_id: str, **attributes: str | None) -> str:
-    """The outbox ``fields`` of the event as tributary.outbox.add_many writes them."""
+def reference(
+    t: NodeTotals, batch_id: str, event_id: str, **attributes: str | None
+) -> list[tuple[str, str]]:
+    """The entry of the event as encode() makes it (as pairs: the order counts too)."""
     payload = catalog.TrafficFlushed(
         node_id=str(t.node_id), upload_delta=t.upload_delta, download_delta=t.download_delta,
         upload_total=t.upload_total, download_total=t.download_total,
@@ -44,7 +52,7 @@ def reference(t: NodeTotals, batch_id: str, event_id: str, **attributes: str | N
     event = make_event(
         EVENT_TYPE, payload, source, catalog.default_registry(), id=event_id, **attributes
     )
-    return json.dumps(encode(event), separators=(",", ":"))
+    return list(encode(event).items())
 
 
 @pytest.mark.parametrize(
@@ -55,22 +63,20 @@ def reference(t: NodeTotals, batch_id: str, event_id: str, **attributes: str | N
         (ODD_SOURCE, TRACEPARENT, ODD_TRACESTATE),
     ],
 )
-def test_rendered_fields_are_the_encoded_event(
+def test_rendered_entries_are_the_encoded_event(
     source: str, traceparent: str | None, tracestate: str | None
 ) -> None:
     batch_id = new_event_id()
     time = "2025-01-02T03:04:05.678Z"
-    template = FlushedTemplate(
-        batch_id, source=source, version="1", time=time, traceparent=traceparent,
-        tracestate=tracestate,
-    )  # fmt: skip
+    template = FlushedTemplate(Shared(batch_id, source, "1", time, traceparent, tracestate))
     for t in TOTALS:
         event_id = new_event_id()
         expected = reference(
             t, batch_id, event_id, source=source, time=time, traceparent=traceparent,
             tracestate=tracestate,
         )  # fmt: skip
-        assert template.render(event_id, t) == expected
+        (entry,) = template.entries([event_id], [[value] for value in t])
+        assert list(entry.items()) == expected
 
 
 def test_event_ids_are_fresh_uuid7s() -> None:
@@ -115,25 +121,16 @@ def queue_and_read(engine: Engine, tracer: Tracer, sql_mode: str | None = None) 
         ).all()
     # pages of two (chunk=2): a row per page, named by its first event
     assert [r.stream for r in rows] == [catalog.TRAFFIC_FLUSHED] * 2
-    entries = [entry for r in rows for entry in json.loads(read_fields(r.fields))]
+    entries = [entry for i, r in enumerate(rows) for entry in row_entries(i, r.fields)]
     assert [r.event_id for r in rows] == [entries[0]["id"], entries[2]["id"]]
     assert len({e["id"] for e in entries}) == len(TOTALS)
-    expected = [
-        reference(
-            t,
-            batch_id,
-            fields["id"],
-            source=ODD_SOURCE,
-            time=fields["time"],
-            traceparent=fields["traceparent"],
-            tracestate=fields["tracestate"],
-        )
-        for fields, t in zip(entries, TOTALS, strict=True)
-    ]
     assert entries[0]["tracestate"] == ODD_TRACESTATE
-    # byte for byte: each page is the JSON array of what encode() gives
-    pages = [read_fields(r.fields) for r in rows]
-    assert pages == [page_text(expected[:2]), page_text(expected[2:])]
+    # byte for byte and in encode()'s order: the entries of the events, TOTALS' order
+    for fields, t in zip(entries, TOTALS, strict=True):
+        assert list(fields.items()) == reference(
+            t, batch_id, fields["id"], source=ODD_SOURCE, time=fields["time"],
+            traceparent=fields["traceparent"], tracestate=fields["tracestate"],
+        )  # fmt: skip
 
 
 @pytest.mark.parametrize("sql_mode", [None, "NO_BACKSLASH_ESCAPES"])
@@ -158,3 +155,52 @@ def test_a_payload_the_catalog_refuses_fails_the_batch(
             session, [TOTALS[0], negative], new_event_id(), source="traffic_sync",
             registry=catalog.default_registry(), tracer=tracer,
         )  # fmt: skip
+
+
+def test_a_page_stores_numbers_and_its_ids_as_a_block() -> None:
+    pages = flushed_pages(TOTALS, Shared(new_event_id(), "traffic_sync", "1", "t"), chunk=2)
+    assert [len(render_page(args)) for _, args in pages] == [2, 1]
+    (first_id, first), (second_id, second) = pages
+    prefix, start, count = first["ids"]
+    assert (count, second["ids"]) == (2, [prefix, start + 2, 1])
+    assert [first_id, second_id] == [render_page(page)[0]["id"] for page in (first, second)]
+    assert first["columns"] == [[1, 7], [10, 0], [20, 5], [10, 100], [20, 205], [30, 305],
+                                [None, 1000]]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"ids": ["not-a-uuid-", 0, 2]}, "not the prefix of a UUIDv7"),
+        ({"ids": None}, "cannot unpack"),
+        ({"columns": [[1, 2]] * 6}, "6 columns"),
+        ({"columns": [[1, 2]] * 7}, "other lengths"),
+        ({"columns": [["1; DROP"], [1], [1], [1], [1], [1], [None]]}, "invalid literal"),
+        (
+            {"shared": {"batch_id": "b", "source": None, "version": "1", "time": "t"}},
+            "must be text",
+        ),
+        (
+            {
+                "shared": {
+                    "batch_id": "b",
+                    "source": "s",
+                    "version": "1",
+                    "time": "t",
+                    "traceparent": 5,
+                }
+            },
+            "must be text",
+        ),
+        (
+            {"shared": {"batch_id": "b", "source": "s", "version": "1", "time": "t", "x": 1}},
+            "unexpected keyword",
+        ),
+    ],
+)
+def test_render_page_refuses_arguments_it_did_not_make(
+    change: dict[str, object], message: str
+) -> None:
+    ((_, args),) = flushed_pages(TOTALS[:1], Shared(new_event_id(), "traffic_sync", "1", "t"))
+    with pytest.raises((ValueError, TypeError), match=message):
+        render_page(args | change)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 import json
 import os
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -41,8 +42,49 @@ _LOW_BITS = 48
 
 
 def new_event_ids(count: int) -> list[str]:
-    """``count`` new UUIDv7s: 48-bit Unix milliseconds, version 7, 74 random bits (RFC
-    9562, with the RFC 4122 variant).
+    """``count`` new UUIDv7s (:func:`new_event_id_block`, as a list)."""
+    return new_event_id_block(count).ids() if count >= 1 else []
+
+
+#: the text of a UUIDv7 up to its last group: 8-4-4-4 lower-case hex digits and dashes
+_ID_PREFIX = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-")
+
+
+@dataclass(frozen=True, slots=True)
+class EventIdBlock:
+    """``count`` UUIDv7s that share their text up to the last group (``prefix``) and
+    count up by one from ``start`` in the last 48 bits: a batch's event ids, kept as
+    three values (an outbox page stores them so, and its relay makes the ids)."""
+
+    prefix: str
+    start: int
+    count: int
+
+    def __post_init__(self) -> None:
+        if not _ID_PREFIX.fullmatch(self.prefix):
+            raise ValueError(f"not the prefix of a UUIDv7: {self.prefix!r}")
+        if not (self.start >= 0 and self.count >= 0 and self.start + self.count <= 1 << _LOW_BITS):
+            raise ValueError(f"ids {self.start}..+{self.count} overflow the last 48 bits")
+
+    def ids(self) -> list[str]:
+        prefix = self.prefix
+        return [f"{prefix}{low:012x}" for low in range(self.start, self.start + self.count)]
+
+    def id_at(self, index: int) -> str:
+        if not 0 <= index < self.count:
+            raise IndexError(index)
+        return f"{self.prefix}{self.start + index:012x}"
+
+    def part(self, offset: int, count: int) -> EventIdBlock:
+        """The ids ``offset`` .. ``offset + count - 1`` of this block."""
+        if not (offset >= 0 and count >= 0 and offset + count <= self.count):
+            raise ValueError(f"ids {offset}..+{count} are not in a block of {self.count}")
+        return EventIdBlock(self.prefix, self.start + offset, count)
+
+
+def new_event_id_block(count: int) -> EventIdBlock:
+    """``count`` (at least 1) new UUIDv7s: 48-bit Unix milliseconds, version 7, 74 random
+    bits (RFC 9562, with the RFC 4122 variant).
 
     For producers that make an event per row of a large batch, where a random read and
     a ``uuid.UUID`` per id cost more than rendering the event: the batch takes its 74
@@ -54,7 +96,7 @@ def new_event_ids(count: int) -> list[str]:
     batches under 16M ids).
     """
     if count < 1:
-        return []
+        raise ValueError("a block holds at least one id")
     ms = (time.time_ns() // 1_000_000) & ((1 << 48) - 1)
     random = int.from_bytes(os.urandom(10), "big")  # 80 bits; 74 used
     rand_a, rand_b = random >> 68, random & ((1 << 62) - 1)
@@ -62,8 +104,7 @@ def new_event_ids(count: int) -> list[str]:
     # counting up must not carry into the fixed part: start low enough
     start = (rand_b & ((1 << _LOW_BITS) - 1)) % ((1 << _LOW_BITS) - count + 1)
     h = f"{ms << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | high << _LOW_BITS:032x}"
-    prefix = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-"
-    return [f"{prefix}{low:012x}" for low in range(start, start + count)]
+    return EventIdBlock(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-", start, count)
 
 
 def utc_now_rfc3339() -> str:

@@ -29,6 +29,20 @@ inspection). Everything above holds per page: a page is published whole or
 not at all, in id order with the other rows, and a crash before it is marked
 publishes it again with the same event ids.
 
+Rendered pages: a producer whose events of one stream differ only in a few
+numbers (a flush's ``traffic.flushed`` per node) need not write the events at
+all. :func:`add_rendered_pages` stores, per page, the name of a renderer and
+its arguments (the numbers, the event ids as a block, the shared envelope);
+the relay calls the renderer, registered in its process with
+:func:`register_renderer`, to make the entries it XADDs. The entries are
+fixed at commit (a renderer is a pure function of its arguments, ids
+included), so a page published twice is published the same; what the writing
+transaction saves is rendering, compressing and storing every event. A row
+whose renderer this process does not know, or whose arguments it refuses,
+stops the relay at that row with an error naming both, as any unreadable row
+does: its events are not dropped, and the rows after it wait, so a stream's
+order holds.
+
 Like the inbox, the table is schema-free and each service adds it to its own
 metadata and migrations with :func:`outbox_table`.
 """
@@ -76,6 +90,11 @@ MAX_PAGE_EVENTS = 1000
 PAGE_PREFIX = "zlib:"
 #: zlib level of pages: 1 compresses a 0.5 MB page ~8x in ~2 ms; 6 gains 20% for 3x the time
 PAGE_COMPRESSION_LEVEL = 1
+#: the key of a rendered page's JSON object naming its renderer (no envelope field has it)
+RENDER_KEY = "$render"
+#: makes a rendered page's entries from its stored arguments (raises ValueError if it cannot)
+PageRenderer = Callable[[Any], list[dict[str, str]]]
+_RENDERERS: dict[str, PageRenderer] = {}
 #: longest pause between attempts while the database or Redis keeps failing, in seconds
 MAX_ERROR_BACKOFF = 30.0
 #: while the relay is behind, the backlog gauge is recounted at most this often, in seconds
@@ -168,7 +187,8 @@ def _compressed(text: str) -> str:
 
 
 def read_fields(text: str) -> str:
-    """The JSON of an outbox row's ``fields``: an entry's object or a page's array."""
+    """The JSON of an outbox row's ``fields``: an entry's object, a page's array or a
+    rendered page's object (its renderer's name and arguments)."""
     if text.startswith(PAGE_PREFIX):
         return zlib.decompress(base64.b64decode(text[len(PAGE_PREFIX) :])).decode()
     return text
@@ -198,6 +218,40 @@ def add_encoded_pages(
             "stream": stream,
             "event_id": event_ids[start],
             "fields": _compressed(page_text(encoded[start : start + page_size])),
+            "created_at": now,
+        })  # fmt: skip
+    if rows:
+        session.execute(sa.insert(_OUTBOX), rows)
+    return len(rows)
+
+
+def register_renderer(name: str, renderer: PageRenderer) -> None:
+    """Make ``renderer`` the one that renders pages stored under ``name`` (in this
+    process: the relay and :func:`add_rendered_pages` look it up here)."""
+    known = _RENDERERS.get(name)
+    if known is not None and known is not renderer:
+        raise ValueError(f"page renderer {name!r} is already registered to {known}")
+    _RENDERERS[name] = renderer
+
+
+def add_rendered_pages(
+    session: Session, stream: str, renderer: str, pages: Sequence[tuple[str, Any]]
+) -> int:
+    """Queue pages whose entries ``renderer`` makes at publish time, in the caller's
+    transaction: ``pages`` holds, per page, its first event's id and the renderer's
+    JSON-serialisable arguments. A renderer must make the same entries from the same
+    arguments every time and at most :data:`MAX_PAGE_EVENTS` of them. Returns the rows
+    written."""
+    _check_stream(stream)
+    if renderer not in _RENDERERS:
+        raise ValueError(f"no page renderer {renderer!r} is registered")
+    now = _utcnow()
+    rows = []
+    for first_event_id, args in pages:
+        _check_event_id(first_event_id)
+        text = json.dumps({RENDER_KEY: renderer, "args": args}, separators=(",", ":"))
+        rows.append({
+            "stream": stream, "event_id": first_event_id, "fields": _compressed(text),
             "created_at": now,
         })  # fmt: skip
     if rows:
@@ -239,16 +293,33 @@ class OutboxRow:
     entries: list[dict[str, str]]
 
 
-def _entries(row_id: int, text: str) -> list[dict[str, str]]:
+def row_entries(row_id: int, text: str) -> list[dict[str, str]]:
+    """The entries the relay XADDs for an outbox row (its id and stored ``fields``): one,
+    a page's, or a rendered page's; ValueError (naming the row) if it cannot make them."""
     try:
         fields = json.loads(read_fields(text))
     except (ValueError, zlib.error) as exc:
         raise ValueError(f"outbox row {row_id}: fields are not readable: {exc}") from None
     if isinstance(fields, dict):
-        return [fields]
+        return _rendered(row_id, fields) if RENDER_KEY in fields else [fields]
     if isinstance(fields, list) and all(isinstance(f, dict) for f in fields):
         return fields
     raise ValueError(f"outbox row {row_id}: fields are neither an entry nor a page of entries")
+
+
+def _rendered(row_id: int, page: dict[str, Any]) -> list[dict[str, str]]:
+    name = page[RENDER_KEY]
+    renderer = _RENDERERS.get(name) if isinstance(name, str) else None
+    if renderer is None:
+        raise ValueError(f"outbox row {row_id}: no page renderer {name!r} in this process")
+    try:
+        entries = renderer(page.get("args"))
+    except (ValueError, TypeError, KeyError, IndexError) as exc:
+        problem = f"renderer {name!r} refused the page: {exc}"
+        raise ValueError(f"outbox row {row_id}: {problem}") from None
+    if len(entries) > MAX_PAGE_EVENTS:
+        raise ValueError(f"outbox row {row_id}: renderer {name!r} made {len(entries)} entries")
+    return entries
 
 
 class OutboxRelay:
@@ -362,7 +433,7 @@ class OutboxRelay:
         for row in session.execute(stmt):
             if entries >= self.batch_size:
                 break
-            rows.append(OutboxRow(row.id, row.stream, _entries(row.id, row.fields)))
+            rows.append(OutboxRow(row.id, row.stream, row_entries(row.id, row.fields)))
             entries += len(rows[-1].entries)
         return rows
 
