@@ -690,3 +690,39 @@ async def test_entries_read_ahead_are_not_reclaimed_while_their_batch_waits(
     await slow.drain(timeout=30)
     assert sum(stolen) == 0
     assert sorted(handled) == [("slow", float(i)) for i in range(20)]
+
+
+async def test_a_group_that_vanishes_is_created_again_and_reading_goes_on(
+    redis_client: aioredis.Redis,
+    keys: Keys,
+    tracer: Tracer,
+    registry: Registry,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """As after a restart of a Redis that keeps nothing: the group is gone, with the
+    entries this consumer had read ahead; the runner creates it again and re-reads."""
+    await _publish_readings(redis_client, keys, tracer, registry, 500)
+    r = runner(redis_client, keys, tracer, registry)  # batches of 50
+    seen: set[float] = set()
+    destroyed = False
+
+    @r.handler("device.read")
+    async def on_reading(event: Event) -> None:
+        nonlocal destroyed
+        if not destroyed:  # the first batch runs with the second one read ahead
+            destroyed = True
+            await redis_client.xgroup_destroy(keys.stream("readings"), "g")
+            raise RuntimeError("its ack would fail: the group is gone")
+        seen.add(event.payload(Reading).value)
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(r.run(stop))
+    deadline = asyncio.get_running_loop().time() + 20
+    while len(seen) < 500:
+        assert asyncio.get_running_loop().time() < deadline, f"{len(seen)} of 500 handled"
+        assert not task.done(), task
+        await asyncio.sleep(0.02)
+    stop.set()
+    await asyncio.wait_for(task, 10)
+    assert seen == {float(i) for i in range(500)}
+    assert "group g of readings vanished; creating it again" in caplog.text

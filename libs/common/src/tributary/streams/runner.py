@@ -238,6 +238,7 @@ class StreamRunner:
                         "group %s of %s vanished; creating it again", self.group, self.stream
                     )
                     group_ready = False
+                    await self._drop_prefetch()  # read from the vanished group
             await self._handle_prefetched()
         finally:
             await self._drop_prefetch()
