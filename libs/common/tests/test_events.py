@@ -10,11 +10,13 @@ from pydantic import BaseModel
 from tributary.errors import MalformedEvent
 from tributary.events import (
     Event,
+    EventIdBlock,
     Registry,
     decode,
     encode,
     make_event,
     new_event_id,
+    new_event_id_block,
     new_event_ids,
 )
 
@@ -131,3 +133,41 @@ def test_payload_converts_and_validates() -> None:
     assert event.payload(Flushed).upload == 3
     with pytest.raises(MalformedEvent):
         Event(type="x", data={"node": "a"}, source="s").payload(Flushed)
+
+
+def test_an_event_id_block_is_three_values_that_make_the_same_ids() -> None:
+    block = new_event_id_block(5)
+    ids = block.ids()
+    assert ids == [block.id_at(i) for i in range(5)]
+    assert EventIdBlock(block.prefix, block.start, block.count).ids() == ids
+    part = block.part(2, 3)
+    assert part.ids() == ids[2:]
+    assert part.prefix == block.prefix
+    with pytest.raises(ValueError, match="not in a block of 5"):
+        block.part(3, 3)
+    with pytest.raises(IndexError):
+        block.id_at(5)
+    with pytest.raises(ValueError, match="at least one id"):
+        new_event_id_block(0)
+
+
+@pytest.mark.parametrize(
+    ("prefix", "start", "count", "message"),
+    [
+        ("0190a000-0000-7000-8000-", 0, 1, None),
+        ("0190a000-0000-7000-8000-", 2**48 - 1, 1, None),
+        ("0190a000-0000-7000-8000-", 2**48 - 1, 2, "overflow the last 48 bits"),
+        ("0190a000-0000-7000-8000-", -1, 1, "overflow"),
+        ("0190a000-0000-4000-8000-", 0, 1, "not the prefix of a UUIDv7"),  # version 4
+        ("0190A000-0000-7000-8000-", 0, 1, "not the prefix"),  # upper case
+        ("0190a000-0000-7000-8000", 0, 1, "not the prefix"),  # no dash before the counter
+    ],
+)
+def test_an_event_id_block_refuses_what_is_not_uuid7s(
+    prefix: str, start: int, count: int, message: str | None
+) -> None:
+    if message is None:
+        assert str(uuid.UUID(EventIdBlock(prefix, start, count).id_at(0))).startswith(prefix)
+        return
+    with pytest.raises(ValueError, match=message):
+        EventIdBlock(prefix, start, count)

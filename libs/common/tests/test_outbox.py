@@ -262,7 +262,10 @@ def _render_counts(args: dict[str, object]) -> list[dict[str, str]]:
     first, n = args["first"], args["n"]
     if not isinstance(first, int) or not isinstance(n, int):
         raise ValueError("first and n must be integers")
-    return [encode(event(total, f"{args['prefix']}-{total}")) for total in range(first, first + n)]
+    made = [event(total, f"{args['prefix']}-{total}") for total in range(first, first + n)]
+    for e in made:
+        e.time = "2026-12-04T00:00:00.000Z"  # a renderer makes the same entries every time
+    return [encode(e) for e in made]
 
 
 COUNTS = "tests/counts/1"
@@ -318,7 +321,8 @@ async def test_a_rendered_page_nobody_can_render_stops_the_relay_and_waits(
     refused = json.dumps({"$render": COUNTS, "args": {"prefix": "a", "first": "0", "n": 2}})
     with engine.begin() as conn:
         conn.execute(sa.update(table).where(table.c.id == first_id).values(fields=refused))
-    with pytest.raises(ValueError, match=f"renderer '{COUNTS}' refused the page: first and n"):
+    refusal = f"renderer '{COUNTS}' refused the page: ValueError: first and n"
+    with pytest.raises(ValueError, match=refusal):
         await relay.relay_once()
     assert unpublished(engine) == 2
     assert await published() == []
@@ -384,6 +388,24 @@ async def test_crash_after_xadd_before_marking_publishes_again(
     assert await relay.relay_once() == 3
     ids = [decode(f).id for f in await entries(redis_client, keys, FLUSHED)]
     assert ids == [e.id for e in events] * 2
+    assert unpublished(engine) == 0
+
+
+async def test_a_rendered_page_published_twice_is_the_same_entries(
+    engine: Engine, sm: sessionmaker[Session], make_relay: Callable[..., OutboxRelay],
+    published: Published,
+) -> None:  # fmt: skip
+    with sm.begin() as session:
+        outbox.add_rendered_pages(session, FLUSHED, COUNTS, [("r-0", {"prefix": "r", "first": 0,
+                                                                       "n": 3})])  # fmt: skip
+    relay = make_relay(sm, cls=CrashAfterXadd)
+    with pytest.raises(ConnectionError):
+        await relay.relay_once()
+    assert unpublished(engine) == 1
+    assert await relay.relay_once() == 3
+    first, again = (await published())[:3], (await published())[3:]
+    assert first == again
+    assert [f["id"] for f in first] == ["r-0", "r-1", "r-2"]
     assert unpublished(engine) == 0
 
 

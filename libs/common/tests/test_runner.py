@@ -24,6 +24,7 @@ from tributary.streams.names import Keys
 from tributary.streams.producer import Producer
 from tributary.streams.runner import RunnerOptions, StreamRunner
 from tributary.streams.trim import safe_trim
+from tributary.tasks import cancel_and_wait
 
 FAST = RunnerOptions(
     batch_size=50,
@@ -613,11 +614,18 @@ async def _publish_readings(
     )
 
 
+async def _readings_runner(
+    redis: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry, n: int
+) -> StreamRunner:
+    """n readings published, and a runner (batches of 50) to read them."""
+    await _publish_readings(redis, keys, tracer, registry, n)
+    return runner(redis, keys, tracer, registry)
+
+
 async def test_a_full_read_sends_the_next_read_while_its_batch_runs(
     redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry
 ) -> None:
-    await _publish_readings(redis_client, keys, tracer, registry, 120)
-    r = runner(redis_client, keys, tracer, registry)  # batches of 50
+    r = await _readings_runner(redis_client, keys, tracer, registry, 120)
     pending_seen: list[int] = []
     got: list[float] = []
 
@@ -642,8 +650,7 @@ async def test_a_full_read_sends_the_next_read_while_its_batch_runs(
 async def test_a_stop_handles_the_read_already_sent_and_no_more(
     redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry
 ) -> None:
-    await _publish_readings(redis_client, keys, tracer, registry, 500)
-    r = runner(redis_client, keys, tracer, registry)  # batches of 50
+    r = await _readings_runner(redis_client, keys, tracer, registry, 500)
     stop = asyncio.Event()
     got: list[float] = []
 
@@ -701,8 +708,7 @@ async def test_a_group_that_vanishes_is_created_again_and_reading_goes_on(
 ) -> None:
     """As after a restart of a Redis that keeps nothing: the group is gone, with the
     entries this consumer had read ahead; the runner creates it again and re-reads."""
-    await _publish_readings(redis_client, keys, tracer, registry, 500)
-    r = runner(redis_client, keys, tracer, registry)  # batches of 50
+    r = await _readings_runner(redis_client, keys, tracer, registry, 500)
     seen: set[float] = set()
     destroyed = False
 
@@ -726,3 +732,34 @@ async def test_a_group_that_vanishes_is_created_again_and_reading_goes_on(
     await asyncio.wait_for(task, 10)
     assert seen == {float(i) for i in range(500)}
     assert "group g of readings vanished; creating it again" in caplog.text
+
+
+async def test_cancelled_with_a_read_ahead_it_stops_and_a_restart_runs_both_batches(
+    redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry
+) -> None:
+    first = await _readings_runner(redis_client, keys, tracer, registry, 200)
+    never = asyncio.Event()
+
+    @first.handler("device.read")
+    async def stuck(event: Event) -> None:
+        await never.wait()
+
+    await first.ensure_group()
+    task = asyncio.create_task(first.run())
+    deadline = asyncio.get_running_loop().time() + 10
+    while await _pending(redis_client, keys) < 100:  # a batch running, one read ahead
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    await asyncio.wait_for(cancel_and_wait(task), 10)  # cancels again until it is done
+    assert task.cancelled()
+    assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("claims:")]
+
+    seen: list[float] = []
+    again = runner(redis_client, keys, tracer, registry)  # the same consumer name
+
+    @again.handler("device.read")
+    async def record(event: Event) -> None:
+        seen.append(event.payload(Reading).value)
+
+    await again.drain()
+    assert sorted(seen) == [float(i) for i in range(200)]

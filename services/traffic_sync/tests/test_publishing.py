@@ -204,3 +204,13 @@ def test_render_page_refuses_arguments_it_did_not_make(
     ((_, args),) = flushed_pages(TOTALS[:1], Shared(new_event_id(), "traffic_sync", "1", "t"))
     with pytest.raises((ValueError, TypeError), match=message):
         render_page(args | change)
+
+
+def test_pages_over_the_relays_limit_are_refused_when_written_and_when_read() -> None:
+    shared = Shared(new_event_id(), "traffic_sync", "1", "t")
+    with pytest.raises(ValueError, match=r"chunk must be 1\.\.1000"):
+        flushed_pages(TOTALS, shared, chunk=1001)
+    ((_, args),) = flushed_pages(TOTALS[:1], shared)
+    prefix, start, _ = args["ids"]
+    with pytest.raises(ValueError, match="a page of 1001 events"):
+        render_page(args | {"ids": [prefix, start, 1001]})

@@ -84,7 +84,7 @@ TABLE_NAME = "outbox"
 STREAM_MAX_LENGTH = 200
 EVENT_ID_MAX_LENGTH = 64
 DEFAULT_BATCH_SIZE = 1000
-#: most events one page row holds (a page of traffic.flushed events is ~0.5 MB of JSON)
+#: most events one page row holds (1,000 events of ~450 bytes are ~0.5 MB of JSON)
 MAX_PAGE_EVENTS = 1000
 #: what a compressed page's ``fields`` start with (then base64 of zlib-compressed JSON)
 PAGE_PREFIX = "zlib:"
@@ -314,8 +314,8 @@ def _rendered(row_id: int, page: dict[str, Any]) -> list[dict[str, str]]:
         raise ValueError(f"outbox row {row_id}: no page renderer {name!r} in this process")
     try:
         entries = renderer(page.get("args"))
-    except (ValueError, TypeError, KeyError, IndexError) as exc:
-        problem = f"renderer {name!r} refused the page: {exc}"
+    except Exception as exc:  # whatever a bad row makes it raise: name the row
+        problem = f"renderer {name!r} refused the page: {type(exc).__name__}: {exc}"
         raise ValueError(f"outbox row {row_id}: {problem}") from None
     if len(entries) > MAX_PAGE_EVENTS:
         raise ValueError(f"outbox row {row_id}: renderer {name!r} made {len(entries)} entries")

@@ -145,6 +145,9 @@ def flushed_pages(
 ) -> list[tuple[str, dict[str, Any]]]:
     """The rendered pages (first event id, :func:`render_page`'s arguments) of the
     batch's events, ``chunk`` nodes a page, with fresh event ids."""
+    if not 1 <= chunk <= outbox.MAX_PAGE_EVENTS:
+        # the relay refuses bigger pages: a row it cannot publish would stop it for good
+        raise ValueError(f"chunk must be 1..{outbox.MAX_PAGE_EVENTS}, not {chunk}")
     if not totals:
         return []
     block = new_event_id_block(len(totals))
@@ -162,6 +165,8 @@ def flushed_pages(
 def render_page(args: Any) -> list[dict[str, str]]:
     """The entries of a page :func:`flushed_pages` made (the relay's renderer)."""
     prefix, start, count = args["ids"]
+    if not isinstance(count, int) or count > outbox.MAX_PAGE_EVENTS:
+        raise ValueError(f"a page of {count!r} events")  # before making that many ids
     ids = EventIdBlock(prefix, start, count).ids()
     return FlushedTemplate(Shared(**args["shared"])).entries(ids, args["columns"])
 

@@ -241,8 +241,10 @@ class StreamRunner:
                     await self._drop_prefetch()  # read from the vanished group
             await self._handle_prefetched()
         finally:
-            await self._drop_prefetch()
-            await cancel_and_wait(refresher)
+            try:
+                await self._drop_prefetch()
+            finally:  # a second cancellation of run() during the drop stops the refresher too
+                await cancel_and_wait(refresher)
 
     async def _handle_prefetched(self) -> None:
         """On a stop: handle what the last prefetch already brought (it is delivered to
@@ -550,7 +552,8 @@ class StreamRunner:
         return len(runnable)
 
     async def _keep_claims_fresh(self) -> None:
-        """While a batch runs, reset its entries' idle time so XAUTOCLAIM leaves them alone."""
+        """While a batch runs, reset its entries' idle time (and the read-ahead's, once it
+        has arrived) so XAUTOCLAIM leaves them alone."""
         interval = self.options.claim_idle_ms / 3000
         while True:
             await asyncio.sleep(interval)
