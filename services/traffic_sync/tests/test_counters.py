@@ -85,14 +85,14 @@ def test_the_fast_parser_leaves_odd_hashes_to_the_full_one() -> None:
 def test_parse_batch_merges_nodes_drops_zero_deltas_and_sorts() -> None:
     batch = parse_batch(
         "b1",
-        [
+        Moved(others=[
             (b"9", moved({"upload": "5", "download": "1"})),
             (b"3", moved({"upload": "2"})),
             (b"009", moved({"download": "10"})),
             (b"4", moved({"upload": "0", "download": "0"})),
             (b"5", moved({"upload": "1", "download": "1", "extra": "x"})),
-        ],
-    )
+        ]),
+    )  # fmt: skip
     assert batch.deltas == (NodeDelta(3, 2, 0), NodeDelta(5, 1, 1), NodeDelta(9, 5, 11))
     assert batch.rejects == ()
     assert (batch.upload_bytes, batch.download_bytes) == (8, 12)
@@ -119,7 +119,7 @@ def test_parse_batch_merges_nodes_drops_zero_deltas_and_sorts() -> None:
 def test_bad_node_data_is_rejected_with_its_reason(
     raw_id: bytes, payload: bytes, reason: str
 ) -> None:
-    batch = parse_batch("b1", [(raw_id, payload), (b"2", moved({"upload": "1"}))])
+    batch = parse_batch("b1", Moved(others=[(raw_id, payload), (b"2", moved({"upload": "1"}))]))
     assert batch.deltas == (NodeDelta(2, 1, 0),)
     assert [r.reason for r in batch.rejects] == [reason]
     assert batch.rejects[0].raw

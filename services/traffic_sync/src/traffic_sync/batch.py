@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -174,11 +174,8 @@ def _plain_nodes(plain: Sequence[bytes]) -> tuple[list[NodeDelta], list[Rejected
     return deltas, rejects
 
 
-def parse_batch(batch_id: str, moved: Moved | Iterable[tuple[bytes, bytes]]) -> Batch:
-    """Deltas (merged per node, zero ones dropped, sorted) and rejects of a moved batch
-    (:class:`Moved`, or the (raw id, JSON payload) pairs batches kept before)."""
-    if not isinstance(moved, Moved):
-        moved = Moved(others=list(moved))
+def parse_batch(batch_id: str, moved: Moved) -> Batch:
+    """Deltas (merged per node, zero ones dropped, sorted) and rejects of a moved batch."""
     plain, rejects = _plain_nodes(moved.plain)
     if not moved.others and len({d.node_id for d in plain}) == len(plain):
         # the common case: plain nodes only, each once

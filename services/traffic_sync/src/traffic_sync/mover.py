@@ -191,44 +191,49 @@ class Mover:
 
     # -- discovery ------------------------------------------------------------------
 
-    async def _indexed(self) -> AsyncIterator[list[bytes]]:
-        """Raw ids in the dirty index, a page per SSCAN call."""
+    async def _pages(
+        self, call: Callable[[int | bytes], Awaitable[tuple[int | bytes, list[bytes]]]]
+    ) -> AsyncIterator[list[bytes]]:
+        """The non-empty pages of raw ids a cursor command's calls return, until Redis
+        hands the cursor back as 0."""
         cursor: int | bytes = 0
         while True:
-            cursor, ids = await self._raw(
-                "SSCAN", self.keys.dirty, cursor, "COUNT", self.scan_count
-            )
-            yield ids
-            if int(cursor) == 0:
-                return
-
-    async def _scanned(self) -> AsyncIterator[list[bytes]]:
-        """Raw ids of the node keys each SCAN call finds."""
-        cursor: int | bytes = 0
-        pattern = self.keys.node_pattern
-        while True:
-            cursor, found = await self._raw(
-                "SCAN", cursor, "MATCH", pattern, "COUNT", self.scan_count
-            )
-            yield [self.keys.node_id_of(key) for key in found]
-            if int(cursor) == 0:
-                return
-
-    async def _scanned_unindexed(self) -> AsyncIterator[list[bytes]]:
-        """What SCAN finds that the dirty index does not hold (``both``: the index's
-        own walk takes the rest). A node indexed after this check and missed by that
-        walk too stays dirty for the next flush, like any write during a flush."""
-        cursor: int | bytes = 0
-        head, tail = self.keys.node_affixes
-        while True:
-            args = [cursor, self.keys.node_pattern, self.scan_count, head, tail]
-            cursor, ids = await self._script(
-                SCAN_UNINDEXED_SCRIPT, _SCAN_UNINDEXED_SHA, [self.keys.dirty], args
-            )
+            cursor, ids = await call(cursor)
             if ids:
                 yield ids
             if int(cursor) == 0:
                 return
+
+    def _indexed(self) -> AsyncIterator[list[bytes]]:
+        """Raw ids in the dirty index, a page per SSCAN call."""
+        return self._pages(
+            lambda cursor: self._raw("SSCAN", self.keys.dirty, cursor, "COUNT", self.scan_count)
+        )
+
+    def _scanned(self) -> AsyncIterator[list[bytes]]:
+        """Raw ids of the node keys each SCAN call finds."""
+
+        async def scan(cursor: int | bytes) -> tuple[int | bytes, list[bytes]]:
+            cursor, found = await self._raw(
+                "SCAN", cursor, "MATCH", self.keys.node_pattern, "COUNT", self.scan_count
+            )
+            return cursor, [self.keys.node_id_of(key) for key in found]
+
+        return self._pages(scan)
+
+    def _scanned_unindexed(self) -> AsyncIterator[list[bytes]]:
+        """What SCAN finds that the dirty index does not hold (``both``: the index's
+        own walk takes the rest). A node indexed after this check and missed by that
+        walk too stays dirty for the next flush, like any write during a flush."""
+        head, tail = self.keys.node_affixes
+        return self._pages(
+            lambda cursor: self._script(
+                SCAN_UNINDEXED_SCRIPT,
+                _SCAN_UNINDEXED_SHA,
+                [self.keys.dirty],
+                [cursor, self.keys.node_pattern, self.scan_count, head, tail],
+            )
+        )
 
     def dirty_walks(self) -> list[AsyncIterator[list[bytes]]]:
         """The walks that find dirty nodes' raw ids, a page at a time (a node may come
