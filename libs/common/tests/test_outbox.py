@@ -24,6 +24,8 @@ from tributary.db import make_engine, make_sessionmaker
 from tributary.events import Event, decode, encode
 from tributary.metrics import Metrics
 from tributary.outbox import OutboxRelay, OutboxRow, outbox_table
+from tributary.streams import client
+from tributary.streams.dlq import DeadLetters
 from tributary.streams.names import Keys
 from tributary.tracing import parse_traceparent
 
@@ -247,14 +249,43 @@ async def test_an_empty_page_is_marked_published_and_the_relay_goes_on(
     assert unpublished(engine) == 0
 
 
-async def test_a_row_that_is_neither_entry_nor_page_fails_the_cycle_loudly(
-    sm: sessionmaker[Session], make_relay: Callable[..., OutboxRelay]
-) -> None:
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "[1, 2]",  # neither an entry nor a page of entries
+        "{not json",
+        "zlib:%%%",  # a compressed page that is not base64 of zlib
+        '{"id": "x", "data": {"nested": 1}}',  # not a flat hash of strings
+        "[{}]",  # an empty entry (XADD needs a field)
+        '"text"',
+        '{"$render": 7, "args": {}}',
+    ],
+)
+async def test_a_row_no_relay_can_publish_is_dead_lettered_and_the_relay_goes_on(
+    engine: Engine, sm: sessionmaker[Session], make_relay: Callable[..., OutboxRelay],
+    published: Published, redis_client: aioredis.Redis, keys: Keys, stored: str,
+) -> None:  # fmt: skip
+    """A poison row must not stop every later event: it goes to <stream>.dlq with the
+    reason and its stored text, and the rows after it are published."""
     with sm.begin() as session:
-        row = {"stream": FLUSHED, "event_id": "x", "fields": "[1, 2]"}
+        row = {"stream": FLUSHED, "event_id": "x", "fields": stored}
         session.execute(sa.insert(table).values(**row, created_at=datetime.now(UTC)))
-    with pytest.raises(ValueError, match="neither an entry nor a page"):
-        await make_relay(sm).relay_once()
+        outbox.add(session, FLUSHED, after := event(1))
+    metrics = Metrics()
+    relay = make_relay(sm, metrics=metrics)
+    assert await relay.relay_once() == 2
+    assert [decode(f).id for f in await published()] == [after.id]
+    assert unpublished(engine) == 0
+    [letter] = await DeadLetters(redis_client, FLUSHED, keys).page()
+    assert letter.error.startswith("outbox row ")
+    assert letter.group == outbox.RELAY_GROUP
+    assert letter.original_id.startswith("outbox:")
+    assert letter.fields == {}  # nothing a replay could put back
+    [(_, letter_fields)] = await client.entries(redis_client, keys.dlq(FLUSHED))
+    assert letter_fields["dlq.outbox_fields"] == stored
+    labels = {"stream": FLUSHED, "group": outbox.RELAY_GROUP}
+    assert metrics.registry.get_sample_value("tributary_events_dead_lettered_total", labels) == 1
+    assert await DeadLetters(redis_client, FLUSHED, keys).replay() == 0
 
 
 def _render_counts(args: dict[str, object]) -> list[dict[str, str]]:
@@ -304,8 +335,8 @@ async def test_a_rendered_page_nobody_can_render_stops_the_relay_and_waits(
     engine: Engine, sm: sessionmaker[Session], make_relay: Callable[..., OutboxRelay],
     published: Published,
 ) -> None:  # fmt: skip
-    """A renderer this process lacks (another version's page) or arguments it refuses:
-    the cycle fails naming the row, nothing of it or after it is published or lost."""
+    """A renderer this process lacks (another version's page): the cycle fails naming
+    the row, nothing of it or after it is published or lost."""
     with sm.begin() as session:
         outbox.add_rendered_pages(session, FLUSHED, COUNTS, [("a", {"prefix": "a", "first": 0,
                                                                      "n": 2})])  # fmt: skip
@@ -318,14 +349,30 @@ async def test_a_rendered_page_nobody_can_render_stops_the_relay_and_waits(
     missing = f"outbox row {first_id}: no page renderer 'tests/counts/2'"
     with pytest.raises(ValueError, match=missing):
         await relay.relay_once()
-    refused = json.dumps({"$render": COUNTS, "args": {"prefix": "a", "first": "0", "n": 2}})
-    with engine.begin() as conn:
-        conn.execute(sa.update(table).where(table.c.id == first_id).values(fields=refused))
-    refusal = f"renderer '{COUNTS}' refused the page: ValueError: first and n"
-    with pytest.raises(ValueError, match=refusal):
-        await relay.relay_once()
     assert unpublished(engine) == 2
     assert await published() == []
+
+
+async def test_a_rendered_page_its_renderer_refuses_is_dead_lettered(
+    engine: Engine, sm: sessionmaker[Session], make_relay: Callable[..., OutboxRelay],
+    published: Published, redis_client: aioredis.Redis, keys: Keys,
+) -> None:  # fmt: skip
+    """Arguments the renderer refuses can never be rendered by anyone: a dead letter
+    naming the row and the refusal; the rows after it go out."""
+    with sm.begin() as session:
+        outbox.add_rendered_pages(session, FLUSHED, COUNTS, [("a", {"prefix": "a", "first": 0,
+                                                                     "n": 2})])  # fmt: skip
+        outbox.add(session, FLUSHED, after := event(7))
+    refused = json.dumps({"$render": COUNTS, "args": {"prefix": "a", "first": "0", "n": 2}})
+    with engine.begin() as conn:
+        first_id = conn.execute(sa.select(sa.func.min(table.c.id))).scalar_one()
+        conn.execute(sa.update(table).where(table.c.id == first_id).values(fields=refused))
+    assert await make_relay(sm).relay_once() == 2
+    assert [decode(f).id for f in await published()] == [after.id]
+    [letter] = await DeadLetters(redis_client, FLUSHED, keys).page()
+    refusal = f"outbox row {first_id}: renderer '{COUNTS}' refused the page: ValueError: first"
+    assert letter.error.startswith(refusal)
+    assert unpublished(engine) == 0
 
 
 def test_rendered_pages_need_a_registered_renderer(sm: sessionmaker[Session]) -> None:

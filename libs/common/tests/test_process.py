@@ -156,3 +156,29 @@ def test_check_config_never_prints_secrets(
     assert proc.returncode == 0
     assert b"hunter2" not in out
     assert b'"database_url": "**********"' in out
+
+
+def test_a_failed_task_stops_the_service_with_exit_1_and_a_line_saying_why(
+    start: Callable[..., subprocess.Popen[bytes]], redis_url: str, keys: Keys
+) -> None:
+    """A consumer that cannot go on (its stream's key now holds a string) stops the whole
+    service cleanly; a supervisor must see a failure, not a clean exit."""
+    proc = start()
+    client = redis.Redis.from_url(redis_url)
+    key = keys.stream(STREAM)
+
+    def group_made() -> bool:
+        return bool(client.exists(key)) and bool(client.xinfo_groups(key))
+
+    try:
+        wait_until(group_made, proc, 60, "consumer group created")
+        with client.pipeline(transaction=True) as pipe:
+            pipe.delete(key)
+            pipe.set(key, "clobbered")
+            pipe.execute()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        client.close()
+    assert proc.returncode == 1
+    last = err.decode().strip().splitlines()[-1]
+    assert last.startswith(f"sample: consume:{STREAM} failed: ResponseError: WRONGTYPE"), last

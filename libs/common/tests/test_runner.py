@@ -734,6 +734,44 @@ async def test_a_group_that_vanishes_is_created_again_and_reading_goes_on(
     assert "group g of readings vanished; creating it again" in caplog.text
 
 
+async def test_a_stream_deleted_while_a_read_waits_is_made_again_and_reading_goes_on(
+    redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """DEL of the stream under a blocked XREADGROUP answers UNBLOCKED: not a crash."""
+    options = RunnerOptions(batch_size=50, block_ms=5_000, housekeeping_interval=60)
+    r = runner(redis_client, keys, tracer, registry, options=options)
+    seen: list[float] = []
+
+    @r.handler("device.read")
+    async def on_reading(event: Event) -> None:
+        seen.append(event.payload(Reading).value)
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(r.run(stop))
+    key = keys.stream("readings")
+
+    async def blocked() -> bool:
+        clients: list[dict[str, str]] = await redis_client.client_list()
+        return any(c.get("cmd") == "xreadgroup" and "b" in str(c.get("flags")) for c in clients)
+
+    deadline = asyncio.get_running_loop().time() + 10
+    while not await blocked():
+        assert asyncio.get_running_loop().time() < deadline
+        assert not task.done(), task
+        await asyncio.sleep(0.02)
+    await redis_client.delete(key)
+    producer = Producer(redis_client, tracer, keys)
+    while not seen:
+        await producer.publish("readings", reading(registry, 1))  # until the group is back
+        assert asyncio.get_running_loop().time() < deadline + 10
+        assert not task.done(), task
+        await asyncio.sleep(0.05)
+    stop.set()
+    await asyncio.wait_for(task, 15)
+    assert "group g of readings vanished; creating it again" in caplog.text
+
+
 async def test_cancelled_with_a_read_ahead_it_stops_and_a_restart_runs_both_batches(
     redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry
 ) -> None:

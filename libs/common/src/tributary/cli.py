@@ -13,16 +13,18 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
+from typing import Any
 
-import redis.asyncio as aioredis
 from pydantic import SecretStr
 
+from tributary import redis_client
 from tributary.config import ServiceSettings, load_settings
 from tributary.db import make_engine, wait_for_db
-from tributary.errors import ConfigError
+from tributary.errors import ConfigError, ServiceCrashed
 from tributary.service import Service, migrate, run_once, run_service
 from tributary.streams.dlq import DeadLetters
 from tributary.streams.names import Keys
+from tributary.wire import printable
 
 #: exit status for bad configuration (as sysexits' EX_CONFIG would be too obscure)
 EXIT_CONFIG = 2
@@ -62,19 +64,32 @@ def describe_settings(settings: ServiceSettings) -> dict[str, object]:
     return shown
 
 
+def _json_line(value: dict[str, Any]) -> str:
+    """One JSON line; bytes of an entry that are not UTF-8 shown as ``\\xNN`` escapes."""
+    return json.dumps(_printable(value), ensure_ascii=False)
+
+
+def _printable(value: Any) -> Any:
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {printable(str(k)): _printable(v) for k, v in value.items()}
+    return value
+
+
 async def _dlq(settings: ServiceSettings, args: argparse.Namespace) -> int:
-    redis = aioredis.Redis.from_url(settings.redis_url.get_secret_value(), decode_responses=True)
+    redis = redis_client.connect(settings.redis_url.get_secret_value())
     try:
         dlq = DeadLetters(redis, args.stream, Keys(settings.stream_prefix))
         if args.action == "list":
             for letter in await dlq.page(args.count):
-                print(json.dumps({"id": letter.dlq_id, "type": letter.fields.get("type"),
+                print(_json_line({"id": letter.dlq_id, "type": letter.fields.get("type"),
                                   "group": letter.group, "deliveries": letter.deliveries,
                                   "error": letter.error, "time": letter.time}))  # fmt: skip
         elif args.action == "show":
             for entry_id in args.ids:
                 found = await dlq.get(entry_id)
-                print(json.dumps(asdict(found) if found else {"id": entry_id, "missing": True}))
+                print(_json_line(asdict(found) if found else {"id": entry_id, "missing": True}))
         elif args.action == "replay":
             print(f"replayed {await dlq.replay(args.ids or None, args.count)}")
         else:
@@ -102,7 +117,11 @@ def dispatch(
     commands: Sequence[Command] = (),
 ) -> int:
     if args.command == "run":
-        asyncio.run(run_service(service, settings))
+        try:
+            asyncio.run(run_service(service, settings))
+        except ServiceCrashed as exc:
+            print(f"{service.name}: {exc}", file=sys.stderr)
+            return 1
         return 0
     if args.command == "once":
         asyncio.run(run_once(service, settings))

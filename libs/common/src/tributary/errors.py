@@ -34,3 +34,7 @@ class Reject(TributaryError):
 
 class LeaseLost(TributaryError):
     """The leader lease was lost while work that needs it was running."""
+
+
+class ServiceCrashed(TributaryError):
+    """A task of a running service failed: the service stopped cleanly and exits non-zero."""

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from tributary.errors import MalformedEvent
+from tributary.wire import undecodable
 
 SPEC_VERSION = "1.0"
 #: fields every envelope carries; the rest (traceparent, tracestate) are optional
@@ -220,8 +221,11 @@ def decode(fields: Mapping[str, str], registry: Registry | None = None) -> Event
     """Parse a stream entry; raises MalformedEvent (only) when it is not a valid event."""
     try:
         get = fields.get
+        problem = undecodable(fields)
     except AttributeError:
         raise MalformedEvent("entry is not a hash of fields") from None
+    if problem is not None:
+        raise MalformedEvent(problem)
     event_id, event_type, source, timestamp, specversion, raw = (
         get("id"), get("type"), get("source"), get("time"), get("specversion"), get("data")
     )  # fmt: skip

@@ -38,10 +38,16 @@ the relay calls the renderer, registered in its process with
 fixed at commit (a renderer is a pure function of its arguments, ids
 included), so a page published twice is published the same; what the writing
 transaction saves is rendering, compressing and storing every event. A row
-whose renderer this process does not know, or whose arguments it refuses,
-stops the relay at that row with an error naming both, as any unreadable row
-does: its events are not dropped, and the rows after it wait, so a stream's
-order holds.
+whose renderer this process does not know stops the relay at that row with
+an error naming both (a replica of a newer version, which knows it, may be
+about to publish it): its events are not dropped, and the rows after it
+wait, so a stream's order holds.
+
+A row that no process can ever publish (unreadable text, entries that are
+not flat string hashes, arguments its renderer refuses) does not stop the
+relay: it goes to ``<stream>.dlq`` as a dead letter with the reason, the row
+id and the row's stored text (``dlq.outbox_fields``), is marked published,
+and is counted in ``tributary_events_dead_lettered`` (group ``outbox-relay``).
 
 Like the inbox, the table is schema-free and each service adds it to its own
 metadata and migrations with :func:`outbox_table`.
@@ -75,6 +81,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from tributary.db import make_sessionmaker
 from tributary.events import Event, encode
 from tributary.metrics import Metrics
+from tributary.streams import client
+from tributary.streams.dlq import dead_letter_fields
 from tributary.streams.names import Keys
 from tributary.tracing import start_producer_span
 
@@ -285,12 +293,37 @@ def count_unpublished(session: Session) -> int:
     return int(session.execute(stmt).scalar_one())
 
 
+#: the group name an outbox row's dead letter carries (no consumer group read it)
+RELAY_GROUP = "outbox-relay"
+
+
+class UnknownRenderer(ValueError):
+    """A rendered page names a renderer this process does not have."""
+
+
 @dataclass(frozen=True, slots=True)
 class OutboxRow:
     id: int
     stream: str
     #: the entries to XADD, in order: one, or a page's
     entries: list[dict[str, str]]
+    #: why the row can never be published (then ``entries`` is empty): it is dead-lettered
+    problem: str | None = None
+    #: the row's stored ``fields``, kept for the dead letter of a row with a problem
+    stored: str = ""
+
+    def dead_letter(self) -> dict[str, str]:
+        fields = dead_letter_fields(
+            {},
+            error=self.problem or "unreadable outbox row",
+            deliveries=1,
+            stream=self.stream,
+            group=RELAY_GROUP,
+            consumer=RELAY_GROUP,
+            entry_id=f"outbox:{self.id}",
+        )
+        fields["dlq.outbox_fields"] = self.stored
+        return fields
 
 
 def row_entries(row_id: int, text: str) -> list[dict[str, str]]:
@@ -300,18 +333,42 @@ def row_entries(row_id: int, text: str) -> list[dict[str, str]]:
         fields = json.loads(read_fields(text))
     except (ValueError, zlib.error) as exc:
         raise ValueError(f"outbox row {row_id}: fields are not readable: {exc}") from None
-    if isinstance(fields, dict):
-        return _rendered(row_id, fields) if RENDER_KEY in fields else [fields]
-    if isinstance(fields, list) and all(isinstance(f, dict) for f in fields):
-        return fields
-    raise ValueError(f"outbox row {row_id}: fields are neither an entry nor a page of entries")
+    if isinstance(fields, dict) and RENDER_KEY in fields:
+        entries = _rendered(row_id, fields)
+    elif isinstance(fields, dict):
+        entries = [fields]
+    elif isinstance(fields, list):
+        entries = fields
+    else:
+        raise ValueError(f"outbox row {row_id}: fields are neither an entry nor a page")
+    for entry in entries:
+        if not (
+            isinstance(entry, dict)
+            and entry
+            and all(isinstance(k, str) and isinstance(v, str) for k, v in entry.items())
+        ):
+            raise ValueError(f"outbox row {row_id}: an entry is not a flat hash of strings")
+    return entries
+
+
+def _read_row(row_id: int, stream: str, stored: str) -> OutboxRow:
+    """The row as the relay publishes it, or with the problem that makes it a dead letter
+    (a renderer this process lacks is not such a problem: it raises)."""
+    try:
+        return OutboxRow(row_id, stream, row_entries(row_id, stored))
+    except UnknownRenderer:
+        raise
+    except ValueError as exc:
+        return OutboxRow(row_id, stream, [], problem=str(exc), stored=stored)
 
 
 def _rendered(row_id: int, page: dict[str, Any]) -> list[dict[str, str]]:
     name = page[RENDER_KEY]
     renderer = _RENDERERS.get(name) if isinstance(name, str) else None
     if renderer is None:
-        raise ValueError(f"outbox row {row_id}: no page renderer {name!r} in this process")
+        if isinstance(name, str):
+            raise UnknownRenderer(f"outbox row {row_id}: no page renderer {name!r} in this process")
+        raise ValueError(f"outbox row {row_id}: the renderer's name is not a string")
     try:
         entries = renderer(page.get("args"))
     except Exception as exc:  # whatever a bad row makes it raise: name the row
@@ -433,7 +490,7 @@ class OutboxRelay:
         for row in session.execute(stmt):
             if entries >= self.batch_size:
                 break
-            rows.append(OutboxRow(row.id, row.stream, row_entries(row.id, row.fields)))
+            rows.append(_read_row(row.id, row.stream, row.fields))
             entries += len(rows[-1].entries)
         return rows
 
@@ -441,11 +498,19 @@ class OutboxRelay:
         """XADD the batch in one round trip, in id order (a pipeline keeps the order)."""
         async with self._redis.pipeline(transaction=False) as pipe:
             for row in rows:
+                if row.problem is not None:
+                    log.error("outbox row %d cannot be published; dead-lettered: %s",
+                              row.id, row.problem)  # fmt: skip
+                    client.add(pipe, self._keys.dlq(row.stream), row.dead_letter())
+                    continue
                 stream = self._keys.stream(row.stream)
                 for entry in row.entries:
                     pipe.xadd(stream, entry)  # type: ignore[arg-type]
             await pipe.execute()
         if self._metrics is not None:
+            for row in rows:
+                if row.problem is not None:
+                    self._metrics.dead_lettered.labels(row.stream, RELAY_GROUP).inc()
             counts: Counter[str] = Counter()
             for row in rows:
                 counts[row.stream] += len(row.entries)

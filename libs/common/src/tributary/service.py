@@ -24,8 +24,10 @@ from fastapi import APIRouter
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from tributary import redis_client
 from tributary.config import ServiceSettings
 from tributary.db import make_engine, make_sessionmaker, wait_for_db
+from tributary.errors import ServiceCrashed
 from tributary.events import Registry
 from tributary.http import (
     HttpServer,
@@ -173,7 +175,7 @@ async def open_resources(service: Service, settings: ServiceSettings) -> Resourc
     telemetry = setup_telemetry(service.name, settings.otel_exporter_otlp_endpoint, set_global=True)
     telemetry.instrument_redis()
     telemetry.instrument_httpx()
-    redis = aioredis.Redis.from_url(settings.redis_url.get_secret_value(), decode_responses=True)
+    redis = redis_client.connect(settings.redis_url.get_secret_value())
     engine = make_engine(settings.database_url, schema=service.schema)
     telemetry.instrument_engine(engine)
     await asyncio.to_thread(wait_for_db, engine)
@@ -297,7 +299,7 @@ async def run_service(
             await http.start()
         tasks = _tasks(res, parts, stop)
         log.info("%s running as consumer %s", service.name, res.consumer_name)
-        await _wait_for_stop_or_crash(stop, tasks)
+        crashed = await _wait_for_stop_or_crash(stop, tasks)
         stop.set()
         await _stop_all(tasks, settings.shutdown_timeout_seconds)
         for hook in parts.on_shutdown:
@@ -307,21 +309,31 @@ async def run_service(
         log.info("%s stopped", service.name)
     finally:
         await close_resources(res)
+    if crashed is not None:
+        raise ServiceCrashed(f"{crashed[0]} failed: {type(crashed[1]).__name__}: {crashed[1]}")
 
 
-async def _wait_for_stop_or_crash(stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
-    """Return on stop, or as soon as a task ends with an error (logged; the rest stop too)."""
+async def _wait_for_stop_or_crash(
+    stop: asyncio.Event, tasks: list[asyncio.Task[None]]
+) -> tuple[str, BaseException] | None:
+    """Return on stop, or as soon as a task ends with an error (logged; the rest stop too):
+    then the task's name and its error."""
     stopper: asyncio.Task[Any] = asyncio.create_task(stop.wait())
     pending: set[asyncio.Task[Any]] = {stopper, *tasks}
+    crashed: tuple[str, BaseException] | None = None
     while not stop.is_set():
         done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
         failed = [t for t in done if t is not stopper and not t.cancelled() and t.exception()]
         if failed:
-            log.error("a task failed; stopping the service", exc_info=failed[0].exception())
+            error = failed[0].exception()
+            assert error is not None
+            log.error("a task failed; stopping the service", exc_info=error)
+            crashed = (failed[0].get_name(), error)
             break
         if not pending - {stopper}:
             break
     stopper.cancel()
+    return crashed
 
 
 async def run_once(service: Service, settings: ServiceSettings) -> None:

@@ -17,9 +17,11 @@ import redis.asyncio as aioredis
 from rich.console import Console
 from rich.text import Text
 
+from tributary import redis_client
 from tributary.errors import MalformedEvent
 from tributary.events import decode
 from tributary.streams.names import Keys
+from tributary.wire import printable
 
 #: seconds between consumer-group lag lines
 DEFAULT_LAG_EVERY_SECONDS = 5.0
@@ -39,7 +41,8 @@ def render_entry(stream: str, entry_id: str, fields: dict[str, str]) -> Text:
         event = decode(fields)
     except MalformedEvent as exc:
         line.append(f"MALFORMED ({exc}) ", style="bold red")
-        line.append(json.dumps(fields, sort_keys=True))
+        shown = {printable(k): printable(v) for k, v in fields.items()}
+        line.append(json.dumps(shown, sort_keys=True, ensure_ascii=False))
         return line
     line.append(f"{event.type} ", style=f"bold {_colour(event.type)}")
     line.append(f"from {event.source} ")
@@ -100,7 +103,7 @@ def run_tail(
     count: int | None,
 ) -> int:
     async def go() -> int:
-        redis = aioredis.Redis.from_url(redis_url, decode_responses=True)
+        redis = redis_client.connect(redis_url)
         try:
             return await tail(redis, Keys(prefix), streams, Console(), from_start=from_start,
                               count=count)  # fmt: skip

@@ -25,6 +25,7 @@ from redis.utils import HIREDIS_AVAILABLE
 
 from aggregation.config import Discovery
 from aggregation.keys import MAX_NAME_LENGTH, KeyFormat, name_problem, parse_value
+from tributary import redis_client
 from tributary.tasks import cancel_and_wait
 
 #: longest value stored with a malformed-key report, in characters
@@ -236,7 +237,7 @@ def counter_client(url: str) -> aioredis.Redis:
     Bytes that are not UTF-8 must not fail a whole run: they are decoded with
     ``surrogateescape`` (and reported as malformed keys or values).
     """
-    client = aioredis.Redis.from_url(url, decode_responses=True, encoding_errors="surrogateescape")
+    client = redis_client.connect(url)
     pool = client.connection_pool
     if HIREDIS_AVAILABLE and pool.connection_class is aioredis.Connection:  # plain TCP only
         pool.connection_class = _HiredisPackedConnection

@@ -14,12 +14,11 @@ import os
 import sys
 from typing import cast
 
-import redis.asyncio as aioredis
-
 from gmail_fetch import repository as repo
 from gmail_fetch.config import GmailFetchSettings
 from gmail_fetch.crypto import TokenCipher
 from gmail_fetch.repository import Job
+from tributary import redis_client
 from tributary.cli import Command
 from tributary.config import ServiceSettings
 from tributary.db import make_engine, make_sessionmaker, wait_for_db
@@ -80,7 +79,7 @@ def accounts(service: Service, base: ServiceSettings, args: argparse.Namespace) 
 
 async def _publish(settings: GmailFetchSettings, engine: object) -> None:
     """Send the job's event now rather than at the running service's next relay poll."""
-    redis = aioredis.Redis.from_url(settings.redis_url.get_secret_value(), decode_responses=True)
+    redis = redis_client.connect(settings.redis_url.get_secret_value())
     relay = OutboxRelay(engine, redis, Keys(settings.stream_prefix))  # type: ignore[arg-type]
     try:
         while await relay.relay_once():

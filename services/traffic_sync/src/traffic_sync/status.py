@@ -7,12 +7,11 @@ import asyncio
 import json
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from traffic_sync import repository
 from traffic_sync.config import TrafficSyncSettings
 from traffic_sync.counters import TrafficKeys
 from traffic_sync.mover import Mover
+from tributary import redis_client
 from tributary.config import ServiceSettings
 from tributary.db import make_engine, make_sessionmaker
 from tributary.service import Service
@@ -20,7 +19,7 @@ from tributary.streams.names import Keys
 
 
 async def redis_status(settings: ServiceSettings, scan: bool) -> dict[str, Any]:
-    redis = aioredis.Redis.from_url(settings.redis_url.get_secret_value(), decode_responses=True)
+    redis = redis_client.connect(settings.redis_url.get_secret_value())
     try:
         mover = Mover(redis, TrafficKeys(Keys(settings.stream_prefix)))
         last = {str(k): str(v) for k, v in (await redis.hgetall(mover.keys.status)).items()}

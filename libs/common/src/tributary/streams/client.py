@@ -1,7 +1,8 @@
 """Typed access to the stream commands the library uses.
 
 redis-py's annotations cover RESP2 and RESP3 replies, bytes and str at once;
-the library always uses a ``decode_responses=True`` client, so these helpers
+the library always uses a client from :func:`tributary.redis_client.connect`
+(text replies, bytes that are not UTF-8 kept as surrogates), so these helpers
 state the shapes it actually gets and keep the casts in one place.
 """
 
@@ -12,6 +13,8 @@ from typing import Any, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
+
+from tributary.wire import binary_fields
 
 Entry = tuple[str, dict[str, str]]
 
@@ -55,3 +58,9 @@ async def newest(redis: Redis, key: str, count: int) -> list[Entry]:
 def add(pipe: Pipeline | Redis, key: str, fields: Mapping[str, str]) -> Any:
     """XADD (on a client or a pipeline) of a flat string hash."""
     return pipe.xadd(key, cast(Any, dict(fields)))
+
+
+def add_binary(pipe: Pipeline | Redis, key: str, fields: Mapping[str, str]) -> Any:
+    """XADD of fields read from a stream, byte for byte as they were read (even bytes
+    that are not UTF-8): dead-letter copies and replays."""
+    return pipe.xadd(key, cast(Any, binary_fields(fields)))

@@ -66,7 +66,7 @@ class DeadLetter:
             dlq_id=dlq_id,
             fields=original,
             error=raw.get("dlq.error", ""),
-            deliveries=int(raw.get("dlq.deliveries", "0") or 0),
+            deliveries=_count(raw.get("dlq.deliveries", "")),
             group=raw.get("dlq.group", ""),
             stream=raw.get("dlq.stream", ""),
             original_id=raw.get("dlq.original_id", ""),
@@ -95,14 +95,16 @@ class DeadLetters:
         return DeadLetter.from_entry(*found[0]) if found else None
 
     async def replay(self, ids: list[str] | None = None, count: int = DEFAULT_DLQ_PAGE) -> int:
-        """Put entries back on their stream (all, up to ``count``, or the given ids)."""
+        """Put entries back on their stream (all, up to ``count``, or the given ids), byte
+        for byte as they were dead-lettered. A letter without original fields (an outbox
+        row the relay could not read) has nothing to replay and stays."""
         letters = [await self.get(i) for i in ids] if ids else await self.page(count)
         replayed = 0
         for letter in letters:
-            if letter is None:
+            if letter is None or not letter.fields:
                 continue
             async with self.redis.pipeline(transaction=True) as pipe:
-                client.add(pipe, self.keys.stream(self.stream), letter.fields)
+                client.add_binary(pipe, self.keys.stream(self.stream), letter.fields)
                 pipe.xdel(self.key, letter.dlq_id)
                 await pipe.execute()
             replayed += 1
@@ -110,3 +112,11 @@ class DeadLetters:
 
     async def purge(self, ids: list[str]) -> int:
         return int(await self.redis.xdel(self.key, *ids)) if ids else 0
+
+
+def _count(text: str) -> int:
+    """A DLQ entry's delivery count; 0 when the field is missing or not a number."""
+    try:
+        return int(text)
+    except ValueError:
+        return 0

@@ -57,6 +57,9 @@ DEFAULT_RECONNECT_MAX_SECONDS = 5.0
 #: while reads come back full (a backlog), due retries are looked for at most this often,
 #: in seconds (otherwise before every read): a round trip per read costs ~2% of a no-op drain
 DEFAULT_BACKLOG_RETRY_POLL_SECONDS = 0.1
+#: an entry whose names and values add up to more characters than this is not decoded:
+#: it goes to the DLQ (events are small facts; a megabyte is a producer's bug or an attack)
+DEFAULT_MAX_ENTRY_BYTES = 256 * 1024
 
 _XAUTOCLAIM_JUSTID = """
 return redis.call('XAUTOCLAIM', KEYS[1], ARGV[1], ARGV[2], ARGV[3], ARGV[4],
@@ -84,6 +87,7 @@ class RunnerOptions:
     outage_retry_max: float = 15.0  # seconds between retries while Redis/a database is down
     start_id: str = "0"  # where a new group starts: "0" = everything still in the stream
     trim_maxlen: int | None = None  # keep at most this many entries (never unacked ones)
+    max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES  # larger entries are dead-lettered unread
 
 
 @dataclass(slots=True)
@@ -232,7 +236,9 @@ class StreamRunner:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), delay)
                 except ResponseError as exc:
-                    if "NOGROUP" not in str(exc):
+                    # NOGROUP: the group is gone (a Redis that kept nothing restarted);
+                    # UNBLOCKED: the stream was deleted while our read waited on it
+                    if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
                         raise
                     log.warning(
                         "group %s of %s vanished; creating it again", self.group, self.stream
@@ -339,6 +345,11 @@ class StreamRunner:
         fields = fields or {}
         msg = Message(entry_id, fields, None, deliveries.get(entry_id, 1) if deliveries else 1)
         try:
+            size = sum(map(len, fields.values())) + sum(map(len, fields))
+            if size > self.options.max_entry_bytes:
+                raise MalformedEvent(
+                    f"entry is {size} characters, over the limit of {self.options.max_entry_bytes}"
+                )
             msg.event = decode(fields, self.registry)
         except MalformedEvent as exc:
             msg.error, msg.decode_error = f"MalformedEvent: {exc}", exc
@@ -354,16 +365,15 @@ class StreamRunner:
         for msg in messages:
             event = msg.event
             if event is None:
-                call = self._call([msg])
-                self._chain.after(call, msg.decode_error)
-                call.outcome = Outcome.DEAD  # never worth a retry, whatever the middleware says
-                settled.append(call)
+                settled.append(self._malformed(msg))
             elif (fn := self._handlers.get(event.type)) is not None:
                 jobs.append((self._call([msg]), fn, event))
             elif event.type in self._batch_handlers:
                 batched[event.type].append(msg)
-            else:
+            elif self.registry.model_for(event.type) is not None:
                 settled.append(self._ignored(msg))
+            else:
+                settled.append(self._unknown(msg))
         for event_type, msgs in batched.items():
             call = self._call(msgs)
             jobs.append((call, self._batch_handlers[event_type], call.events))
@@ -372,9 +382,25 @@ class StreamRunner:
         return settled
 
     def _ignored(self, msg: Message) -> HandlerCall:
+        """A type the catalog knows that this group does not handle (a stream shared by
+        several types): acked and counted."""
         if self.metrics is not None:
             self.metrics.ignored.labels(self.stream, self.group).inc()
         return self._call([msg])
+
+    def _unknown(self, msg: Message) -> HandlerCall:
+        """A type that neither a handler nor the registry knows: a producer's mistake or
+        a hostile entry, dead-lettered at once like any malformed entry."""
+        assert msg.event is not None
+        exc = MalformedEvent(f"unknown event type {msg.event.type!r}: no handler or model")
+        msg.event, msg.error, msg.decode_error = None, f"MalformedEvent: {exc}", exc
+        return self._malformed(msg)
+
+    def _malformed(self, msg: Message) -> HandlerCall:
+        call = self._call([msg])
+        self._chain.after(call, msg.decode_error)
+        call.outcome = Outcome.DEAD  # never worth a retry, whatever the middleware says
+        return call
 
     async def _run_jobs(self, jobs: list[Job]) -> None:
         lanes = min(self.options.concurrency, len(jobs))
@@ -438,7 +464,7 @@ class StreamRunner:
             return
         async with self.redis.pipeline(transaction=True) as pipe:
             for fields in plan.dead:
-                client.add(pipe, self.dlq_key, fields)
+                client.add_binary(pipe, self.dlq_key, fields)
             if plan.ack:
                 pipe.xack(self.key, self.group, *plan.ack)
             for count, ids in plan.uncounted.items():

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
+from tributary.redis_client import connect
 from tributary.streams.names import Keys
 from tributary.testing.infra import Infrastructure
 from tributary.testing.process import ServiceProcesses, service_env
@@ -68,7 +69,7 @@ def keys(redis_url: str) -> Iterator[Keys]:
 
 @pytest.fixture
 async def redis_client(redis_url: str) -> AsyncIterator[aioredis.Redis]:
-    client = aioredis.Redis.from_url(redis_url, decode_responses=True)
+    client = connect(redis_url)
     yield client
     await client.aclose()
 
