@@ -61,11 +61,13 @@ async def raw(redis_url: str) -> AsyncIterator[aioredis.Redis]:
 
 
 class Consumer:
-    def __init__(self, redis: aioredis.Redis, keys: Keys, name: str = "c1") -> None:
+    def __init__(
+        self, redis: aioredis.Redis, keys: Keys, name: str = "c1", reg: Registry | None = None
+    ) -> None:
         self.metrics = Metrics()
         self.seen: list[str] = []
         self.runner = StreamRunner(redis, "readings", "g", name, tracer=NoOpTracer(),
-                                   registry=registry(), keys=keys, options=FAST,
+                                   registry=reg or registry(), keys=keys, options=FAST,
                                    metrics=self.metrics)  # fmt: skip
 
         @self.runner.handler("device.read")
@@ -194,8 +196,7 @@ async def test_a_type_the_registry_knows_but_the_group_does_not_handle_is_acked_
     reg.register("device.calibrated", Reading)
     other = make_event("device.calibrated", {"device": "d1", "value": 1}, "test", reg)
     await redis_client.xadd(keys.stream("readings"), encode(other))  # type: ignore[arg-type]
-    consumer = Consumer(redis_client, keys)
-    consumer.runner.registry = reg
+    consumer = Consumer(redis_client, keys, reg=reg)
     await consumer.runner.drain(timeout=10)
     assert await dead_letters(raw, keys) == []
     ignored = consumer.metrics.registry.get_sample_value(

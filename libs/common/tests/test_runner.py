@@ -22,7 +22,7 @@ from tributary.streams.message import HandlerCall
 from tributary.streams.middleware import Chain, Middleware
 from tributary.streams.names import Keys
 from tributary.streams.producer import Producer
-from tributary.streams.runner import RunnerOptions, StreamRunner
+from tributary.streams.runner import HandlerOptions, RunnerOptions, StreamRunner
 from tributary.streams.trim import safe_trim
 from tributary.tasks import cancel_and_wait
 
@@ -333,7 +333,7 @@ async def test_idle_consumers_without_pending_entries_are_removed(
     [(done, _)] = await client.read_group(redis_client, "g", "gone", key, 1, None)
     await redis_client.xack(key, "g", done)
     await client.read_group(redis_client, "g", "busy", key, 1, None)  # keeps one pending
-    await r.housekeeping()
+    await r.housekeeping.run()
     names = [c["name"] for c in await redis_client.xinfo_consumers(key, "g")]
     assert names == ["busy"]
 
@@ -801,3 +801,97 @@ async def test_cancelled_with_a_read_ahead_it_stops_and_a_restart_runs_both_batc
 
     await again.drain()
     assert sorted(seen) == [float(i) for i in range(200)]
+
+
+async def test_a_slow_handler_holds_back_only_its_own_lane(
+    redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry
+) -> None:
+    """Lanes take jobs from one queue: while the first call waits, the other lane runs
+    every other job of the batch (with jobs dealt out to lanes in advance, the third
+    job would wait behind the first, and the first waits for the third: a deadlock)."""
+    sent = [reading(registry, float(i)) for i in range(6)]
+    await Producer(redis_client, tracer, keys).publish_many([("readings", e) for e in sent])
+    options = RunnerOptions(batch_size=50, concurrency=2, handler_timeout=10, block_ms=20)
+    r = runner(redis_client, keys, tracer, registry, options=options)
+    others_done = asyncio.Event()
+    done: list[float] = []
+
+    @r.handler("device.read")
+    async def on_reading(event: Event) -> None:
+        value = event.payload(Reading).value
+        if value == 0:
+            await others_done.wait()
+        done.append(value)
+        if len(done) == 5:
+            others_done.set()
+
+    await r.drain(timeout=5)
+    assert done == [1.0, 2.0, 3.0, 4.0, 5.0, 0.0]
+
+
+async def test_each_call_gets_exactly_its_deadline(
+    redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry
+) -> None:
+    """handler_timeout means each call's own deadline: a call just under it succeeds
+    right after another one did in the same lane, a call just over it is cut at it."""
+    sent = [reading(registry, v) for v in (0.2, 0.2, 0.45)]
+    await Producer(redis_client, tracer, keys).publish_many([("readings", e) for e in sent])
+    options = RunnerOptions(batch_size=50, concurrency=1, handler_timeout=0.3, block_ms=20,
+                            max_deliveries=1)  # fmt: skip
+    r = runner(redis_client, keys, tracer, registry, options=options)
+    took: dict[float, float] = {}
+
+    @r.handler("device.read")
+    async def slow(event: Event) -> None:
+        seconds = event.payload(Reading).value
+        started = asyncio.get_running_loop().time()
+        try:
+            await asyncio.sleep(seconds)
+        finally:
+            took[seconds] = asyncio.get_running_loop().time() - started
+
+    await r.drain(timeout=10)
+    [letter] = await DeadLetters(redis_client, "readings", keys).page()
+    assert letter.error == "TimeoutError: handler exceeded its 0.3s deadline"
+    assert letter.fields["id"] == sent[2].id
+    assert 0.3 <= took[0.45] < 0.45  # cut at its own deadline, not pushed out
+
+
+async def test_a_handler_declares_its_own_deadline_delivery_limit_and_dead_letter_types(
+    redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry
+) -> None:
+    registry.register("device.calibrated", Reading)
+    registry.register("device.reset", Reading)
+    producer = Producer(redis_client, tracer, keys)
+    slow = reading(registry, 1)
+    calibrated = make_event("device.calibrated", {"device": "d", "value": 2}, "t", registry)
+    reset = make_event("device.reset", {"device": "d", "value": 3}, "t", registry)
+    await producer.publish_many([("readings", e) for e in (slow, calibrated, reset)])
+    r = runner(redis_client, keys, tracer, registry)  # FAST: 5 deliveries, 5 s deadline
+    attempts: dict[str, int] = {"calibrated": 0, "reset": 0}
+
+    @r.handler("device.read", HandlerOptions(timeout=0.05))
+    async def too_slow(event: Event) -> None:
+        await asyncio.sleep(1)
+
+    @r.handler("device.calibrated", HandlerOptions(max_deliveries=2))
+    async def flaky(event: Event) -> None:
+        attempts["calibrated"] += 1
+        raise RuntimeError("still broken")
+
+    @r.handler("device.reset", HandlerOptions(dead_letter_on=(KeyError,)))
+    async def hopeless(event: Event) -> None:
+        attempts["reset"] += 1
+        raise KeyError("no such device")
+
+    await r.drain(timeout=20)
+    letters = {
+        d.fields["type"]: d for d in await DeadLetters(redis_client, "readings", keys).page()
+    }
+    assert letters["device.read"].error == "TimeoutError: handler exceeded its 0.05s deadline"
+    assert letters["device.read"].deliveries == 5
+    assert attempts == {"calibrated": 2, "reset": 1}
+    assert letters["device.calibrated"].deliveries == 2
+    assert letters["device.reset"].deliveries == 1
+    with pytest.raises(ValueError, match="positive"):
+        HandlerOptions(timeout=0)

@@ -8,13 +8,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tributary.events import Event
+from tributary.streams.options import NO_HANDLER_OPTIONS, HandlerOptions
 
 
 class Outcome(enum.Enum):
     ACK = "ack"  # processed: XACK
     RETRY = "retry"  # leave pending; redeliver after ``delay``
     DEAD = "dead"  # copy to <stream>.dlq and XACK
-    DEFER = "defer"  # leave pending untouched (a retry that is not due yet)
 
 
 @dataclass(slots=True)
@@ -42,6 +42,8 @@ class HandlerCall:
     started: float = field(default_factory=time.perf_counter)
     finished: float = 0.0  # perf_counter when the handler returned; 0.0: it did not (yet)
     state: dict[str, Any] = field(default_factory=dict)  # scratch space for middleware
+    #: what the handler declared for itself (deadline, delivery limit, dead-letter types)
+    options: HandlerOptions = NO_HANDLER_OPTIONS
 
     @property
     def deliveries(self) -> int:

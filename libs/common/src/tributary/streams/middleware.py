@@ -106,8 +106,10 @@ def _overridden(middleware: Sequence[Middleware], hook: str) -> list[tuple[Middl
 class Retries(Middleware):
     """Turns a failure into a delayed redelivery, or into a dead letter once deliveries run out.
 
-    ``Reject`` and malformed payloads are dead-lettered at once; ``Retry(delay=)``
-    chooses its own delay. Otherwise the delay is exponential with full jitter.
+    ``Reject``, malformed payloads and the exception types a handler lists in its
+    ``dead_letter_on`` are dead-lettered at once; ``Retry(delay=)`` chooses its own
+    delay; a handler's ``max_deliveries`` overrides the runner's. Otherwise the delay
+    is exponential with full jitter.
 
     A failure that is an outage of Redis or a database
     (:func:`tributary.outage.is_dependency_outage`) is retried without spending a
@@ -138,7 +140,7 @@ class Retries(Middleware):
         if exc is None:
             self.outage_streak = 0
             return
-        if isinstance(exc, Reject | MalformedEvent):
+        if isinstance(exc, (Reject, MalformedEvent, *call.options.dead_letter_on)):
             call.outcome = Outcome.DEAD
             return
         if is_dependency_outage(exc):
@@ -147,7 +149,7 @@ class Retries(Middleware):
             call.state["uncounted"] = True
             call.delay = self.backoff(min(self.outage_streak, 30), self.outage_cap)
             return
-        if call.deliveries >= self.max_deliveries:
+        if call.deliveries >= (call.options.max_deliveries or self.max_deliveries):
             call.outcome = Outcome.DEAD
             return
         call.outcome = Outcome.RETRY
