@@ -1,4 +1,4 @@
-"""A failing server backs off (exponential, jittered, at most 5 minutes) and recovers;
+"""A failing server backs off (exponential, full jitter, at most 5 minutes) and recovers;
 the others keep being collected."""
 
 from __future__ import annotations
@@ -6,18 +6,23 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
-from snapshot.collector import backoff_delay
 from snapshot.testing import Harness
+from tributary.backoff import compute_backoff
 
 
-def test_backoff_doubles_with_jitter_and_never_exceeds_the_cap() -> None:
+def test_backoff_doubles_with_full_jitter_and_never_exceeds_the_cap() -> None:
+    """The collector's backoff is tributary.backoff's: a draw over the whole window
+    [0, min(cap, base * 2^(n-1))), so failing servers do not retry in step."""
     rng = random.Random(1)
     for failures in range(1, 40):
         ceiling = min(300.0, 10.0 * 2 ** (failures - 1))
-        for _ in range(20):
-            delay = backoff_delay(failures, 10.0, 300.0, rng)
-            assert ceiling / 2 <= delay <= ceiling <= 300.0
-    assert len({round(backoff_delay(3, 10.0, 300.0, rng), 3) for _ in range(10)}) > 1
+        delays = [
+            compute_backoff(failures, base=10.0, cap=300.0, rng=rng.random) for _ in range(200)
+        ]
+        assert all(0 <= delay < ceiling <= 300.0 for delay in delays)
+        assert min(delays) < ceiling / 4  # the whole window, not its upper half
+        assert max(delays) > ceiling * 3 / 4
+    assert compute_backoff(3, base=10.0, cap=300.0, jitter=False) == 40.0
 
 
 async def test_failing_server_backs_off_and_recovers_while_others_are_collected(

@@ -16,10 +16,15 @@ from pydantic import SecretStr
 from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from tributary.backoff import compute_backoff
+
 log = logging.getLogger(__name__)
 
 #: how long start-up waits for the database before giving up, in seconds
 DEFAULT_DB_WAIT_SECONDS = 60.0
+#: backoff between attempts to reach the database at start-up: first and longest, seconds
+DB_WAIT_BASE_SECONDS = 0.4
+DB_WAIT_MAX_SECONDS = 5.0
 
 
 def _url(url: str | SecretStr | URL) -> URL:
@@ -66,20 +71,21 @@ def ensure_schema(engine: Engine, schema: str) -> None:
 def wait_for_db(engine: Engine, timeout: float = DEFAULT_DB_WAIT_SECONDS) -> None:
     """Block until ``SELECT 1`` succeeds, retrying with backoff; raise after ``timeout``."""
     deadline = time.monotonic() + timeout
-    delay = 0.2
+    attempt = 0
     while True:
         try:
             with engine.connect() as conn:
                 conn.execute(sa.text("SELECT 1"))
             return
         except sa.exc.OperationalError as exc:
+            attempt += 1
+            delay = compute_backoff(attempt, base=DB_WAIT_BASE_SECONDS, cap=DB_WAIT_MAX_SECONDS)
             if time.monotonic() + delay > deadline:
                 raise TimeoutError(
                     f"database not reachable after {timeout:.0f}s: {exc.orig!s}"
                 ) from None
             log.warning("database not reachable yet, retrying in %.1fs", delay)
             time.sleep(delay)
-            delay = min(delay * 2, 5.0)
 
 
 #: PostgreSQL SQLSTATEs of a transaction that lost a race: serialization failure, deadlock

@@ -78,6 +78,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from tributary.backoff import compute_backoff
 from tributary.db import make_sessionmaker
 from tributary.events import Event, encode
 from tributary.metrics import Metrics
@@ -585,7 +586,8 @@ class OutboxRelay:
             except Exception:
                 failures += 1
                 log.exception("outbox relay cycle failed (%d in a row)", failures)
-                await self._pause(stop, min(idle_interval * 2**failures, MAX_ERROR_BACKOFF))
+                delay = compute_backoff(failures, base=idle_interval * 2, cap=MAX_ERROR_BACKOFF)
+                await self._pause(stop, delay)
                 continue
             if published == 0:
                 await self._pause(stop, idle_interval)

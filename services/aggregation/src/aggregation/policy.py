@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
+from tributary.backoff import compute_backoff
+
 
 def day_start(day: date) -> datetime:
     """UTC midnight at the start of ``day`` (counter dates are UTC dates)."""
@@ -25,8 +27,10 @@ class RetryPolicy:
     max_attempts: int = 5
 
     def delay(self, attempt: int) -> float:
-        """Seconds before retry number ``attempt`` (1-based)."""
-        return float(min(self.maximum, self.base * 2 ** max(0, attempt - 1)))
+        """Seconds before retry number ``attempt`` (1-based). Without jitter: one leader
+        schedules one retry per day, so there is no crowd to spread out, and operators
+        read the exact ``next_retry_at``."""
+        return compute_backoff(attempt, base=self.base, cap=self.maximum, jitter=False)
 
     def next_at(self, attempt: int, now: datetime) -> datetime | None:
         """When retry ``attempt`` is due; None once attempts are used up."""

@@ -57,6 +57,9 @@ class GmailFetchSettings(ServiceSettings):
     job_retry_base_seconds: float = Field(
         5.0, gt=0, description="Backoff before a job's second attempt (doubles each attempt)."
     )
+    job_retry_max_seconds: float = Field(
+        600.0, gt=0, description="Longest backoff between two attempts of a job."
+    )
     job_timeout_seconds: float = Field(900.0, gt=0, description="Deadline of one job attempt.")
     claim_idle_seconds: float = Field(
         60.0, gt=0, description="A job whose replica went silent this long is taken over."

@@ -45,6 +45,7 @@ from gmail_fetch.gmail_http import (
 )
 from gmail_fetch.metrics import GmailMetrics
 from gmail_fetch.quota import UNITS, QuotaBucket
+from tributary.backoff import compute_backoff
 
 T = TypeVar("T")
 
@@ -128,10 +129,11 @@ class GmailClient:
     # -- plumbing -------------------------------------------------------------------------
 
     def backoff(self, attempt: int) -> float:
-        """Exponential with jitter: between half and all of base * 2**attempt (capped)."""
+        """Seconds before retry ``attempt`` (1: the first) of a request."""
         s = self.settings
-        ceiling = min(s.backoff_max_seconds, s.backoff_base_seconds * 2**attempt)
-        return float(ceiling / 2 + self._rng() * ceiling / 2)
+        return compute_backoff(
+            attempt, base=s.backoff_base_seconds, cap=s.backoff_max_seconds, rng=self._rng
+        )
 
     def _authorized(self, http: httplib2.Http) -> google_auth_httplib2.AuthorizedHttp:
         """``http`` with credentials, holding a valid access token.
@@ -166,7 +168,7 @@ class GmailClient:
         last = ""
         for attempt in range(self.settings.part_max_retries + 1):
             if attempt:
-                await self._sleep(self.backoff(attempt - 1))
+                await self._sleep(self.backoff(attempt))
             await self._quota.take(self.user_id, UNITS[method])
             try:
                 reply: dict[str, Any] = await self._run(
@@ -266,7 +268,7 @@ class GmailClient:
             if attempt:
                 result.retried_parts += len(pending)
                 self._metrics.parts_retried.inc(len(pending))
-                await self._sleep(self.backoff(attempt - 1))
+                await self._sleep(self.backoff(attempt))
             await self._quota.take(self.user_id, UNITS["messages.get"] * len(pending))
             try:
                 reply = await self._batch(pending)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from typing import Any
 
@@ -34,6 +33,7 @@ from gmail_fetch.quota import QuotaBucket
 from gmail_fetch.repository import Account, Job
 from gmail_fetch.store import Store
 from gmail_fetch.sync import JobSync, SyncOutcome
+from tributary.backoff import compute_backoff
 from tributary.errors import Retry
 from tributary.logs import redact
 
@@ -216,8 +216,10 @@ class JobRunner:
         if job.attempts >= self.settings.job_max_attempts:
             await self._fail(job, f"failed after {job.attempts} attempts: {error}")
             return
-        base = self.settings.job_retry_base_seconds * 2 ** (job.attempts - 1)
-        delay = base / 2 + random.random() * base / 2
+        s = self.settings
+        delay = compute_backoff(
+            job.attempts, base=s.job_retry_base_seconds, cap=s.job_retry_max_seconds
+        )
         step = f"Attempt {job.attempts} failed; retrying in {delay:.0f}s"
         await self.store.run(repo.requeue_job, job.id, error, step, self.tracer)
         self.metrics.jobs.labels("retried").inc()

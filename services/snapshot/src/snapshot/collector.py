@@ -34,6 +34,7 @@ from snapshot.deltas import KeyState, aged_out_estimate, compute_deltas
 from snapshot.instruments import SnapshotMetrics
 from snapshot.outline import MAX_INTERVAL_SECONDS, OutlineClients, Reading
 from snapshot.pinning import CollectError
+from tributary.backoff import compute_backoff
 from tributary.events import new_event_id
 from tributary.inbox import process_once
 from tributary.logs import redact
@@ -166,12 +167,6 @@ class _Writer:
         for (_, future), outcome in zip(group, outcomes, strict=True):
             if not future.done():
                 future.set_result(outcome)
-
-
-def backoff_delay(failures: int, base: float, cap: float, rng: random.Random) -> float:
-    """Exponential backoff with jitter: within [d/2, d], d = min(cap, base * 2^(n-1))."""
-    ceiling = min(cap, base * 2 ** min(max(failures, 1) - 1, 30))
-    return rng.uniform(ceiling / 2, ceiling)
 
 
 def aged_out_for(session: Session, states: Iterable[KeyState], now: datetime) -> dict[int, int]:
@@ -366,9 +361,10 @@ class Collector:
         rows: dict[str, repo.ServerRow],
         now: datetime,
     ) -> Outcome:
-        delay = backoff_delay(
+        delay = compute_backoff(
             rows[read.plan.server_id].consecutive_failures + 1,
-            self.settings.backoff_base_seconds, self.settings.backoff_max_seconds, self.rng,
+            base=self.settings.backoff_base_seconds, cap=self.settings.backoff_max_seconds,
+            rng=self.rng.random,
         )  # fmt: skip
         until = now + timedelta(seconds=delay)
         repo.record_failure(

@@ -8,7 +8,6 @@ outcome. A failing middleware is logged and never takes the worker down.
 from __future__ import annotations
 
 import logging
-import random
 import time
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -18,6 +17,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, Tracer
 from prometheus_client import Counter, Histogram
 
+from tributary.backoff import compute_backoff
 from tributary.errors import MalformedEvent, Reject, Retry
 from tributary.metrics import Metrics, observe_many
 from tributary.outage import is_dependency_outage
@@ -133,8 +133,7 @@ class Retries(Middleware):
         self.outage_streak = 0
 
     def backoff(self, deliveries: int, cap: float | None = None) -> float:
-        ceiling = min(self.cap if cap is None else cap, self.base * (2 ** max(deliveries - 1, 0)))
-        return random.uniform(ceiling / 2, ceiling)
+        return compute_backoff(deliveries, base=self.base, cap=self.cap if cap is None else cap)
 
     def after_process(self, call: HandlerCall, exc: BaseException | None) -> None:
         if exc is None:

@@ -33,6 +33,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from tributary.backoff import compute_backoff
 from tributary.events import Registry
 from tributary.metrics import Metrics
 from tributary.streams.client import Entry
@@ -49,7 +50,8 @@ __all__ = ["BatchHandler", "Handler", "HandlerOptions", "RunnerOptions", "Stream
 
 log = logging.getLogger(__name__)
 
-#: longest pause between attempts to reach Redis again, in seconds
+#: first and longest pause between attempts to reach Redis again, in seconds
+RECONNECT_BASE_SECONDS = 0.1
 DEFAULT_RECONNECT_MAX_SECONDS = 5.0
 #: while reads come back full (a backlog), due retries are looked for at most this often,
 #: in seconds (otherwise before every read): a round trip per read costs ~2% of a no-op drain
@@ -164,7 +166,8 @@ class StreamRunner:
                     failures = 0
                 except (RedisConnectionError, RedisTimeoutError) as exc:
                     failures += 1
-                    delay = min(DEFAULT_RECONNECT_MAX_SECONDS, 0.05 * 2**failures)
+                    delay = compute_backoff(failures, base=RECONNECT_BASE_SECONDS,
+                                            cap=DEFAULT_RECONNECT_MAX_SECONDS)  # fmt: skip
                     log.warning("redis unavailable on %s (%s); retrying in %.2fs",
                                 self.stream, exc, delay)  # fmt: skip
                     with contextlib.suppress(TimeoutError):
