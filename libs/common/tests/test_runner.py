@@ -23,7 +23,7 @@ from tributary.streams.middleware import Chain, Middleware
 from tributary.streams.names import Keys
 from tributary.streams.producer import Producer
 from tributary.streams.runner import HandlerOptions, RunnerOptions, StreamRunner
-from tributary.streams.trim import safe_trim
+from tributary.streams.trim import TRIM_PAGE, safe_trim
 from tributary.tasks import cancel_and_wait
 
 FAST = RunnerOptions(
@@ -895,3 +895,24 @@ async def test_a_handler_declares_its_own_deadline_delivery_limit_and_dead_lette
     assert letters["device.reset"].deliveries == 1
     with pytest.raises(ValueError, match="positive"):
         HandlerOptions(timeout=0)
+
+
+async def test_a_length_trim_walks_only_what_it_removes_in_pages_up_to_a_group_floor(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    key = keys.stream("big")
+    async with redis_client.pipeline(transaction=False) as pipe:
+        for n in range(3 * TRIM_PAGE + 500):
+            pipe.xadd(key, {"n": str(n)})
+        ids: list[str] = await pipe.execute()
+    await redis_client.xgroup_create(key, "g", id=ids[2 * TRIM_PAGE + 99])  # acked up to here
+    removed = await safe_trim(redis_client, key, maxlen=100)
+    assert removed == 2 * TRIM_PAGE + 100  # pages of TRIM_PAGE, stopped at the group's floor
+    assert (await client.entries(redis_client, key, count=1))[0][0] == ids[2 * TRIM_PAGE + 100]
+    await redis_client.xgroup_setid(key, "g", "$")
+    assert await safe_trim(redis_client, key, maxlen=100) == TRIM_PAGE + 400 - 100
+    assert await redis_client.xlen(key) == 100
+    assert await safe_trim(redis_client, key, maxlen=100) == 0
+    old = (await client.entries(redis_client, key, count=1))[0][0]
+    assert await safe_trim(redis_client, key, max_age_ms=0) == 100  # everything is older
+    assert old not in [i for i, _ in await client.entries(redis_client, key)]

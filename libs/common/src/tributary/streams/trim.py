@@ -13,8 +13,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from tributary.streams import client
-from tributary.streams.ids import min_id, next_id, parse_id
+from tributary.streams.ids import min_id, next_id
 
 
 async def acknowledged_floor(redis: Redis, key: str) -> str | None:
@@ -31,32 +30,54 @@ async def acknowledged_floor(redis: Redis, key: str) -> str | None:
     return floor
 
 
-async def _policy_cut(
-    redis: Redis, key: str, maxlen: int | None, max_age_ms: int | None
-) -> str | None:
-    """Lowest id the retention policy wants to keep (None: keep everything)."""
-    cut: str | None = None
-    if maxlen is not None:
-        newest = await client.newest(redis, key, maxlen + 1)
-        if len(newest) > maxlen:
-            cut = str(newest[maxlen - 1][0]) if maxlen > 0 else next_id(str(newest[0][0]))
-    if max_age_ms is not None:
-        age_cut = f"{int(time.time() * 1000) - max_age_ms}-0"
-        cut = age_cut if cut is None else max(cut, age_cut, key=parse_id)
-    return cut
+#: the oldest ``ARGV[2]`` (at most) of the entries beyond the newest ``ARGV[1]``: the last
+#: one's id and how many entries beyond ``ARGV[1]`` there are. Only the oldest entries, the
+#: ones a trim removes, are walked, inside Redis; one id comes back.
+_OLDEST_BEYOND = """
+local excess = redis.call('XLEN', KEYS[1]) - tonumber(ARGV[1])
+if excess <= 0 then return {false, 0} end
+local page = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', math.min(excess, tonumber(ARGV[2])))
+return {page[#page][1], excess}
+"""
+#: entries one step of a length trim walks at most
+TRIM_PAGE = 1000
+
+
+def _age_cut(max_age_ms: int | None) -> str | None:
+    return None if max_age_ms is None else f"{int(time.time() * 1000) - max_age_ms}-0"
 
 
 async def safe_trim(
     redis: Redis, key: str, *, maxlen: int | None = None, max_age_ms: int | None = None
 ) -> int:
-    """Trim ``key`` to the retention policy without dropping unacknowledged entries.
+    """Trim ``key`` to the retention policy (at most ``maxlen`` entries, none older than
+    ``max_age_ms``) without dropping an entry some group has not acknowledged.
 
+    The length cut is found from the old end, a page of :data:`TRIM_PAGE` entries at a
+    time inside Redis: what is read is what is removed, never the entries that stay.
     Returns the number of entries removed.
     """
-    cut = await _policy_cut(redis, key, maxlen, max_age_ms)
-    if cut is None:
-        return 0
     floor = await acknowledged_floor(redis, key)
+    removed = 0
+    age_cut = _age_cut(max_age_ms)
+    if age_cut is not None:
+        removed += await _trim_below(redis, key, age_cut, floor)
+    if maxlen is None:
+        return removed
+    oldest_beyond = redis.register_script(_OLDEST_BEYOND)
+    while True:
+        last, excess = await oldest_beyond(keys=[key], args=[maxlen, TRIM_PAGE])
+        if not last:
+            return removed
+        cut = next_id(last if isinstance(last, str) else last.decode())
+        trimmed = await _trim_below(redis, key, cut, floor)
+        removed += trimmed
+        if trimmed == 0 or int(excess) <= TRIM_PAGE:
+            return removed
+
+
+async def _trim_below(redis: Redis, key: str, cut: str, floor: str | None) -> int:
+    """XTRIM MINID ``cut``, but never past ``floor``."""
     if floor is not None:
         cut = min_id(cut, floor)
     return int(await redis.xtrim(key, minid=cut, approximate=False))
