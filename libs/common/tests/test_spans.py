@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import shutil
+import subprocess
+import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanLimits, TracerProvider
 from opentelemetry.sdk.trace import Span as SdkSpan
@@ -17,8 +21,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
 from opentelemetry.trace import NonRecordingSpan, Span, SpanKind, Status, StatusCode
 
+from tributary import spans as spans_module
 from tributary.events import Event
-from tributary.spans import ConsumerSpans, FastSpan
+from tributary.spans import ConsumerSpans, FastSpan, comparable
 from tributary.tracing import inject_current, parse_traceparent, remote_parent, start_consumer_span
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -49,17 +54,6 @@ def event(traceparent: str | None = PARENT, tracestate: str | None = None) -> Ev
         traceparent=traceparent,
         tracestate=tracestate,
     )
-
-
-def comparable(span: ReadableSpan) -> bytes:
-    """The span as OTLP encodes it, with what must differ (its id and times) blanked."""
-    request = encode_spans([span])
-    encoded = request.resource_spans[0].scope_spans[0].spans[0]
-    encoded.span_id = b""
-    encoded.start_time_unix_nano = encoded.end_time_unix_nano = 0
-    for span_event in encoded.events:
-        span_event.time_unix_nano = 0
-    return bytes(request.SerializeToString())
 
 
 def both_ways(provider: Provider, ev: Event, use: Callable[[Span], None]) -> list[ReadableSpan]:
@@ -281,3 +275,72 @@ def test_remote_parent_parses_each_context_once_and_as_parse_traceparent_does() 
     assert remote_parent(header, None) == parse_traceparent(header, None) != first
     assert remote_parent("00-bad", None) is None
     assert remote_parent(None, None) is None
+
+
+def test_the_fast_path_is_proven_exact_once_and_falls_back_when_it_is_not(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, provider: Provider
+) -> None:
+    """The SDK installed here passes the start-up proof; an SDK that fails it (here: a
+    probe that finds a difference) gets the SDK's spans, with one warning."""
+    assert spans_module.fast_path_verified()
+    monkeypatch.setattr(spans_module, "_probe", lambda: False)
+    spans_module.fast_path_verified.cache_clear()
+    try:
+        tracer = provider[0].get_tracer("tributary")
+        assert not ConsumerSpans(tracer, "readings", "alert").fast
+        assert "fast consumer spans disabled" in caplog.text
+        made = ConsumerSpans(tracer, "readings", "alert").start(event())
+        assert not isinstance(made, FastSpan)
+        made.end()
+    finally:
+        spans_module.fast_path_verified.cache_clear()
+        monkeypatch.undo()
+    assert spans_module.fast_path_verified()
+
+
+NEWEST_SDK_CHECK = """
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from importlib.metadata import version
+from tributary import spans as spans_module
+from tributary.events import Event
+from tributary.spans import ConsumerSpans, comparable, fast_path_verified
+from tributary.tracing import start_consumer_span
+
+exporter = InMemorySpanExporter()
+provider = TracerProvider(resource=Resource.create({"service.name": "svc"}))
+provider.add_span_processor(SimpleSpanProcessor(exporter))
+tracer = provider.get_tracer("tributary")
+event = Event(type="t", data={}, source="s",
+              traceparent="00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01")
+for span in (ConsumerSpans(tracer, "s", "g").start(event),
+             start_consumer_span(tracer, "s", "g", event)):
+    span.set_attribute("tributary.outcome", "ack")
+    span.end()
+made, made_by_sdk = exporter.get_finished_spans()
+assert comparable(made) == comparable(made_by_sdk), "spans differ"
+print(version("opentelemetry-sdk"), "fast" if fast_path_verified() else "sdk")
+"""
+
+
+@pytest.mark.slow
+def test_consumer_spans_match_the_sdks_with_the_newest_sdk_release_on_pypi() -> None:
+    """Against the newest opentelemetry-sdk on PyPI (not the locked one): the fast path
+    is either proven exact there or off; either way the exported span is the SDK's."""
+    with urllib.request.urlopen("https://pypi.org/pypi/opentelemetry-sdk/json", timeout=30) as r:
+        newest = json.load(r)["info"]["version"]
+    root = Path(__file__).resolve().parents[3]
+    done = subprocess.run(
+        [shutil.which("uv") or "uv", "run", "--isolated", "--no-project", "--quiet",
+         "--with-editable", str(root / "libs/common"),
+         "--with", f"opentelemetry-sdk=={newest}",
+         "--with", f"opentelemetry-exporter-otlp-proto-http=={newest}",
+         "python", "-c", NEWEST_SDK_CHECK],
+        capture_output=True, text=True, timeout=600, check=False, cwd=root,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    sdk_version, path = done.stdout.split()
+    assert sdk_version == newest
+    assert path in ("fast", "sdk")
