@@ -8,8 +8,9 @@ from collections.abc import AsyncIterator, Sequence
 import httpx
 import pytest
 import redis.asyncio as aioredis
-from fastapi import APIRouter, FastAPI
-from pydantic import BaseModel, field_validator
+import sqlalchemy as sa
+from fastapi import APIRouter, FastAPI, HTTPException
+from pydantic import BaseModel, SecretStr, field_validator
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from sqlalchemy.engine import Engine
@@ -24,6 +25,7 @@ from tributary.http import (
     serve,
 )
 from tributary.metrics import Metrics
+from tributary.web.params import RowId
 
 
 class Item(BaseModel):
@@ -261,3 +263,129 @@ async def test_port_in_use_is_an_os_error() -> None:
         server = HttpServer(make_app(), "127.0.0.1", taken.getsockname()[1])
         with pytest.raises(OSError, match="failed to start"):
             await server.start()
+
+
+# -- request guards: body size, unstorable text, integer bounds, the one error shape --------
+
+
+class Note(BaseModel):
+    text: str
+    tags: dict[str, str] = {}
+    secret: SecretStr | None = None
+
+
+def guarded_router(seen: list[str]) -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/notes", status_code=201)
+    async def add_note(note: Note) -> dict[str, str]:
+        seen.append(note.text)
+        return {"text": note.text}
+
+    @router.get("/notes/{note_id}")
+    async def get_note(note_id: RowId, q: str = "") -> dict[str, object]:
+        seen.append(q)
+        if note_id == 404:
+            raise HTTPException(404, f"note {note_id} not found")
+        return {"id": note_id, "q": q}
+
+    @router.get("/down")
+    async def down() -> None:
+        # a real refusal: nothing listens on that port
+        engine = sa.create_engine(f"postgresql+psycopg://x@127.0.0.1:{closed_port()}/x")
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
+
+    return router
+
+
+@pytest.fixture
+def seen() -> list[str]:
+    return []
+
+
+@pytest.fixture
+def guarded(seen: list[str]) -> FastAPI:
+    return create_app("svc-test", Metrics(), routers=[guarded_router(seen)])
+
+
+@pytest.fixture
+async def gclient(guarded: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(guarded) as client:
+        yield client
+
+
+@pytest.mark.parametrize("note_id", ["99999999999999999999", "9223372036854775808", "0", "-1"])
+async def test_integers_a_bigint_cannot_hold_are_a_422(
+    gclient: httpx.AsyncClient, seen: list[str], note_id: str
+) -> None:
+    response = await gclient.get(f"/notes/{note_id}")
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["path", "note_id"]
+    assert seen == []
+    assert (await gclient.get("/notes/9223372036854775807")).status_code == 200
+
+
+async def test_http_errors_have_the_one_shape(gclient: httpx.AsyncClient) -> None:
+    missing = await gclient.get("/notes/404")
+    assert missing.status_code == 404
+    assert missing.json() == {"message": "note 404 not found", "detail": []}
+    unknown = await gclient.get("/nowhere")
+    assert unknown.json() == {"message": "Not Found", "detail": []}
+    wrong_method = await gclient.delete("/notes/1")
+    assert wrong_method.status_code == 405
+    assert wrong_method.json() == {"message": "Method Not Allowed", "detail": []}
+
+
+async def test_validation_errors_never_echo_what_was_sent(gclient: httpx.AsyncClient) -> None:
+    sent = {"text": ["s3cr3t-value"], "tags": {"h": {"v": "hdr-value"}}, "secret": ["hunter2"]}
+    response = await gclient.post("/notes", json=sent)
+    assert response.status_code == 422
+    for value in ("s3cr3t-value", "hdr-value", "hunter2"):
+        assert value not in response.text
+    assert all(set(item) == {"loc", "msg", "type"} for item in response.json()["detail"])
+    assert {tuple(i["loc"]) for i in response.json()["detail"]} == {
+        ("body", "text"),
+        ("body", "tags", "h"),
+        ("body", "secret"),
+    }
+
+
+async def test_an_error_body_stays_small_however_much_is_wrong(
+    gclient: httpx.AsyncClient,
+) -> None:
+    # 1,000 bad tags (numbers, not strings) with long keys: 1,000 errors, long locations
+    tags = {f"{i:04}" + "k" * 36: i for i in range(1000)}
+    response = await gclient.post("/notes", json={"text": "a", "tags": tags})
+    assert response.status_code == 422
+    assert len(response.content) <= 4096
+    assert 0 < len(response.json()["detail"]) < 1000
+
+
+async def test_an_unreachable_database_is_a_503(gclient: httpx.AsyncClient) -> None:
+    response = await gclient.get("/down")
+    assert response.status_code == 503
+    assert response.json() == {
+        "message": "a database or Redis is unavailable, try again later",
+        "detail": [],
+    }
+
+
+async def test_the_openapi_schema_documents_the_one_error_shape(
+    gclient: httpx.AsyncClient,
+) -> None:
+    schema = (await gclient.get("/openapi.json")).json()
+    error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+    post = schema["paths"]["/notes"]["post"]["responses"]
+    assert {"400", "422", "503"} <= set(post)
+    assert all(post[code]["content"] == error for code in ("400", "422", "503"))
+    get = schema["paths"]["/notes/{note_id}"]["get"]
+    assert get["responses"]["422"]["content"] == error
+    assert get["parameters"][0]["schema"]["maximum"] == 2**63 - 1
+    assert set(schema["paths"]["/healthz"]["get"]["responses"]) == {"200"}
+    components = schema["components"]["schemas"]
+    assert "HTTPValidationError" not in components
+    assert components["ErrorBody"]["required"] == ["message", "detail"]
