@@ -26,10 +26,13 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.engine import Engine
 
+from tributary.config import DEFAULT_MAX_BODY_BYTES
 from tributary.logs import redact
 from tributary.metrics import Metrics
 from tributary.web.errors import install_error_handlers
+from tributary.web.limits import BodyLimit
 from tributary.web.openapi import install_openapi
+from tributary.web.text import TextGuard
 
 log = logging.getLogger(__name__)
 
@@ -177,10 +180,14 @@ def create_app(
     checks: Sequence[ReadinessCheck] = (),
     routers: Sequence[APIRouter] = (),
     version: str = "0.1.0",
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
     """The service's app: probes, metrics, and its own routers (with an OpenAPI schema).
 
-    Every error answer has the one documented shape (tributary.web.errors).
+    Every request passes the shared guards first: a body over ``max_body_bytes``
+    is a 413 before it is read, text no store can keep (NUL, unpaired
+    surrogates) a 422; every error answer has the one documented shape.
     """
     app = FastAPI(title=service_name, version=version)
     install_error_handlers(app)
@@ -188,6 +195,9 @@ def create_app(
     for router in routers:
         app.include_router(router)
     install_openapi(app)
+    # the last added runs first: the size bound before anything reads the body
+    app.add_middleware(TextGuard)
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
     return app
 
 

@@ -2,7 +2,7 @@
 
 FastAPI documents its own 422 body (with ``input`` and ``ctx``, which are never
 sent) and nothing else. :func:`document_errors` declares, per operation, the
-errors the shared layer itself can answer (400/422 for a body, 422 for
+errors the shared layer itself can answer (400/413/422 for a body, 422 for
 parameters, 503 for an unreachable store) and gives every documented 4xx and
 5xx the :class:`~tributary.web.errors.ErrorBody` schema. Codes a route answers
 itself (404, 409...) are declared on the route with ``error_responses``.
@@ -26,6 +26,7 @@ FASTAPI_SCHEMAS = ("HTTPValidationError", "ValidationError")
 METHODS = ("get", "put", "post", "delete", "patch", "head", "options")
 BODY_ERRORS = {
     "400": "Bad Request: the body could not be read",
+    "413": "Content Too Large: the body is larger than HTTP_MAX_BODY_BYTES",
     "422": "Unprocessable: a field is missing or invalid",
 }
 PARAMETER_ERRORS = {"422": "Unprocessable: a parameter is missing or invalid"}
