@@ -324,6 +324,28 @@ async def test_a_body_over_the_limit_is_a_413_and_nothing_is_published(
     assert (await http.post("/receivers", json=receiver)).status_code == 413
 
 
+@pytest.mark.parametrize("field", ["json_value", "metadata"])
+async def test_a_reading_field_too_large_for_a_stream_entry_is_a_422(
+    http: httpx.AsyncClient, harness: Harness, field: str
+) -> None:
+    reading = {"device_id": "aq-1", "value": 1, field: {"blob": "x" * 10_000}}
+    response = await http.post("/readings", json=[reading, {"device_id": "aq-2", "value": 1}])
+    assert response.status_code == 422
+    # the body is one reading or a list: pydantic reports both readings of it
+    (item,) = [i for i in response.json()["detail"] if i["loc"][-1] == field]
+    assert item["loc"] == ["body", "list[ReadingIn]", 0, field]
+    assert item["msg"] == "Value error, must be at most 8192 bytes of JSON"
+    assert "xxxx" not in response.text
+    assert await readings_published(harness) == 0
+
+
+async def test_rule_labels_and_annotations_are_bounded(http: httpx.AsyncClient) -> None:
+    many = {f"l{i}": "v" for i in range(31)}
+    assert (await http.post("/rules", json={**RULE, "labels": many})).status_code == 422
+    long = {"summary": "s" * 4001}
+    assert (await http.post("/rules", json={**RULE, "annotations": long})).status_code == 422
+
+
 async def test_invalid_receivers_never_echo_secrets_or_header_values(
     http: httpx.AsyncClient,
 ) -> None:
