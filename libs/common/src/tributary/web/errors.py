@@ -1,4 +1,4 @@
-"""One error body for every 4xx and 5xx answer, and the handlers that produce it.
+"""One error body for every 4xx answer and the 503s, and the handlers that produce it.
 
 Every error is ``{"message": "...", "detail": [{"loc", "msg", "type"}, ...]}``:
 ``message`` says what is wrong in one line, ``detail`` lists the bad fields
@@ -57,7 +57,7 @@ class ErrorItem(BaseModel):
 
 
 class ErrorBody(BaseModel):
-    """The body of every 4xx and 5xx answer."""
+    """The body of every 4xx answer and of the 503 of an unreachable store."""
 
     message: str = Field(description="What is wrong, in one line.")
     detail: list[ErrorItem] = Field(description="The bad fields (empty: none in particular).")
