@@ -49,9 +49,10 @@ def _document(operation: dict[str, Any]) -> None:
     for code, description in added.items():
         responses.setdefault(code, {"description": description})
     for code, response in responses.items():
-        if code[0] in "45":
+        if code[0] in "45":  # 404, 4XX...
             response["content"] = _error_content()
-            response.setdefault("description", HTTPStatus(int(code)).phrase)
+            if "description" not in response:
+                response["description"] = HTTPStatus(int(code)).phrase if code.isdigit() else code
 
 
 def _add_error_schemas(schema: dict[str, Any]) -> None:
