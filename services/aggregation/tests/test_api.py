@@ -104,3 +104,37 @@ async def test_runs_and_days(client: httpx.AsyncClient) -> None:
     assert by_date[str(DAY)]["errors"] == 1
     assert by_date[str(DAY)]["final"] is True
     assert by_date[str(DAY + timedelta(1))]["rows_written"] == 3
+
+
+@pytest.mark.parametrize(
+    ("path", "loc"),
+    [
+        ("/usage?merchant=m1%00", ["query", "merchant"]),
+        ("/usage?merchant=m1&metric=%00", ["query", "metric"]),
+        ("/runs/218129874436014592585891840", ["path", "run_id"]),
+        ("/runs?before=99999999999999999999", ["query", "before"]),
+    ],
+)
+async def test_text_and_numbers_the_database_cannot_take_are_a_422(
+    client: httpx.AsyncClient, path: str, loc: list[str]
+) -> None:
+    reply = await client.get(path)
+    assert reply.status_code == 422
+    assert reply.json()["detail"][0]["loc"] == loc
+
+
+@pytest.mark.parametrize(
+    ("path", "params"),
+    [
+        ("/days", {"from": "2020-01-01", "to": "2025-01-01"}),
+        ("/usage", {"merchant": "m1", "from": "2025-03-10", "to": "2025-03-01"}),
+    ],
+)
+async def test_range_errors_have_the_documented_shape(
+    client: httpx.AsyncClient, path: str, params: dict[str, str]
+) -> None:
+    reply = await client.get(path, params=params)
+    assert reply.status_code == 422
+    body = reply.json()
+    assert set(body) == {"message", "detail"}
+    assert body["detail"] == []

@@ -140,7 +140,7 @@ def test_run_serves_http_schedules_and_stops_on_sigterm(
     finally:
         client.close()
     port = free_port()
-    proc = start("run", HTTP_PORT=str(port))
+    proc = start("run", HTTP_PORT=str(port), HTTP_MAX_BODY_BYTES="2048")
     base = f"http://127.0.0.1:{port}"
 
     def ready() -> bool:
@@ -159,6 +159,9 @@ def test_run_serves_http_schedules_and_stops_on_sigterm(
     assert {r["trigger"] for r in runs} == {"schedule"}
     metrics = httpx.get(f"{base}/metrics", timeout=5).text
     assert "aggregation_runs_total" in metrics
+    # the process's own HTTP_MAX_BODY_BYTES bounds what its API reads
+    too_large = httpx.request("GET", f"{base}/runs", content=b"x" * 4096, timeout=5)
+    assert too_large.status_code == 413
     stream = keys.stream(catalog.USAGE_AGGREGATED)
     client = redis.Redis.from_url(redis_url)
     try:

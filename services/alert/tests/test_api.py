@@ -222,3 +222,148 @@ async def test_metrics_and_openapi(http: httpx.AsyncClient, harness: Harness) ->
         "/silences",
         "/maintenance-windows",
     } <= set(paths)
+
+
+async def readings_published(harness: Harness) -> int:
+    key = harness.res.keys.stream(catalog.DEVICE_READINGS)
+    return len(await client.entries(harness.res.redis, key))
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/silences", {"matchers": [{"name": "a", "value": "b\u0000"}],
+                               "ends_at": "2099-01-01T00:00:00Z"}),
+        ("POST", "/rules", {**RULE, "name": "hot\u0000"}),
+        ("GET", "/events?subject=%00", None),
+        ("POST", "/readings", {"device_id": "aq-1", "metadata": {"k": "\u0000"}}),
+    ],
+)  # fmt: skip
+async def test_nul_in_a_request_is_a_422_not_a_500(
+    http: httpx.AsyncClient, method: str, path: str, body: dict[str, Any] | None
+) -> None:
+    response = await http.request(method, path, json=body)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["msg"] == "must not contain NUL characters"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "loc"),
+    [
+        ("GET", "/rules?offset=18446744073709551615", ["query", "offset"]),
+        ("GET", "/silences/1378755483034466524046819328", ["path", "silence_id"]),
+        ("DELETE", "/silences/1378755483034466524046819328", ["path", "silence_id"]),
+        ("GET", "/rules/197622310700137250816", ["path", "rule_id"]),
+        ("DELETE", "/rules/197622310700137250816", ["path", "rule_id"]),
+        ("GET", "/events?rule_id=99999999999999999999", ["query", "rule_id"]),
+        ("GET", "/receivers/99999999999999999999", ["path", "receiver_id"]),
+        ("DELETE", "/receivers/99999999999999999999", ["path", "receiver_id"]),
+        ("GET", "/maintenance-windows/99999999999999999999", ["path", "window_id"]),
+        ("DELETE", "/maintenance-windows/99999999999999999999", ["path", "window_id"]),
+    ],
+)
+async def test_ids_beyond_bigint_are_a_422_not_a_500(
+    http: httpx.AsyncClient, method: str, path: str, loc: list[str]
+) -> None:
+    response = await http.request(method, path)
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == loc
+
+
+async def test_puts_to_ids_beyond_bigint_are_a_422_not_a_500(http: httpx.AsyncClient) -> None:
+    receiver = {"name": "ops", "kind": "email", "to": ["a@b.c"]}
+    put = await http.put("/receivers/99999999999999999999", json=receiver)
+    assert put.status_code == 422
+    assert put.json()["detail"][0]["loc"] == ["path", "receiver_id"]
+    rule = await http.put("/rules/99999999999999999999", json=RULE)
+    assert rule.json()["detail"][0]["loc"] == ["path", "rule_id"]
+
+
+async def test_an_unpaired_surrogate_in_a_reading_is_a_422_and_nothing_is_published(
+    http: httpx.AsyncClient, harness: Harness
+) -> None:
+    response = await http.post(
+        "/readings",
+        content=b'{"device_id": "aq-1", "metric": "\\udcff", "value": 1}',
+        headers={"content-type": "application/json"},
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"] == [
+        {
+            "loc": ["body", "metric"],
+            "msg": "must not contain unpaired surrogates",
+            "type": "string_unstorable",
+        }
+    ]
+    assert await readings_published(harness) == 0
+
+
+async def test_route_errors_have_the_documented_shape(
+    http: httpx.AsyncClient, harness: Harness
+) -> None:
+    empty = await http.post("/readings", json=[])
+    assert empty.json() == {"message": "send 1..1000 readings per request", "detail": []}
+    backwards = await http.post(
+        "/silences",
+        json={"matchers": [{"name": "a", "value": "b"}], "ends_at": "2000-01-01T00:00:00Z"},
+    )
+    assert backwards.json() == {"message": "ends_at must be after starts_at", "detail": []}
+    missing = await http.get("/rules/12345")
+    assert missing.json() == {"message": "rule 12345 not found", "detail": []}
+
+
+async def test_a_body_over_the_limit_is_a_413_and_nothing_is_published(
+    http: httpx.AsyncClient, harness: Harness
+) -> None:
+    reading = {"device_id": "aq-1", "json_value": "x" * (2 * 1024 * 1024)}
+    response = await http.post("/readings", json=reading)
+    assert response.status_code == 413
+    assert len(response.content) < 1000
+    assert await readings_published(harness) == 0
+    receiver = {"name": "ops", "kind": "webhook", "url": "https://h.example/" + "x" * 2**21}
+    assert (await http.post("/receivers", json=receiver)).status_code == 413
+
+
+@pytest.mark.parametrize("field", ["json_value", "metadata"])
+async def test_a_reading_field_too_large_for_a_stream_entry_is_a_422(
+    http: httpx.AsyncClient, harness: Harness, field: str
+) -> None:
+    reading = {"device_id": "aq-1", "value": 1, field: {"blob": "x" * 10_000}}
+    response = await http.post("/readings", json=[reading, {"device_id": "aq-2", "value": 1}])
+    assert response.status_code == 422
+    # the body is one reading or a list: pydantic reports both readings of it
+    (item,) = [i for i in response.json()["detail"] if i["loc"][-1] == field]
+    assert item["loc"] == ["body", "list[ReadingIn]", 0, field]
+    assert item["msg"] == "Value error, must be at most 8192 bytes of JSON"
+    assert "xxxx" not in response.text
+    assert await readings_published(harness) == 0
+
+
+async def test_rule_labels_and_annotations_are_bounded(http: httpx.AsyncClient) -> None:
+    many = {f"l{i}": "v" for i in range(31)}
+    assert (await http.post("/rules", json={**RULE, "labels": many})).status_code == 422
+    long = {"summary": "s" * 4001}
+    assert (await http.post("/rules", json={**RULE, "annotations": long})).status_code == 422
+
+
+async def test_invalid_receivers_never_echo_secrets_or_header_values(
+    http: httpx.AsyncClient,
+) -> None:
+    response = await http.post(
+        "/receivers",
+        json={
+            "name": "bad name!",
+            "kind": "webhook",
+            "url": "ftp://hooks.example/x",
+            "hmac_secret": "top-secret",
+            "headers": {"Authorization": "Bearer abc", "X-Count": 5},
+            "to": "not-a-list",
+        },
+    )
+    assert response.status_code == 422
+    assert "top-secret" not in response.text
+    assert "Bearer abc" not in response.text
+    locs = {tuple(item["loc"]) for item in response.json()["detail"]}
+    assert ("body", "headers", "X-Count") in locs
+    assert ("body", "name") in locs
+    assert all(set(item) == {"loc", "msg", "type"} for item in response.json()["detail"])

@@ -95,3 +95,41 @@ async def test_default_max_results_comes_from_the_settings(harness: Harness) -> 
     harness.add_account()
     job = await harness.create_job()
     assert job["max_results"] == harness.settings.default_max_results
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/api/analytics/jobs?user_id=user-1%00", None),
+        ("GET", "/api/analytics/jobs/a%00", None),
+        ("POST", "/api/analytics/jobs", {"user_id": "user-1\u0000"}),
+    ],
+)
+async def test_nul_in_a_request_is_a_422_not_a_500(
+    harness: Harness, method: str, path: str, body: dict[str, str] | None
+) -> None:
+    reply = await harness.http.request(method, path, json=body, headers=AUTH)
+    assert reply.status_code == 422
+    assert reply.json()["detail"][0]["msg"] == "must not contain NUL characters"
+
+
+async def test_every_error_has_the_documented_shape(harness: Harness) -> None:
+    harness.add_account()
+    over_cap = await harness.http.post(
+        "/api/analytics/jobs", json={"user_id": "user-1", "max_results": 501}, headers=AUTH
+    )
+    assert over_cap.status_code == 422
+    assert over_cap.json() == {"message": "max_results: must be at most 500", "detail": []}
+    unauthorized = await harness.http.get("/api/analytics/jobs/x")
+    assert unauthorized.json() == {"message": "missing or invalid bearer token", "detail": []}
+    schema = (await harness.http.get("/openapi.json")).json()
+    operation = schema["paths"]["/api/analytics/jobs/{job_id}"]["delete"]
+    assert {"401", "404", "409", "422"} <= set(operation["responses"])
+
+
+async def test_a_body_over_the_limit_is_refused_before_it_is_read(harness: Harness) -> None:
+    body = b'{"user_id": "' + b"u" * (2 * 1024 * 1024) + b'"}'
+    headers = {"Content-Type": "application/json"}
+    reply = await harness.http.post("/api/analytics/jobs", content=body, headers=headers)
+    assert reply.status_code == 413  # not a 401 after reading 2 MiB
+    assert len(reply.content) < 1000

@@ -104,3 +104,46 @@ async def test_analytics_endpoints(harness: Harness, client: httpx.AsyncClient) 
     assert summary["servers"][0]["last_success_at"] is not None
     assert summary["servers_in_backoff"] == []
     assert (await client.get("/analytics/anomalies")).json() == []
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("GET", "/analytics/forecast?server=s&key=%00", None),
+        ("GET", "/servers/%00", None),
+        ("DELETE", "/servers/a%00", None),
+        ("GET", "/analytics/top-consumers?server=%00", None),
+        ("POST", "/servers", {"apiUrl": "https://1.2.3.4:1/abcdef", "certSha256": "A" * 64,
+                              "name": "eu\u0000"}),
+    ],
+)  # fmt: skip
+async def test_nul_anywhere_in_a_request_is_a_422_not_a_500(
+    client: httpx.AsyncClient, method: str, path: str, body: dict[str, str] | None
+) -> None:
+    response = await client.request(method, path, json=body)
+    assert response.status_code == 422
+    (item,) = response.json()["detail"]
+    assert item["msg"] == "must not contain NUL characters"
+
+
+async def test_errors_have_the_shape_the_schema_declares(client: httpx.AsyncClient) -> None:
+    missing = await client.get("/servers/nope")
+    assert missing.status_code == 404
+    assert missing.json() == {"message": "no server 'nope'", "detail": []}
+    bad = await client.post(
+        "/servers", content=b"[1]", headers={"content-type": "application/json"}
+    )
+    assert set(bad.json()) == {"message", "detail"}
+    schema = (await client.get("/openapi.json")).json()
+    responses = schema["paths"]["/servers/{server}"]["get"]["responses"]
+    assert responses["404"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorBody"
+    }
+    assert {"400", "409", "413", "422"} <= set(schema["paths"]["/servers"]["post"]["responses"])
+
+
+async def test_a_registration_body_over_the_limit_is_a_413(client: httpx.AsyncClient) -> None:
+    body = {"apiUrl": "https://1.2.3.4:1/abcdef", "certSha256": "A" * 64, "name": "x" * 2**21}
+    response = await client.post("/servers", json=body)
+    assert response.status_code == 413
+    assert len(response.content) < 1000

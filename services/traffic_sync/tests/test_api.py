@@ -104,3 +104,27 @@ async def test_a_node_key_of_the_wrong_type_is_not_a_500(
     response = await client.get("/nodes/6/traffic")
     assert response.status_code == 200
     assert response.json()["unflushed_upload_bytes"] is None
+
+
+async def test_a_body_over_the_limit_is_a_413_and_nothing_is_echoed(
+    client: httpx.AsyncClient,
+) -> None:
+    huge = await client.put("/nodes/1/limit", json={"limit_bytes": "9" * (2 * 1024 * 1024)})
+    assert huge.status_code == 413
+    assert len(huge.content) < 1000
+    # under the limit but invalid: the 422 names the field and never carries the value back
+    large = await client.put("/nodes/1/limit", json={"limit_bytes": "9" * 500_000, "x": "y" * 1000})
+    assert large.status_code == 422
+    assert len(large.content) < 4096
+    assert "999" not in large.text
+    assert "yyy" not in large.text
+    assert {tuple(e["loc"]) for e in large.json()["detail"]} == {
+        ("body", "limit_bytes"),
+        ("body", "x"),
+    }
+
+
+async def test_a_missing_node_has_the_documented_error_shape(client: httpx.AsyncClient) -> None:
+    missing = await client.get("/nodes/12345/traffic")
+    assert missing.status_code == 404
+    assert missing.json() == {"message": "node 12345 has no traffic recorded", "detail": []}

@@ -20,6 +20,8 @@ from tributary.errors import ConfigError
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+#: largest request body read by default, in bytes: far above any body a service takes
+DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 
@@ -62,6 +64,12 @@ class ServiceSettings(BaseSettings):
         le=65535,
         validation_alias=shared("HTTP_PORT"),
         description="Port of the HTTP API (/healthz, /readyz, /metrics); 0 disables it.",
+    )
+    http_max_body_bytes: int = Field(
+        DEFAULT_MAX_BODY_BYTES,
+        ge=1024,
+        validation_alias=shared("HTTP_MAX_BODY_BYTES"),
+        description="Largest request body the HTTP API reads, in bytes; larger ones get a 413.",
     )
     otel_exporter_otlp_endpoint: str | None = Field(
         None,

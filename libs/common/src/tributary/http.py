@@ -21,15 +21,18 @@ from typing import Any
 import redis.asyncio as aioredis
 import sqlalchemy as sa
 import uvicorn
-from fastapi import APIRouter, FastAPI, Request, Response
-from fastapi.encoders import jsonable_encoder
-from fastapi.exceptions import RequestValidationError
+from fastapi import APIRouter, FastAPI, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy.engine import Engine
 
+from tributary.config import DEFAULT_MAX_BODY_BYTES
 from tributary.logs import redact
 from tributary.metrics import Metrics
+from tributary.web.errors import install_error_handlers
+from tributary.web.limits import BodyLimit
+from tributary.web.openapi import install_openapi
+from tributary.web.text import TextGuard
 
 log = logging.getLogger(__name__)
 
@@ -151,26 +154,6 @@ async def readiness(checks: Sequence[ReadinessCheck]) -> tuple[bool, dict[str, A
 # -- the app -------------------------------------------------------------
 
 
-def _describe(error: dict[str, Any]) -> str:
-    if error.get("type") == "json_invalid":
-        # FastAPI puts the character offset in loc; say what is wrong instead
-        reason = error.get("ctx", {}).get("error", "malformed")
-        return f"body: invalid JSON ({reason} at character {error['loc'][-1]})"
-    where = ".".join(str(part) for part in error.get("loc", ()))
-    return f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg"))
-
-
-async def _validation_error(request: Request, exc: Exception) -> Response:
-    """422 naming every bad field, for body, query and path alike (malformed JSON too)."""
-    errors = exc.errors() if isinstance(exc, RequestValidationError) else []
-    message = "invalid request: " + "; ".join(_describe(e) for e in errors)
-    # ctx may hold the exception a validator raised, which JSON cannot carry
-    detail = [{k: v for k, v in e.items() if k != "ctx"} for e in errors]
-    return JSONResponse(
-        status_code=422, content={"message": message, "detail": jsonable_encoder(detail)}
-    )
-
-
 def _probe_router(metrics: Metrics, checks: Sequence[ReadinessCheck]) -> APIRouter:
     router = APIRouter(tags=["operations"])
 
@@ -197,13 +180,24 @@ def create_app(
     checks: Sequence[ReadinessCheck] = (),
     routers: Sequence[APIRouter] = (),
     version: str = "0.1.0",
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
 ) -> FastAPI:
-    """The service's app: probes, metrics, and its own routers (with an OpenAPI schema)."""
+    """The service's app: probes, metrics, and its own routers (with an OpenAPI schema).
+
+    Every request passes the shared guards first: a body over ``max_body_bytes``
+    is a 413 before it is read, text no store can keep (NUL, unpaired
+    surrogates) a 422; every error answer has the one documented shape.
+    """
     app = FastAPI(title=service_name, version=version)
-    app.add_exception_handler(RequestValidationError, _validation_error)
+    install_error_handlers(app)
     app.include_router(_probe_router(metrics, tuple(checks)))
     for router in routers:
         app.include_router(router)
+    install_openapi(app)
+    # the last added runs first: the size bound before anything reads the body
+    app.add_middleware(TextGuard)
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
     return app
 
 

@@ -252,7 +252,13 @@ def _http_app(res: Resources, parts: Components) -> HttpServer:
         migrations_check(_migrations_applied(res.service, res.engine)),
         *parts.checks,
     ]
-    app = create_app(res.service.name, res.metrics, checks, parts.routers)
+    app = create_app(
+        res.service.name,
+        res.metrics,
+        checks,
+        parts.routers,
+        max_body_bytes=res.settings.http_max_body_bytes,
+    )
     res.telemetry.instrument_app(app)
     return HttpServer(app, "0.0.0.0", res.settings.http_port)
 

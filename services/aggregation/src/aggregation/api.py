@@ -12,6 +12,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from aggregation import repository as repo
 from aggregation.keys import MAX_NAME_LENGTH
+from tributary.web.errors import error_responses
+from tributary.web.params import RowId
 
 #: widest date range one /usage request may ask for, in days
 MAX_RANGE_DAYS = 366
@@ -81,7 +83,7 @@ def router(sessions: sessionmaker[Session]) -> APIRouter:
     def get_runs(
         day: Annotated[date | None, Query(alias="date")] = None,
         status: Status | None = None,
-        before: Annotated[int | None, Query(ge=1, description="runs with a smaller id")] = None,
+        before: Annotated[RowId | None, Query(description="runs with a smaller id")] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 50,
     ) -> dict[str, Any]:
         """Recent runs, newest first."""
@@ -89,9 +91,9 @@ def router(sessions: sessionmaker[Session]) -> APIRouter:
             runs = repo.list_runs(session, day=day, status=status, limit=limit, before_id=before)
         return {"runs": [_run_json(run) for run in runs]}
 
-    @api.get("/runs/{run_id}")
+    @api.get("/runs/{run_id}", responses=error_responses(404))
     def get_run(
-        run_id: int, errors: Annotated[int, Query(ge=0, le=MAX_LIMIT)] = 100
+        run_id: RowId, errors: Annotated[int, Query(ge=0, le=MAX_LIMIT)] = 100
     ) -> dict[str, Any]:
         """One run, with the malformed keys it recorded."""
         with sessions() as session:

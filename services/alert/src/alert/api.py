@@ -11,12 +11,13 @@ from fastapi import APIRouter, HTTPException, Query, Response, status
 from sqlalchemy.orm import Session
 
 from alert import api_setup, repository, rule_admin
-from alert.api_setup import UNPROCESSABLE, not_found
+from alert.api_setup import NOT_FOUND, UNPROCESSABLE, not_found
 from alert.app import AlertApp
 from alert.rules import RuleSpec, Source
 from alert.schemas import Accepted, EventDetail, EventOut, ReadingIn, RuleOut
 from tributary import catalog
 from tributary.events import make_event
+from tributary.web.params import Count, RowId
 
 T = TypeVar("T")
 #: readings accepted in one POST /readings
@@ -64,13 +65,13 @@ def _rules_read(db: Db) -> APIRouter:
         source: Source | None = None,
         enabled: bool | None = None,
         limit: int = Query(100, ge=1, le=1000),
-        offset: int = Query(0, ge=0),
+        offset: Count = 0,
     ) -> list[RuleOut]:
         rows = await db(lambda s: repository.list_rules(s, source, enabled, limit, offset))
         return [rule_out(r) for r in rows]
 
-    @router.get("/{rule_id}")
-    async def get_rule(rule_id: int) -> RuleOut:
+    @router.get("/{rule_id}", responses=NOT_FOUND)
+    async def get_rule(rule_id: RowId) -> RuleOut:
         row = await db(lambda s: repository.get_rule(s, rule_id))
         if row is None:
             raise not_found("rule", rule_id)
@@ -92,8 +93,8 @@ def _rules_write(app: AlertApp, db: Db) -> APIRouter:
 
         return rule_out(await db(create))
 
-    @router.put("/{rule_id}")
-    async def replace_rule(rule_id: int, spec: RuleSpec) -> RuleOut:
+    @router.put("/{rule_id}", responses=NOT_FOUND)
+    async def replace_rule(rule_id: RowId, spec: RuleSpec) -> RuleOut:
         def replace(session: Session) -> Any:
             _check_receivers(session, spec)
             if not rule_admin.update(session, rule_id, spec, emitter, app.clock()):
@@ -107,8 +108,8 @@ def _rules_write(app: AlertApp, db: Db) -> APIRouter:
         app.notifier.wake()
         return rule_out(row)
 
-    @router.delete("/{rule_id}", status_code=status.HTTP_204_NO_CONTENT)
-    async def delete_rule(rule_id: int) -> Response:
+    @router.delete("/{rule_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
+    async def delete_rule(rule_id: RowId) -> Response:
         deleted = await db(lambda s: rule_admin.delete(s, rule_id, emitter, app.clock()))
         if not deleted:
             raise not_found("rule", rule_id)
@@ -130,7 +131,7 @@ def _events(db: Db) -> APIRouter:
     async def list_events(
         open: bool | None = Query(None, description="true: open alerts; false: resolved ones"),
         subject: str | None = Query(None, max_length=300),
-        rule_id: int | None = None,
+        rule_id: RowId | None = None,
         limit: int = Query(100, ge=1, le=1000),
     ) -> list[EventOut]:
         rows = await db(
@@ -140,7 +141,7 @@ def _events(db: Db) -> APIRouter:
         )
         return [EventOut.model_validate(_event_out(r)) for r in rows]
 
-    @router.get("/{event_id}")
+    @router.get("/{event_id}", responses=NOT_FOUND)
     async def get_event(event_id: str) -> EventDetail:
         found = await db(lambda s: repository.event_detail(s, event_id))
         if found is None:

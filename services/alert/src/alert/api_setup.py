@@ -25,12 +25,16 @@ from alert.schemas import (
     WindowOut,
     WindowSpec,
 )
+from tributary.web.errors import error_responses
+from tributary.web.params import RowId
 
 if TYPE_CHECKING:
     from alert.api import Db
 
 #: 422 (starlette renamed its constant; the number is what clients see)
 UNPROCESSABLE = 422
+NOT_FOUND = error_responses(404)
+CONFLICT = error_responses(409)
 
 
 def notification_out(row: Any, tries: Sequence[dict[str, Any]]) -> NotificationOut:
@@ -48,7 +52,7 @@ def not_found(what: str, key: object) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"{what} {key} not found")
 
 
-async def _by_id(db: Db, table: sa.Table, key: int, what: str) -> Any:
+async def _by_id(db: Db, table: sa.Table, key: RowId, what: str) -> Any:
     """The row of ``table`` whose id is ``key``; a 404 naming ``what`` when there is none."""
     row = await db(lambda s: s.execute(sa.select(table).where(table.c.id == key)).first())
     if row is None:
@@ -64,8 +68,8 @@ def _receivers_read(db: Db) -> APIRouter:
         rows = await db(lambda s: list(s.execute(sa.select(receivers).order_by(receivers.c.id))))
         return [repository.receiver_out(r) for r in rows]
 
-    @router.get("/{receiver_id}")
-    async def get_receiver(receiver_id: int) -> ReceiverOut:
+    @router.get("/{receiver_id}", responses=NOT_FOUND)
+    async def get_receiver(receiver_id: RowId) -> ReceiverOut:
         return repository.receiver_out(await _by_id(db, receivers, receiver_id, "receiver"))
 
     return router
@@ -95,16 +99,20 @@ def _receivers_write(app: AlertApp, db: Db) -> APIRouter:
             raise not_found("receiver", receiver_id)
         return repository.receiver_out(row)
 
-    @router.post("", status_code=status.HTTP_201_CREATED)
+    @router.post("", status_code=status.HTTP_201_CREATED, responses=CONFLICT)
     async def create_receiver(spec: ReceiverSpec) -> ReceiverOut:
         return await save(spec)
 
-    @router.put("/{receiver_id}")
-    async def replace_receiver(receiver_id: int, spec: ReceiverSpec) -> ReceiverOut:
+    @router.put("/{receiver_id}", responses=error_responses(404, 409))
+    async def replace_receiver(receiver_id: RowId, spec: ReceiverSpec) -> ReceiverOut:
         return await save(spec, receiver_id)
 
-    @router.delete("/{receiver_id}", status_code=status.HTTP_204_NO_CONTENT)
-    async def delete_receiver(receiver_id: int) -> Response:
+    @router.delete(
+        "/{receiver_id}",
+        status_code=status.HTTP_204_NO_CONTENT,
+        responses=error_responses(404, 409),
+    )
+    async def delete_receiver(receiver_id: RowId) -> Response:
         found, users = await db(lambda s: _delete_receiver(s, receiver_id))
         if not found:
             raise not_found("receiver", receiver_id)
@@ -150,12 +158,12 @@ def _silences(app: AlertApp, db: Db) -> APIRouter:
         rows = await db(lambda s: repository.list_silences(s, app.clock() if active else None))
         return [_silence_out(r, app) for r in rows]
 
-    @router.get("/{silence_id}")
-    async def get_silence(silence_id: int) -> SilenceOut:
+    @router.get("/{silence_id}", responses=NOT_FOUND)
+    async def get_silence(silence_id: RowId) -> SilenceOut:
         return _silence_out(await _by_id(db, silences, silence_id, "silence"), app)
 
-    @router.delete("/{silence_id}")
-    async def expire_silence(silence_id: int) -> SilenceOut:
+    @router.delete("/{silence_id}", responses=NOT_FOUND)
+    async def expire_silence(silence_id: RowId) -> SilenceOut:
         """Expire the silence now (it stays listed, inactive)."""
         row = await db(lambda s: repository.expire_silence(s, silence_id, app.clock()))
         if row is None:
@@ -196,16 +204,16 @@ def _windows(app: AlertApp, db: Db) -> APIRouter:
         rows = await db(lambda s: list(s.execute(sa.select(table).order_by(table.c.id))))
         return [_window_out(r, app) for r in rows]
 
-    @router.get("/{window_id}")
-    async def get_window(window_id: int) -> WindowOut:
+    @router.get("/{window_id}", responses=NOT_FOUND)
+    async def get_window(window_id: RowId) -> WindowOut:
         return _window_out(await _by_id(db, table, window_id, "maintenance window"), app)
 
-    @router.put("/{window_id}")
-    async def replace_window(window_id: int, spec: WindowSpec) -> WindowOut:
+    @router.put("/{window_id}", responses=NOT_FOUND)
+    async def replace_window(window_id: RowId, spec: WindowSpec) -> WindowOut:
         return await save(spec, window_id)
 
-    @router.delete("/{window_id}", status_code=status.HTTP_204_NO_CONTENT)
-    async def delete_window(window_id: int) -> Response:
+    @router.delete("/{window_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
+    async def delete_window(window_id: RowId) -> Response:
         if not await db(lambda s: _delete_window(s, window_id)):
             raise not_found("maintenance window", window_id)
         return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -19,7 +19,7 @@ import math
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -43,6 +43,15 @@ OPERATORS: dict[str, Callable[[float, float], bool]] = {
 UPWARD = (">", ">=")
 DOWNWARD = ("<", "<=")
 TREND_KINDS = ("rate_of_change", "moving_average")
+#: labels and annotations of a rule, at most: every alert event of the rule carries them
+MAX_LABELS = 30
+LabelName = Annotated[str, Field(min_length=1, max_length=100)]
+Labels = Annotated[
+    dict[LabelName, Annotated[str, Field(max_length=1000)]], Field(max_length=MAX_LABELS)
+]
+Annotations = Annotated[
+    dict[LabelName, Annotated[str, Field(max_length=4000)]], Field(max_length=MAX_LABELS)
+]
 #: labels every alert carries; a rule's own labels cannot override them
 RESERVED_LABELS = ("alertname", "rule_id", "severity", "subject", "source", "metric")
 
@@ -90,8 +99,8 @@ class RuleSpec(BaseModel):
     keep_firing_for_seconds: float = Field(0.0, ge=0, description="Firing this long after clear.")
     no_data_seconds: float | None = Field(None, gt=0, description="no_data: silence that fires.")
     severity: str = Field("warning", pattern=r"^[a-z][a-z0-9_-]{0,31}$")
-    labels: dict[str, str] = Field(default_factory=dict)
-    annotations: dict[str, str] = Field(default_factory=dict)
+    labels: Labels = Field(default_factory=dict)
+    annotations: Annotations = Field(default_factory=dict)
     receivers: list[str] = Field(default_factory=list, description="Receiver names.")
     repeat_interval_seconds: float | None = Field(None, gt=0, description="Re-notify period.")
     escalation: Escalation | None = None

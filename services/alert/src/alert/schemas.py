@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -12,6 +13,9 @@ from alert.matchers import Matcher
 from tributary import catalog
 
 ReceiverKind = Literal["webhook", "email"]
+#: bound on a reading's json_value and on its metadata, in bytes of JSON: each becomes
+#: part of a device.readings entry, and rules read at most 200 leaves of them anyway
+MAX_READING_JSON_BYTES = 8192
 
 
 class ReceiverSpec(BaseModel):
@@ -156,6 +160,14 @@ class ReadingIn(BaseModel):
     json_value: Any = None
     metadata: dict[str, Any] = Field(default_factory=dict)
     time: datetime | None = Field(None, description="Default: when received.")
+
+    @field_validator("json_value", "metadata")
+    @classmethod
+    def _bounded(cls, value: Any) -> Any:
+        size = len(json.dumps(value, ensure_ascii=False, default=str).encode())
+        if size > MAX_READING_JSON_BYTES:
+            raise ValueError(f"must be at most {MAX_READING_JSON_BYTES} bytes of JSON")
+        return value
 
     def payload(self, now: datetime) -> catalog.DeviceReadingRecorded:
         data = self.model_dump()

@@ -21,7 +21,9 @@ from gmail_fetch import repository as repo
 from gmail_fetch.config import GmailFetchSettings
 from gmail_fetch.repository import Job
 from gmail_fetch.store import Store
+from tributary.web.errors import error_responses
 
+NOT_FOUND = error_responses(404)
 JobId = Annotated[str, Path(min_length=1, max_length=36, description="Job id.")]
 
 
@@ -83,10 +85,13 @@ def bearer_auth(settings: GmailFetchSettings) -> Callable[..., None]:
 
 def make_router(settings: GmailFetchSettings, store: Store, tracer: Tracer | None) -> APIRouter:
     router = APIRouter(
-        prefix="/api/analytics", tags=["analytics"], dependencies=[Depends(bearer_auth(settings))]
+        prefix="/api/analytics",
+        tags=["analytics"],
+        dependencies=[Depends(bearer_auth(settings))],
+        responses=error_responses(401),
     )
 
-    @router.post("/jobs", status_code=202, response_model=JobView)
+    @router.post("/jobs", status_code=202, response_model=JobView, responses=NOT_FOUND)
     async def create_job(body: JobRequest, response: Response) -> JobView:
         max_results = body.max_results or settings.default_max_results
         if max_results > settings.max_results_cap:
@@ -97,7 +102,7 @@ def make_router(settings: GmailFetchSettings, store: Store, tracer: Tracer | Non
         response.headers["Location"] = f"/api/analytics/jobs/{job.id}"
         return _view(job)
 
-    @router.get("/jobs/{job_id}", response_model=JobView)
+    @router.get("/jobs/{job_id}", response_model=JobView, responses=NOT_FOUND)
     async def get_job(job_id: JobId) -> JobView:
         job = await store.run(repo.get_job, job_id)
         if job is None:
@@ -111,7 +116,7 @@ def make_router(settings: GmailFetchSettings, store: Store, tracer: Tracer | Non
     ) -> list[JobView]:
         return [_view(j) for j in await store.run(repo.list_jobs, user_id, limit)]
 
-    @router.delete("/jobs/{job_id}", response_model=JobView)
+    @router.delete("/jobs/{job_id}", response_model=JobView, responses=error_responses(404, 409))
     async def cancel_job(job_id: JobId) -> JobView:
         job = await store.run(repo.cancel_job, job_id, tracer)
         if job is not None:

@@ -1,8 +1,9 @@
 """HTTP API: servers (register, list, deactivate) and analytics.
 
-The apiUrl is accepted on registration and never returned; request bodies
-are parsed here (not by FastAPI's validation, whose 422 echoes the input) so
-that an error never quotes it either.
+The apiUrl is accepted on registration and never returned; the registration
+body is parsed here, by the same code that registers a server from the CLI,
+and its errors never quote the apiUrl. Every error answer has the shared shape
+(tributary.web.errors).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Request
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 from redis.asyncio import Redis
@@ -34,12 +35,12 @@ from snapshot.servers import (
     set_active,
 )
 from tributary.streams.names import Keys
+from tributary.web.errors import error_response, error_responses
 
 Clock = Callable[[], datetime]
 
 
-def _error(status: int, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"message": message})
+NOT_FOUND = error_responses(404)
 
 
 def servers_router(sessions: sessionmaker[Session], box: SecretBox, clock: Clock) -> APIRouter:
@@ -61,17 +62,18 @@ def _registration_route(
         status_code=201,
         summary="Register an Outline server",
         openapi_extra={"requestBody": body},
+        responses=error_responses(400, 409),
     )
-    async def register(request: Request) -> JSONResponse:
+    async def register(request: Request) -> Response:
         """Body: ``{"apiUrl": "https://host:port/secret", "certSha256": "...", "name": ...}``."""
         try:
             raw = json.loads(await request.body() or b"null")
         except ValueError:
-            return _error(400, "body is not valid JSON")
+            return error_response(400, "body is not valid JSON")
         try:
             registration = parse_registration(raw)
         except RegistrationError as exc:
-            return _error(422, f"invalid registration: {exc}")
+            return error_response(422, f"invalid registration: {exc}")
 
         def create() -> dict[str, Any]:
             with sessions.begin() as session:
@@ -80,9 +82,9 @@ def _registration_route(
         try:
             view = await asyncio.to_thread(create)
         except DuplicateServer as exc:
-            return _error(409, str(exc))
+            return error_response(409, str(exc))
         except RegistrationError as exc:
-            return _error(422, f"invalid registration: {exc}")
+            return error_response(422, f"invalid registration: {exc}")
         return JSONResponse(status_code=201, content=jsonable_encoder(view))
 
 
@@ -96,7 +98,7 @@ def _read_routes(router: APIRouter, sessions: sessionmaker[Session], clock: Cloc
 
         return await asyncio.to_thread(read)
 
-    @router.get("/{server}", summary="One server, by id or name")
+    @router.get("/{server}", summary="One server, by id or name", responses=NOT_FOUND)
     async def get_one(server: str) -> dict[str, Any]:
         def read() -> dict[str, Any] | None:
             with sessions() as session:
@@ -121,11 +123,15 @@ def _state_routes(router: APIRouter, sessions: sessionmaker[Session], clock: Clo
             raise HTTPException(404, f"no server {server!r}")
         return view
 
-    @router.delete("/{server}", summary="Deactivate a server (history is kept)")
+    @router.delete(
+        "/{server}", summary="Deactivate a server (history is kept)", responses=NOT_FOUND
+    )
     async def deactivate(server: str) -> dict[str, Any]:
         return await _set(server, False)
 
-    @router.post("/{server}/activate", summary="Activate a deactivated server again")
+    @router.post(
+        "/{server}/activate", summary="Activate a deactivated server again", responses=NOT_FOUND
+    )
     async def activate(server: str) -> dict[str, Any]:
         return await _set(server, True)
 
@@ -159,7 +165,7 @@ def analytics_router(
         )
         return result
 
-    @router.get("/forecast", summary="Time to quota of one key")
+    @router.get("/forecast", summary="Time to quota of one key", responses=NOT_FOUND)
     async def forecast(
         server: Annotated[str, Query(min_length=1)], key: Annotated[str, Query(min_length=1)]
     ) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from traffic_sync import repository
 from traffic_sync.batch import BadNode, parse_counter
 from traffic_sync.counters import DOWNLOAD, MAX_BYTES, UPLOAD, TrafficKeys
+from tributary.web.errors import error_responses
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,9 @@ def make_router(
             unflushed_download_bytes=pending[1],
         )
 
-    @router.get("/nodes/{node_id}/traffic", response_model=NodeTrafficOut)
+    @router.get(
+        "/nodes/{node_id}/traffic", response_model=NodeTrafficOut, responses=error_responses(404)
+    )
     async def node_traffic(node_id: NodeId) -> NodeTrafficOut:
         """A node's flushed counters and limit, plus what Redis holds not yet flushed."""
         row = await _db(read, node_id)

@@ -1,0 +1,1 @@
+"""What every service's HTTP API shares: one error body, request limits, parameter types."""

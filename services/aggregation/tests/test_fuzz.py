@@ -1,0 +1,23 @@
+"""schemathesis against the aggregation API over real HTTP: no 5xx, every answer as
+documented."""
+
+from __future__ import annotations
+
+import pytest
+
+from aggregation.api import router
+from tributary.http import create_app
+from tributary.testing.fuzz import fuzz_api
+
+from .conftest import AppFactory
+
+pytestmark = pytest.mark.fuzz
+
+
+async def test_fuzzing_the_api_finds_no_server_error_and_no_undocumented_answer(
+    make_app: AppFactory,
+) -> None:
+    res, _ = await make_app()
+    run = await fuzz_api(create_app("aggregation", res.metrics, routers=[router(res.sessions)]))
+    assert run.passed, run.output
+    print(run.summary())

@@ -1,0 +1,21 @@
+"""schemathesis against the alert API over real HTTP: no 5xx, every answer as documented."""
+
+from __future__ import annotations
+
+import pytest
+
+from alert import api
+from alert.testing import Harness
+from tributary.http import create_app
+from tributary.testing.fuzz import fuzz_api
+
+pytestmark = pytest.mark.fuzz
+
+
+async def test_fuzzing_the_api_finds_no_server_error_and_no_undocumented_answer(
+    harness: Harness,
+) -> None:
+    app = create_app("alert", harness.res.metrics, [], [api.router(harness.app)])
+    run = await fuzz_api(app)
+    assert run.passed, run.output
+    print(run.summary())

@@ -1,0 +1,22 @@
+"""schemathesis against the gmail_fetch API over real HTTP (with a valid bearer token):
+no 5xx, every answer as documented."""
+
+from __future__ import annotations
+
+import pytest
+
+from gmail_fetch.testing import API_TOKEN, Harness
+from tributary.http import create_app
+from tributary.testing.fuzz import fuzz_api
+
+pytestmark = pytest.mark.fuzz
+
+
+async def test_fuzzing_the_api_finds_no_server_error_and_no_undocumented_answer(
+    harness: Harness,
+) -> None:
+    harness.add_account()
+    app = create_app("gmail_fetch", harness.res.metrics, routers=harness.parts.routers)
+    run = await fuzz_api(app, headers={"Authorization": f"Bearer {API_TOKEN}"})
+    assert run.passed, run.output
+    print(run.summary())
