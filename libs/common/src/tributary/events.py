@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from tributary.errors import MalformedEvent
-from tributary.wire import undecodable
+from tributary.wire import entry_problem
 
 SPEC_VERSION = "1.0"
 #: fields every envelope carries; the rest (traceparent, tracestate) are optional
@@ -217,11 +217,14 @@ def _first_error(exc: ValidationError) -> str:
     return f"{loc}: {err['msg']}"
 
 
-def decode(fields: Mapping[str, str], registry: Registry | None = None) -> Event:
-    """Parse a stream entry; raises MalformedEvent (only) when it is not a valid event."""
+def decode(
+    fields: Mapping[str, str], registry: Registry | None = None, max_chars: int | None = None
+) -> Event:
+    """Parse a stream entry; raises MalformedEvent (only) when it is not a valid event
+    (with ``max_chars``: also when its names and values are longer than that in all)."""
     try:
         get = fields.get
-        problem = undecodable(fields)
+        problem = entry_problem(fields, max_chars)
     except AttributeError:
         raise MalformedEvent("entry is not a hash of fields") from None
     if problem is not None:

@@ -13,12 +13,23 @@ from collections.abc import Mapping
 from tributary.redis_client import ENCODING_ERRORS
 
 
-def undecodable(fields: Mapping[str, str]) -> str | None:
-    """Why ``fields`` (an entry's names and values) is not UTF-8 text, or None when it is.
+def entry_problem(fields: Mapping[str, str], max_chars: int | None = None) -> str | None:
+    """Why ``fields`` (an entry's names and values) cannot be an event's text: longer than
+    ``max_chars`` characters in all, or not UTF-8; None when it can.
 
-    Cheap for the usual entry: ``isascii`` on each name and value, the
-    encoder only for text that is not plain ASCII.
+    Cheap for the usual entry: the names and the values joined, their lengths and one
+    ``isascii`` each; the encoder runs only on text that is not plain ASCII.
     """
+    values, names = "".join(fields.values()), "".join(fields)
+    if max_chars is not None and len(values) + len(names) > max_chars:
+        return f"entry is {len(values) + len(names)} characters, over the limit of {max_chars}"
+    if values.isascii() and names.isascii():
+        return None
+    return undecodable(fields)
+
+
+def undecodable(fields: Mapping[str, str]) -> str | None:
+    """Why ``fields`` (an entry's names and values) is not UTF-8 text, or None when it is."""
     for name, value in fields.items():
         if name.isascii() and value.isascii():
             continue

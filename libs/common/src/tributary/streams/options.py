@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 #: an entry whose names and values add up to more characters than this is not decoded:
 #: it goes to the DLQ (events are small facts; a megabyte is a producer's bug or an attack)
-DEFAULT_MAX_ENTRY_BYTES = 256 * 1024
+DEFAULT_MAX_ENTRY_CHARS = 256 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,7 +26,7 @@ class RunnerOptions:
     outage_retry_max: float = 15.0  # seconds between retries while Redis/a database is down
     start_id: str = "0"  # where a new group starts: "0" = everything still in the stream
     trim_maxlen: int | None = None  # keep at most this many entries (never unacked ones)
-    max_entry_bytes: int = DEFAULT_MAX_ENTRY_BYTES  # larger entries are dead-lettered unread
+    max_entry_chars: int = DEFAULT_MAX_ENTRY_CHARS  # longer entries are dead-lettered unparsed
 
 
 @dataclass(frozen=True, slots=True)

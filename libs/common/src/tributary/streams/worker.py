@@ -89,12 +89,7 @@ class Worker:
         fields = fields or {}
         msg = Message(entry_id, fields, None, deliveries)
         try:
-            size = sum(map(len, fields.values())) + sum(map(len, fields))
-            if size > self.options.max_entry_bytes:
-                raise MalformedEvent(
-                    f"entry is {size} characters, over the limit of {self.options.max_entry_bytes}"
-                )
-            msg.event = decode(fields, self.registry)
+            msg.event = decode(fields, self.registry, self.options.max_entry_chars)
         except MalformedEvent as exc:
             msg.error, msg.decode_error = f"MalformedEvent: {exc}", exc
         return msg
