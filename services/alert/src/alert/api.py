@@ -3,8 +3,6 @@ in api_setup.py. Invalid input gets a 4xx naming what is wrong, never a 500."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 from fastapi import APIRouter, HTTPException, Query, Response, status
@@ -17,6 +15,7 @@ from alert.rules import RuleSpec, Source
 from alert.schemas import Accepted, EventDetail, EventOut, ReadingIn, RuleOut
 from tributary import catalog
 from tributary.events import make_event
+from tributary.transactions import Transactions
 from tributary.web.params import Count, RowId
 
 T = TypeVar("T")
@@ -34,20 +33,6 @@ def rule_out(row: Any) -> RuleOut:
     )
 
 
-class Db:
-    """Runs blocking repository code in a thread, in one transaction."""
-
-    def __init__(self, app: AlertApp) -> None:
-        self.app = app
-
-    async def __call__(self, fn: Callable[[Session], T]) -> T:
-        def run() -> T:
-            with self.app.sessions.begin() as session:
-                return fn(session)
-
-        return await asyncio.to_thread(run)
-
-
 def _check_receivers(session: Session, spec: RuleSpec) -> None:
     names = list(spec.receivers)
     if spec.escalation is not None:
@@ -57,7 +42,7 @@ def _check_receivers(session: Session, spec: RuleSpec) -> None:
         raise HTTPException(UNPROCESSABLE, f"unknown receiver(s): {', '.join(missing)}")
 
 
-def _rules_read(db: Db) -> APIRouter:
+def _rules_read(db: Transactions) -> APIRouter:
     router = APIRouter(prefix="/rules", tags=["rules"])
 
     @router.get("")
@@ -80,7 +65,7 @@ def _rules_read(db: Db) -> APIRouter:
     return router
 
 
-def _rules_write(app: AlertApp, db: Db) -> APIRouter:
+def _rules_write(app: AlertApp, db: Transactions) -> APIRouter:
     router = APIRouter(prefix="/rules", tags=["rules"])
     emitter = app.evaluator.emitter
 
@@ -124,7 +109,7 @@ def _event_out(row: Any) -> dict[str, Any]:
     return {name: getattr(row, name) for name in EventOut.model_fields}
 
 
-def _events(db: Db) -> APIRouter:
+def _events(db: Transactions) -> APIRouter:
     router = APIRouter(prefix="/events", tags=["events"])
 
     @router.get("")
@@ -183,7 +168,7 @@ def _readings(app: AlertApp) -> APIRouter:
 
 
 def router(app: AlertApp) -> APIRouter:
-    db = Db(app)
+    db = Transactions(app.sessions)
     root = APIRouter()
     root.include_router(_rules_read(db))
     root.include_router(_rules_write(app, db))

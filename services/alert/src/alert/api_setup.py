@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Query, Response, status
@@ -25,11 +25,9 @@ from alert.schemas import (
     WindowOut,
     WindowSpec,
 )
+from tributary.transactions import Transactions
 from tributary.web.errors import error_responses
 from tributary.web.params import RowId
-
-if TYPE_CHECKING:
-    from alert.api import Db
 
 #: 422 (starlette renamed its constant; the number is what clients see)
 UNPROCESSABLE = 422
@@ -52,7 +50,7 @@ def not_found(what: str, key: object) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"{what} {key} not found")
 
 
-async def _by_id(db: Db, table: sa.Table, key: RowId, what: str) -> Any:
+async def _by_id(db: Transactions, table: sa.Table, key: RowId, what: str) -> Any:
     """The row of ``table`` whose id is ``key``; a 404 naming ``what`` when there is none."""
     row = await db(lambda s: s.execute(sa.select(table).where(table.c.id == key)).first())
     if row is None:
@@ -60,7 +58,7 @@ async def _by_id(db: Db, table: sa.Table, key: RowId, what: str) -> Any:
     return row
 
 
-def _receivers_read(db: Db) -> APIRouter:
+def _receivers_read(db: Transactions) -> APIRouter:
     router = APIRouter(prefix="/receivers", tags=["receivers"])
 
     @router.get("")
@@ -85,7 +83,7 @@ def _delete_receiver(session: Session, receiver_id: int) -> tuple[bool, list[int
     return True, users
 
 
-def _receivers_write(app: AlertApp, db: Db) -> APIRouter:
+def _receivers_write(app: AlertApp, db: Transactions) -> APIRouter:
     router = APIRouter(prefix="/receivers", tags=["receivers"])
 
     async def save(spec: ReceiverSpec, receiver_id: int | None = None) -> ReceiverOut:
@@ -140,7 +138,7 @@ def _silence_out(row: Any, app: AlertApp) -> SilenceOut:
     )
 
 
-def _silences(app: AlertApp, db: Db) -> APIRouter:
+def _silences(app: AlertApp, db: Transactions) -> APIRouter:
     router = APIRouter(prefix="/silences", tags=["silences"])
 
     @router.post("", status_code=status.HTTP_201_CREATED)
@@ -185,7 +183,7 @@ def _delete_window(session: Session, window_id: int) -> bool:
     return session.execute(stmt).first() is not None
 
 
-def _windows(app: AlertApp, db: Db) -> APIRouter:
+def _windows(app: AlertApp, db: Transactions) -> APIRouter:
     router = APIRouter(prefix="/maintenance-windows", tags=["maintenance windows"])
     table = maintenance_windows
 
@@ -221,7 +219,7 @@ def _windows(app: AlertApp, db: Db) -> APIRouter:
     return router
 
 
-def router(app: AlertApp, db: Db) -> APIRouter:
+def router(app: AlertApp, db: Transactions) -> APIRouter:
     root = APIRouter()
     root.include_router(_receivers_read(db))
     root.include_router(_receivers_write(app, db))

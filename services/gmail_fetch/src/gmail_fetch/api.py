@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gmail_fetch import repository as repo
 from gmail_fetch.config import GmailFetchSettings
 from gmail_fetch.repository import Job
-from gmail_fetch.store import Store
+from tributary.transactions import Transactions
 from tributary.web.errors import error_responses
 
 NOT_FOUND = error_responses(404)
@@ -83,7 +83,9 @@ def bearer_auth(settings: GmailFetchSettings) -> Callable[..., None]:
     return authorize
 
 
-def make_router(settings: GmailFetchSettings, store: Store, tracer: Tracer | None) -> APIRouter:
+def make_router(
+    settings: GmailFetchSettings, store: Transactions, tracer: Tracer | None
+) -> APIRouter:
     router = APIRouter(
         prefix="/api/analytics",
         tags=["analytics"],
@@ -96,15 +98,15 @@ def make_router(settings: GmailFetchSettings, store: Store, tracer: Tracer | Non
         max_results = body.max_results or settings.default_max_results
         if max_results > settings.max_results_cap:
             raise HTTPException(422, f"max_results: must be at most {settings.max_results_cap}")
-        if await store.run(repo.get_account, body.user_id) is None:
+        if await store(repo.get_account, body.user_id) is None:
             raise HTTPException(404, f"no Gmail account for user {body.user_id!r}")
-        job = await store.run(repo.create_job, body.user_id, body.type, max_results, tracer)
+        job = await store(repo.create_job, body.user_id, body.type, max_results, tracer)
         response.headers["Location"] = f"/api/analytics/jobs/{job.id}"
         return _view(job)
 
     @router.get("/jobs/{job_id}", response_model=JobView, responses=NOT_FOUND)
     async def get_job(job_id: JobId) -> JobView:
-        job = await store.run(repo.get_job, job_id)
+        job = await store(repo.get_job, job_id)
         if job is None:
             raise HTTPException(404, f"job {job_id!r} not found")
         return _view(job)
@@ -114,14 +116,14 @@ def make_router(settings: GmailFetchSettings, store: Store, tracer: Tracer | Non
         user_id: Annotated[str, Query(min_length=1, max_length=200)],
         limit: Annotated[int, Query(ge=1, le=200)] = 20,
     ) -> list[JobView]:
-        return [_view(j) for j in await store.run(repo.list_jobs, user_id, limit)]
+        return [_view(j) for j in await store(repo.list_jobs, user_id, limit)]
 
     @router.delete("/jobs/{job_id}", response_model=JobView, responses=error_responses(404, 409))
     async def cancel_job(job_id: JobId) -> JobView:
-        job = await store.run(repo.cancel_job, job_id, tracer)
+        job = await store(repo.cancel_job, job_id, tracer)
         if job is not None:
             return _view(job)
-        existing = await store.run(repo.get_job, job_id)
+        existing = await store(repo.get_job, job_id)
         if existing is None:
             raise HTTPException(404, f"job {job_id!r} not found")
         raise HTTPException(409, f"job {job_id!r} is already {existing.status}")

@@ -31,11 +31,11 @@ from gmail_fetch.metrics import GmailMetrics
 from gmail_fetch.models import COMPLETED, FAILED
 from gmail_fetch.quota import QuotaBucket
 from gmail_fetch.repository import Account, Job
-from gmail_fetch.store import Store
 from gmail_fetch.sync import JobSync, SyncOutcome
 from tributary.backoff import compute_backoff
 from tributary.errors import Retry
 from tributary.logs import redact
+from tributary.transactions import Transactions
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +78,7 @@ class JobRunner:
     def __init__(
         self,
         settings: GmailFetchSettings,
-        store: Store,
+        store: Transactions,
         executor: GmailExecutor,
         quota: QuotaBucket,
         credentials: CredentialCache,
@@ -95,7 +95,7 @@ class JobRunner:
 
     async def run(self, job_id: str) -> None:
         """Run one attempt of ``job_id`` (the handler of ``gmail.job.created``)."""
-        job = await self.store.run(repo.start_attempt, job_id, self.tracer)
+        job = await self.store(repo.start_attempt, job_id, self.tracer)
         if job is None:
             log.warning("job %s does not exist; ignoring its event", job_id)
             return
@@ -126,7 +126,7 @@ class JobRunner:
             self.metrics.job_seconds.observe(time.monotonic() - started)
 
     async def _attempt(self, job: Job) -> SyncOutcome:
-        account = await self.store.run(repo.get_account, job.user_id)
+        account = await self.store(repo.get_account, job.user_id)
         if account is None:
             raise PermanentJobError(f"no Gmail account for user {job.user_id}")
         if account.auth_error:
@@ -146,7 +146,7 @@ class JobRunner:
             ).run()
         except PermanentJobError as exc:
             if "invalid_grant" in str(exc):
-                await self.store.run(repo.update_account, account.user_id, auth_error=str(exc))
+                await self.store(repo.update_account, account.user_id, auth_error=str(exc))
                 self.credentials.forget(account.user_id)
             raise
         except (TransientJobError, JobCancelled):
@@ -157,7 +157,7 @@ class JobRunner:
             raise TransientJobError(redact(f"{type(exc).__name__}: {exc}")) from exc
 
     async def _complete(self, job: Job, outcome: SyncOutcome) -> None:
-        account = await self.store.run(repo.get_account, job.user_id)
+        account = await self.store(repo.get_account, job.user_id)
         rotated = self.credentials.rotated(account) if account is not None else None
         rate = outcome.cached / outcome.total if outcome.total else None
 
@@ -184,7 +184,7 @@ class JobRunner:
                 current_step=f"Completed: {outcome.fetched} fetched, {outcome.cached} cached",
             )
 
-        if await self.store.run(complete) is None:
+        if await self.store(complete) is None:
             log.info("job %s finished after being cancelled; result kept in the cache", job.id)
             return
         self.metrics.jobs.labels("completed").inc()
@@ -200,7 +200,7 @@ class JobRunner:
 
     async def _fail(self, job: Job, error: str) -> None:
         error = redact(error)
-        await self.store.run(
+        await self.store(
             repo.finish_job,
             job.id,
             FAILED,
@@ -221,6 +221,6 @@ class JobRunner:
             job.attempts, base=s.job_retry_base_seconds, cap=s.job_retry_max_seconds
         )
         step = f"Attempt {job.attempts} failed; retrying in {delay:.0f}s"
-        await self.store.run(repo.requeue_job, job.id, error, step, self.tracer)
+        await self.store(repo.requeue_job, job.id, error, step, self.tracer)
         self.metrics.jobs.labels("retried").inc()
         raise Retry(f"job {job.id} attempt {job.attempts} failed: {error}", delay=delay)

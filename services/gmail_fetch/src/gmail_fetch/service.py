@@ -14,10 +14,10 @@ from gmail_fetch.gmail_http import GmailExecutor
 from gmail_fetch.jobs import CredentialCache, JobRunner
 from gmail_fetch.metrics import GmailMetrics
 from gmail_fetch.quota import QuotaBucket
-from gmail_fetch.store import Store
 from tributary import catalog
 from tributary.service import Components, Resources, Service
 from tributary.streams.runner import RunnerOptions
+from tributary.transactions import Transactions
 
 NAME = "gmail_fetch"
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -47,7 +47,7 @@ def build_job_runner(res: Resources) -> tuple[JobRunner, GmailExecutor]:
     cipher = TokenCipher(settings.encryption_keys())
     jobs = JobRunner(
         settings,
-        Store(res.sessions, res.relay),
+        Transactions(res.sessions, after_commit=res.relay.wake),
         executor,
         QuotaBucket(res.redis, res.keys, settings.quota_units_per_minute),
         CredentialCache(settings, cipher),
@@ -62,7 +62,9 @@ def build(res: Resources) -> Components:
     jobs, executor = build_job_runner(res)
     runner = res.runner(catalog.GMAIL_JOBS, runner_options(settings))
     handlers.register(runner, jobs)
-    router = api.make_router(settings, Store(res.sessions, res.relay), res.telemetry.tracer)
+    router = api.make_router(
+        settings, Transactions(res.sessions, after_commit=res.relay.wake), res.telemetry.tracer
+    )
 
     async def close_executor() -> None:
         # waits for requests still in flight (bounded by the HTTP timeout) off the loop

@@ -29,8 +29,8 @@ from gmail_fetch.errors import HistoryExpired, JobCancelled
 from gmail_fetch.gmail_api import GmailClient
 from gmail_fetch.metrics import GmailMetrics
 from gmail_fetch.repository import Account, Job
-from gmail_fetch.store import Store
 from tributary.tasks import cancel_and_wait
+from tributary.transactions import Transactions
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class JobSync:
         job: Job,
         account: Account,
         client: GmailClient,
-        store: Store,
+        store: Transactions,
         settings: GmailFetchSettings,
         metrics: GmailMetrics,
         tracer: Any = None,
@@ -99,7 +99,7 @@ class JobSync:
         return await self.full()
 
     async def step(self, text: str, **values: Any) -> None:
-        job = await self.store.run(
+        job = await self.store(
             repo.record_progress, self.job.id, self.tracer, current_step=text, **values
         )
         if job is None:
@@ -110,9 +110,9 @@ class JobSync:
         history_id = await self.client.profile_history_id()
         refs = await self.client.list_messages(self.job.max_results)
         ids = [r.id for r in refs]
-        cached = await self.store.run(cache.cached_versions, self.user_id, ids)
+        cached = await self.store(cache.cached_versions, self.user_id, ids)
         counts = await self.fetch([i for i in ids if i not in cached], total=len(ids))
-        await self.store.run(cache.prune_unlisted, self.user_id, ids)
+        await self.store(cache.prune_unlisted, self.user_id, ids)
         return SyncOutcome(
             "full",
             len(ids),
@@ -126,10 +126,10 @@ class JobSync:
     async def incremental(self, start: int) -> SyncOutcome:
         await self.step("Reading mailbox history", sync_mode="incremental")
         delta = await self.client.history_since(start)
-        await self.store.run(cache.delete_cached, self.user_id, delta.deletes)
-        cached = await self.store.run(cache.cached_versions, self.user_id, list(delta.upserts))
+        await self.store(cache.delete_cached, self.user_id, delta.deletes)
+        cached = await self.store(cache.cached_versions, self.user_id, list(delta.upserts))
         to_fetch = [i for i, rid in delta.upserts.items() if cached.get(i, -1) < rid]
-        in_cache = await self.store.run(cache.count_cached, self.user_id)
+        in_cache = await self.store(cache.count_cached, self.user_id)
         new = sum(1 for i in to_fetch if i not in cached)
         total = min(self.job.max_results, in_cache + new)
         counts = await self.fetch(to_fetch, total=total)
@@ -188,5 +188,5 @@ class JobSync:
                 current_step=f"Fetched batch {counts.batches}/{batches}",
             )
 
-        if await self.store.run(save) is None:
+        if await self.store(save) is None:
             raise JobCancelled(self.job.id)

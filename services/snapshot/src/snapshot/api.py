@@ -8,7 +8,6 @@ and its errors never quote the apiUrl. Every error answer has the shared shape
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Callable
 from datetime import datetime
@@ -35,6 +34,7 @@ from snapshot.servers import (
     set_active,
 )
 from tributary.streams.names import Keys
+from tributary.transactions import Transactions
 from tributary.web.errors import error_response, error_responses
 
 Clock = Callable[[], datetime]
@@ -45,15 +45,14 @@ NOT_FOUND = error_responses(404)
 
 def servers_router(sessions: sessionmaker[Session], box: SecretBox, clock: Clock) -> APIRouter:
     router = APIRouter(prefix="/servers", tags=["servers"])
-    _registration_route(router, sessions, box, clock)
-    _read_routes(router, sessions, clock)
-    _state_routes(router, sessions, clock)
+    db = Transactions(sessions)
+    _registration_route(router, db, box, clock)
+    _read_routes(router, db, clock)
+    _state_routes(router, db, clock)
     return router
 
 
-def _registration_route(
-    router: APIRouter, sessions: sessionmaker[Session], box: SecretBox, clock: Clock
-) -> None:
+def _registration_route(router: APIRouter, db: Transactions, box: SecretBox, clock: Clock) -> None:
     schema = Registration.model_json_schema(by_alias=True)
     body = {"required": True, "content": {"application/json": {"schema": schema}}}
 
@@ -75,12 +74,11 @@ def _registration_route(
         except RegistrationError as exc:
             return error_response(422, f"invalid registration: {exc}")
 
-        def create() -> dict[str, Any]:
-            with sessions.begin() as session:
-                return public_view(register_server(session, box, registration, clock()))
+        def create(session: Session) -> dict[str, Any]:
+            return public_view(register_server(session, box, registration, clock()))
 
         try:
-            view = await asyncio.to_thread(create)
+            view = await db(create)
         except DuplicateServer as exc:
             return error_response(409, str(exc))
         except RegistrationError as exc:
@@ -88,37 +86,34 @@ def _registration_route(
         return JSONResponse(status_code=201, content=jsonable_encoder(view))
 
 
-def _read_routes(router: APIRouter, sessions: sessionmaker[Session], clock: Clock) -> None:
+def _read_routes(router: APIRouter, db: Transactions, clock: Clock) -> None:
     @router.get("", summary="List servers (never their apiUrl)")
     async def list_all(include_inactive: bool = False) -> list[dict[str, Any]]:
-        def read() -> list[dict[str, Any]]:
+        def read(session: Session) -> list[dict[str, Any]]:
             now = clock()
-            with sessions() as session:
-                return [public_view(r, now) for r in repo.list_servers(session, include_inactive)]
+            return [public_view(r, now) for r in repo.list_servers(session, include_inactive)]
 
-        return await asyncio.to_thread(read)
+        return await db.read(read)
 
     @router.get("/{server}", summary="One server, by id or name", responses=NOT_FOUND)
     async def get_one(server: str) -> dict[str, Any]:
-        def read() -> dict[str, Any] | None:
-            with sessions() as session:
-                row = repo.find_server(session, server)
-                return public_view(row, clock()) if row is not None else None
+        def read(session: Session) -> dict[str, Any] | None:
+            row = repo.find_server(session, server)
+            return public_view(row, clock()) if row is not None else None
 
-        view = await asyncio.to_thread(read)
+        view = await db.read(read)
         if view is None:
             raise HTTPException(404, f"no server {server!r}")
         return view
 
 
-def _state_routes(router: APIRouter, sessions: sessionmaker[Session], clock: Clock) -> None:
+def _state_routes(router: APIRouter, db: Transactions, clock: Clock) -> None:
     async def _set(server: str, active: bool) -> dict[str, Any]:
-        def write() -> dict[str, Any] | None:
-            with sessions.begin() as session:
-                row = set_active(session, server, active, clock())
-                return public_view(row) if row is not None else None
+        def write(session: Session) -> dict[str, Any] | None:
+            row = set_active(session, server, active, clock())
+            return public_view(row) if row is not None else None
 
-        view = await asyncio.to_thread(write)
+        view = await db(write)
         if view is None:
             raise HTTPException(404, f"no server {server!r}")
         return view
@@ -140,10 +135,7 @@ def analytics_router(
     sessions: sessionmaker[Session], clock: Clock, redis: Redis, keys: Keys
 ) -> APIRouter:
     router = APIRouter(prefix="/analytics", tags=["analytics"])
-
-    def _read(fn: Callable[[Session], Any]) -> Any:
-        with sessions() as session:
-            return fn(session)
+    db = Transactions(sessions)
 
     @router.get("/top-consumers", summary="Keys that used most over a period")
     async def top_consumers(
@@ -151,19 +143,13 @@ def analytics_router(
         limit: Annotated[int, Query(ge=1, le=1000)] = 10,
         server: str | None = None,
     ) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await asyncio.to_thread(
-            _read, lambda s: analytics.top_consumers(s, period, limit, server)
-        )
-        return result
+        return await db.read(analytics.top_consumers, period, limit, server)
 
     @router.get("/anomalies", summary="Anomaly episodes, newest first")
     async def anomalies(
         active_only: bool = True, limit: Annotated[int, Query(ge=1, le=1000)] = 100
     ) -> list[dict[str, Any]]:
-        result: list[dict[str, Any]] = await asyncio.to_thread(
-            _read, lambda s: analytics.anomalies(s, active_only, limit)
-        )
-        return result
+        return await db.read(analytics.anomalies, active_only, limit)
 
     @router.get("/forecast", summary="Time to quota of one key", responses=NOT_FOUND)
     async def forecast(
@@ -176,16 +162,14 @@ def analytics_router(
             result = forecast_key(session, row, clock())
             return {**result.__dict__, "state": result.state}
 
-        found: dict[str, Any] | None = await asyncio.to_thread(_read, compute)
+        found = await db.read(compute)
         if found is None:
             raise HTTPException(404, f"no key {key!r} on server {server!r}")
         return found
 
     @router.get("/summary", summary="Snapshot count, last collection per server, backoff")
     async def summary() -> dict[str, Any]:
-        body: dict[str, Any] = await asyncio.to_thread(
-            _read, lambda s: analytics.summary(s, clock())
-        )
+        body = await db.read(analytics.summary, clock())
         body["scheduler"] = await redis.hgetall(keys.key(SCHEDULER_KEY))
         return body
 

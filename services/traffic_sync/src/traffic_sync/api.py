@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, TypeVar
 
 import redis.asyncio as aioredis
-import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Path
 from pydantic import BaseModel, ConfigDict, Field
 from redis.exceptions import RedisError
@@ -18,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from traffic_sync import repository
 from traffic_sync.batch import BadNode, parse_counter
 from traffic_sync.counters import DOWNLOAD, MAX_BYTES, UPLOAD, TrafficKeys
+from tributary.transactions import Transactions
 from tributary.web.errors import error_responses
 
 log = logging.getLogger(__name__)
@@ -59,28 +57,17 @@ def _unflushed(value: str | bytes | None) -> int | None:
         return None
 
 
-async def _db(fn: Callable[..., T], *args: Any) -> T:
-    """A blocking database call in a thread; an unreachable database is a 503."""
-    try:
-        return await asyncio.to_thread(fn, *args)
-    except sa.exc.OperationalError as exc:
-        log.warning("database unavailable: %s", exc.orig)
-        raise HTTPException(503, detail="database unavailable, try again later") from None
-
-
 def make_router(
     sessions: sessionmaker[Session], redis: aioredis.Redis, keys: TrafficKeys
 ) -> APIRouter:
     router = APIRouter(tags=["traffic"])
+    db = Transactions(sessions)
 
-    def read(node_id: int) -> repository.NodeTraffic | None:
-        with sessions() as session:
-            return repository.get_node(session, node_id)
-
-    def write_limit(node_id: int, limit: int | None) -> repository.NodeTraffic | None:
-        with sessions.begin() as session:
-            repository.set_limit(session, node_id, limit, repository.utcnow())
-            return repository.get_node(session, node_id)
+    def write_limit(
+        session: Session, node_id: int, limit: int | None
+    ) -> repository.NodeTraffic | None:
+        repository.set_limit(session, node_id, limit, repository.utcnow())
+        return repository.get_node(session, node_id)
 
     async def unflushed(node_id: int) -> tuple[int | None, int | None]:
         """What the node's Redis hash holds (0 without one, None when unreadable)."""
@@ -111,13 +98,13 @@ def make_router(
     )
     async def node_traffic(node_id: NodeId) -> NodeTrafficOut:
         """A node's flushed counters and limit, plus what Redis holds not yet flushed."""
-        row = await _db(read, node_id)
+        row = await db.read(repository.get_node, node_id)
         return await describe(node_id, row)
 
     @router.put("/nodes/{node_id}/limit", response_model=NodeTrafficOut)
     async def node_limit(node_id: NodeId, body: LimitIn) -> NodeTrafficOut:
         """Set or clear a node's traffic limit (carried by its next traffic.flushed events)."""
-        row = await _db(write_limit, node_id, body.limit_bytes)
+        row = await db(write_limit, node_id, body.limit_bytes)
         return await describe(node_id, row)
 
     return router
