@@ -163,10 +163,6 @@ EVENT_TYPES: dict[str, tuple[str, type[Payload]]] = {
 }
 
 
-def stream_of(event_type: str) -> str:
-    return EVENT_TYPES[event_type][0]
-
-
 def default_registry() -> Registry:
     """A registry with every event type of the catalog."""
     registry = Registry()

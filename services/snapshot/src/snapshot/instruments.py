@@ -9,7 +9,6 @@ any exporter sees it, keeping only ``host:port`` and the API endpoint.
 from __future__ import annotations
 
 import re
-from typing import Any
 
 from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor
@@ -103,8 +102,3 @@ class SnapshotMetrics:
             "snapshot_retention_deleted", "Rows deleted by retention.", ("table",),
             registry=registry,
         )  # fmt: skip
-
-
-def attributes_of(span: Any) -> dict[str, Any]:
-    """A span's attributes as a plain dict (tests)."""
-    return dict(span.attributes or {})

@@ -122,11 +122,6 @@ def claim_batch(session: Session, batch: Batch, now: datetime) -> bool:
     return session.execute(claimed).first() is not None
 
 
-def is_applied(session: Session, batch_id: str) -> bool:
-    stmt = sa.select(flush_ledger.c.batch_id).where(flush_ledger.c.batch_id == batch_id)
-    return session.execute(stmt).first() is not None
-
-
 # -- node counters ----------------------------------------------------------------------
 
 
