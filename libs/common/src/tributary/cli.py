@@ -83,9 +83,18 @@ async def _dlq(settings: ServiceSettings, args: argparse.Namespace) -> int:
         dlq = DeadLetters(redis, args.stream, Keys(settings.stream_prefix))
         if args.action == "list":
             for letter in await dlq.page(args.count):
-                print(_json_line({"id": letter.dlq_id, "type": letter.fields.get("type"),
-                                  "group": letter.group, "deliveries": letter.deliveries,
-                                  "error": letter.error, "time": letter.time}))  # fmt: skip
+                print(
+                    _json_line(
+                        {
+                            "id": letter.dlq_id,
+                            "type": letter.fields.get("type"),
+                            "group": letter.group,
+                            "deliveries": letter.deliveries,
+                            "error": letter.error,
+                            "time": letter.time,
+                        }
+                    )
+                )
         elif args.action == "show":
             for entry_id in args.ids:
                 found = await dlq.get(entry_id)

@@ -230,8 +230,13 @@ def decode(
     if problem is not None:
         raise MalformedEvent(problem)
     event_id, event_type, source, timestamp, specversion, raw = (
-        get("id"), get("type"), get("source"), get("time"), get("specversion"), get("data")
-    )  # fmt: skip
+        get("id"),
+        get("type"),
+        get("source"),
+        get("time"),
+        get("specversion"),
+        get("data"),
+    )
     if not (event_id and event_type and source and timestamp and specversion and raw):
         missing = [name for name in REQUIRED_FIELDS if not get(name)]
         raise MalformedEvent(f"missing envelope field(s): {', '.join(missing)}")

@@ -37,8 +37,12 @@ def is_dependency_outage(exc: BaseException) -> bool:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, redis_errors.ConnectionError | redis_errors.TimeoutError |
-                      redis_errors.BusyLoadingError):  # fmt: skip
+        if isinstance(
+            current,
+            redis_errors.ConnectionError
+            | redis_errors.TimeoutError
+            | redis_errors.BusyLoadingError,
+        ):
             return True
         if isinstance(current, sa_errors.TimeoutError):  # the pool had no connection to give
             return True

@@ -214,7 +214,7 @@ class FastSpan(Span, ReadableSpan):
         "_sink",
         "_start_time",
         "_status",
-    )  # fmt: skip
+    )
 
     def __init__(
         self,
@@ -369,8 +369,14 @@ def _probe() -> bool:
         if sink is None:
             return False
         spans = ConsumerSpans._unverified(tracer, "probe", "probe", sink)
-        event = Event(type="probe.happened", data={}, source="probe", id="probe-1",
-                      traceparent=_PROBE_PARENT, tracestate="vendor=probe")  # fmt: skip
+        event = Event(
+            type="probe.happened",
+            data={},
+            source="probe",
+            id="probe-1",
+            traceparent=_PROBE_PARENT,
+            tracestate="vendor=probe",
+        )
         fast = spans.start(event)
         sdk = start_consumer_span(tracer, "probe", "probe", event)
         if not isinstance(fast, FastSpan):

@@ -60,8 +60,12 @@ async def _group_lines(redis: aioredis.Redis, keys: Keys, streams: Sequence[str]
         except aioredis.ResponseError:
             continue  # the stream does not exist yet
         for g in groups:
-            lines.append(Text(f"  {stream} group {g['name']}: lag {g.get('lag')}, "
-                              f"pending {g['pending']}", style="dim italic"))  # fmt: skip
+            lines.append(
+                Text(
+                    f"  {stream} group {g['name']}: lag {g.get('lag')}, pending {g['pending']}",
+                    style="dim italic",
+                )
+            )
     return lines
 
 
@@ -105,8 +109,9 @@ def run_tail(
     async def go() -> int:
         redis = redis_client.connect(redis_url)
         try:
-            return await tail(redis, Keys(prefix), streams, Console(), from_start=from_start,
-                              count=count)  # fmt: skip
+            return await tail(
+                redis, Keys(prefix), streams, Console(), from_start=from_start, count=count
+            )
         finally:
             await redis.aclose()
 

@@ -171,8 +171,11 @@ async def _aggregate(
             while await res.relay.relay_once():
                 pass
         elif queued := sum(r.events for r in results):
-            print(f"{queued} usage.aggregated events queued in the outbox; the service's relay "
-                  "publishes them (or use --publish)", file=sys.stderr)  # fmt: skip
+            print(
+                f"{queued} usage.aggregated events queued in the outbox; the service's relay "
+                "publishes them (or use --publish)",
+                file=sys.stderr,
+            )
         return results
     finally:
         await close_resources(res)

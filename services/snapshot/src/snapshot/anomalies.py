@@ -155,8 +155,9 @@ class AnomalyDetector:
             key = keys.get(ref)
             series = (
                 baseline_series(hourly.get(ref, []), key.first_seen_at, start, end)
-                if key is not None else []
-            )  # fmt: skip
+                if key is not None
+                else []
+            )
             verdict = assess(observed, series, self.settings) if key is not None else None
             event = self._transition(session, now, key, ref, verdict, open_episodes.get(ref))
             if event is not None:

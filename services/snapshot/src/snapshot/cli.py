@@ -123,8 +123,9 @@ def _servers(service: Service, settings: ServiceSettings, args: argparse.Namespa
 
 
 def _collect_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--server", required=True, action="append",
-                        help="server id or name (repeatable)")  # fmt: skip
+    parser.add_argument(
+        "--server", required=True, action="append", help="server id or name (repeatable)"
+    )
 
 
 async def _collect_async(service: Service, settings: ServiceSettings, refs: list[str]) -> int:
@@ -198,9 +199,17 @@ Handler = Callable[[Service, ServiceSettings, argparse.Namespace], int]
 COMMANDS: list[Command] = [
     ("servers", "register, list, deactivate Outline servers", _servers_arguments, _servers),
     ("collect", "collect servers now (ignores backoff)", _collect_arguments, _collect),
-    ("generate-key", "print a new Fernet key for SNAPSHOT_ENCRYPTION_KEY", _no_arguments,
-     _generate_key),
-    ("rebuild-totals", "recompute the 24h/7d/30d window totals from history", _no_arguments,
-     _rebuild),
+    (
+        "generate-key",
+        "print a new Fernet key for SNAPSHOT_ENCRYPTION_KEY",
+        _no_arguments,
+        _generate_key,
+    ),
+    (
+        "rebuild-totals",
+        "recompute the 24h/7d/30d window totals from history",
+        _no_arguments,
+        _rebuild,
+    ),
     ("history", "import hourly usage history of known keys", _history_arguments, _history),
-]  # fmt: skip
+]

@@ -156,8 +156,11 @@ class _Writer:
             outcomes = await asyncio.to_thread(self._write, [read for read, _ in group])
         except Exception as exc:
             if len(group) > 1:
-                log.warning("writing %d collections together failed (%s); writing them one "
-                            "by one", len(group), redact(str(exc)))  # fmt: skip
+                log.warning(
+                    "writing %d collections together failed (%s); writing them one by one",
+                    len(group),
+                    redact(str(exc)),
+                )
                 for item in group:
                     await self._flush([item])
                 return
@@ -252,8 +255,11 @@ class Collector:
         if read.error is not None and outcome.status == "failed":
             log.warning(
                 "collection of server %s (%s) failed: %s; backing off until %s",
-                plan.server_id, plan.endpoint, redact(str(read.error)), outcome.backoff_until,
-            )  # fmt: skip
+                plan.server_id,
+                plan.endpoint,
+                redact(str(read.error)),
+                outcome.backoff_until,
+            )
         if outcome.status == "collected":
             self.metrics.snapshots.inc(outcome.snapshots)
             self.metrics.drops.inc(outcome.drops)
@@ -282,11 +288,14 @@ class Collector:
                 return Outcome("skipped", "stale")
         info_due = row.info_fetched_at is None or now - row.info_fetched_at >= SERVER_INFO_TTL
         return _Plan(
-            row.id, row.endpoint, row.cert_sha256, row.api_url_encrypted,
+            row.id,
+            row.endpoint,
+            row.cert_sha256,
+            row.api_url_encrypted,
             self._since(row.interval_metrics, row.last_success_at, now, info_due),
             row.last_success_at,
             info_due,
-        )  # fmt: skip
+        )
 
     def _since(
         self, supported: bool | None, last: datetime | None, now: datetime, recheck: bool
@@ -363,14 +372,19 @@ class Collector:
     ) -> Outcome:
         delay = compute_backoff(
             rows[read.plan.server_id].consecutive_failures + 1,
-            base=self.settings.backoff_base_seconds, cap=self.settings.backoff_max_seconds,
+            base=self.settings.backoff_base_seconds,
+            cap=self.settings.backoff_max_seconds,
             rng=self.rng.random,
-        )  # fmt: skip
+        )
         until = now + timedelta(seconds=delay)
         repo.record_failure(
-            session, read.plan.server_id, kind=error.kind, message=redact(str(error)), now=now,
+            session,
+            read.plan.server_id,
+            kind=error.kind,
+            message=redact(str(error)),
+            now=now,
             backoff_until=until,
-        )  # fmt: skip
+        )
         return Outcome("failed", error.kind, backoff_until=until)
 
     def _save(

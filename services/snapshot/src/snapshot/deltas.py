@@ -93,8 +93,16 @@ def _unseen(key_id: str, reading: int, interval: dict[str, int] | None, first: b
 def _recreated(state: KeyState, reading: int, interval: dict[str, int] | None) -> KeyDelta:
     if interval is not None:
         delta = interval.get(state.key_id, 0)
-        return KeyDelta(state.key_id, state.ref, reading, delta, 0, "interval", recreated=True,
-                        untracked=max(0, reading - delta))  # fmt: skip
+        return KeyDelta(
+            state.key_id,
+            state.ref,
+            reading,
+            delta,
+            0,
+            "interval",
+            recreated=True,
+            untracked=max(0, reading - delta),
+        )
     return KeyDelta(
         state.key_id, state.ref, reading, 0, 0, "baseline", recreated=True, untracked=reading
     )
@@ -124,8 +132,16 @@ def _known(
     else:
         delta, source = max(0, derived), "window"
     untracked = max(0, reading - delta) if reset else state.untracked - absorbed
-    return KeyDelta(state.key_id, state.ref, reading, delta, dropped, source, epoch_reset=reset,
-                    untracked=untracked)  # fmt: skip
+    return KeyDelta(
+        state.key_id,
+        state.ref,
+        reading,
+        delta,
+        dropped,
+        source,
+        epoch_reset=reset,
+        untracked=untracked,
+    )
 
 
 def compute_deltas(

@@ -145,18 +145,27 @@ def forecast_key(session: Session, key: Any, now: datetime, max_hours: int = MAX
     limit = key.limit_bytes
     hours = hours_to_limit(used, limit, rate, ageing, max_hours) if limit else None
     return Forecast(
-        key.server_id, key.key_id, key.name, used, limit, rate, hours,
+        key.server_id,
+        key.key_id,
+        key.name,
+        used,
+        limit,
+        rate,
+        hours,
         now + timedelta(hours=hours) if hours is not None else None,
-        bool(limit) and used >= limit, sum(ageing[:24]),
-    )  # fmt: skip
+        bool(limit) and used >= limit,
+        sum(ageing[:24]),
+    )
 
 
 def find_key(session: Session, server: str, key_id: str) -> Any:
     return session.execute(
-        sa.text(_KEY + "WHERE (s.id = :server OR s.name = :server) AND a.key_id = :key "
-                "AND a.deleted_at IS NULL"),
+        sa.text(
+            _KEY + "WHERE (s.id = :server OR s.name = :server) AND a.key_id = :key "
+            "AND a.deleted_at IS NULL"
+        ),
         {"server": server, "key": key_id},
-    ).first()  # fmt: skip
+    ).first()
 
 
 def forecast_candidates(session: Session, now: datetime, horizon_hours: float) -> list[Any]:

@@ -210,8 +210,9 @@ def _server_ids(session: Session, refs: set[str]) -> dict[str, str | Rejected]:
         elif len(named) == 1:
             found[ref] = named[0]
         elif named:
-            found[ref] = Rejected(f"server name {_shown(ref)} matches {len(named)} servers: "
-                                  "use the server id")  # fmt: skip
+            found[ref] = Rejected(
+                f"server name {_shown(ref)} matches {len(named)} servers: use the server id"
+            )
         else:
             found[ref] = Rejected(f"unknown server {_shown(ref)}")
     return found
@@ -240,9 +241,14 @@ def _known_keys(
         if isinstance(server, Rejected):
             rejected.append((line.number, str(server)))
         elif (key := keys.get((server, line.key_id))) is None:
-            rejected.append((line.number, f"server {_shown(line.server)} has no key "
-                             f"{_shown(line.key_id)} (keys are synced from /access-keys when "
-                             "the server is collected)"))  # fmt: skip
+            rejected.append(
+                (
+                    line.number,
+                    f"server {_shown(line.server)} has no key "
+                    f"{_shown(line.key_id)} (keys are synced from /access-keys when "
+                    "the server is collected)",
+                )
+            )
         else:
             known.append((line, key))
     return known

@@ -83,9 +83,10 @@ class SnapshotMetrics:
             registry=registry,
         )
         self.work_items = Counter(
-            "snapshot_work_items_published", "outline.collect work items published.",
+            "snapshot_work_items_published",
+            "outline.collect work items published.",
             registry=registry,
-        )  # fmt: skip
+        )
         self.drift_keys = Gauge(
             "snapshot_drift_keys",
             "Keys whose summed deltas differ from the 30-day value beyond tolerance.",
@@ -95,10 +96,14 @@ class SnapshotMetrics:
             "snapshot_anomaly_episodes", "Anomaly episodes opened.", registry=registry
         )
         self.forecasts = Counter(
-            "snapshot_forecast_events", "usage.forecasts events by state.", ("state",),
+            "snapshot_forecast_events",
+            "usage.forecasts events by state.",
+            ("state",),
             registry=registry,
-        )  # fmt: skip
+        )
         self.retention_deleted = Counter(
-            "snapshot_retention_deleted", "Rows deleted by retention.", ("table",),
+            "snapshot_retention_deleted",
+            "Rows deleted by retention.",
+            ("table",),
             registry=registry,
-        )  # fmt: skip
+        )

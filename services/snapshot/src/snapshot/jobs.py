@@ -85,12 +85,17 @@ class Scheduler:
         self.metrics.servers_in_backoff.set(len(waiting))
         await self.redis.hset(
             self.keys.key(SCHEDULER_KEY),
-            mapping={"last_tick": now.isoformat(), "replica": self.replica,
-                     "published": len(events), "skipped_backoff": len(waiting)},
-        )  # fmt: skip
+            mapping={
+                "last_tick": now.isoformat(),
+                "replica": self.replica,
+                "published": len(events),
+                "skipped_backoff": len(waiting),
+            },
+        )
         if waiting:
-            log.info("tick: %d server(s) backing off, skipped: %s", len(waiting),
-                     ", ".join(waiting[:20]))  # fmt: skip
+            log.info(
+                "tick: %d server(s) backing off, skipped: %s", len(waiting), ", ".join(waiting[:20])
+            )
         return TickResult(due, waiting)
 
 
@@ -152,9 +157,10 @@ class Analysis:
                 limit_bytes=forecast.limit_bytes or 1,
                 predicted_limit_at=predicted,
                 hours_to_limit=round(forecast.hours_to_limit, 3)
-                if state != "ok" and forecast.hours_to_limit is not None else None,
+                if state != "ok" and forecast.hours_to_limit is not None
+                else None,
                 reached=forecast.reached,
-            )  # fmt: skip
+            )
             event = make_event(
                 "usage.forecast.updated", payload, source="snapshot", registry=self.registry
             )

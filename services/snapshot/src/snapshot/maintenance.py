@@ -159,9 +159,12 @@ def check_drift(session: Session, now: datetime, settings: SnapshotSettings) -> 
             "WHERE drift_checked_at = :now AND abs(drift_bytes) > "
             "greatest(:tol_bytes, :tol_ratio * last_reading) ORDER BY abs(drift_bytes) DESC"
         ),
-        {"now": now, "tol_bytes": settings.drift_tolerance_bytes,
-         "tol_ratio": settings.drift_tolerance_ratio},
-    )  # fmt: skip
+        {
+            "now": now,
+            "tol_bytes": settings.drift_tolerance_bytes,
+            "tol_ratio": settings.drift_tolerance_ratio,
+        },
+    )
     return list(rows)
 
 

@@ -207,7 +207,7 @@ def _key_rows(session: Session, write: CollectionWrite) -> list[dict[str, Any]]:
         session.execute(
             _RECREATE_KEYS,
             {"now": write.now, "refs": [d.ref for d in recreated]},
-        )  # fmt: skip
+        )
     if write.deleted_refs:
         session.execute(
             sa.update(access_keys)
@@ -218,11 +218,19 @@ def _key_rows(session: Session, write: CollectionWrite) -> list[dict[str, Any]]:
     rows = []
     for d in write.deltas:
         key = meta[d.key_id]
-        rows.append({
-            "i": d.ref if d.ref is not None else refs[d.key_id], "n": key.name,
-            "l": key.data_limit, "r": d.reading, "d": d.delta, "o": d.dropped, "s": d.source,
-            "x": d.epoch_reset, "u": d.untracked,
-        })  # fmt: skip
+        rows.append(
+            {
+                "i": d.ref if d.ref is not None else refs[d.key_id],
+                "n": key.name,
+                "l": key.data_limit,
+                "r": d.reading,
+                "d": d.delta,
+                "o": d.dropped,
+                "s": d.source,
+                "x": d.epoch_reset,
+                "u": d.untracked,
+            }
+        )
     return rows
 
 
@@ -241,13 +249,18 @@ def save_collections(session: Session, writes: list[CollectionWrite]) -> list[in
         keys = _key_rows(session, write)
         rows.extend(keys)
         info = write.reading.server
-        states.append({
-            "id": write.server_id, "n": len(keys), "tick": write.tick,
-            "iv": write.reading.interval_supported, "info": info is not None,
-            "oid": info.server_id if info else None,
-            "oname": info.name[:200] if info and info.name else None,
-            "dl": info.data_limit if info else None,
-        })  # fmt: skip
+        states.append(
+            {
+                "id": write.server_id,
+                "n": len(keys),
+                "tick": write.tick,
+                "iv": write.reading.interval_supported,
+                "info": info is not None,
+                "oid": info.server_id if info else None,
+                "oname": info.name[:200] if info and info.name else None,
+                "dl": info.data_limit if info else None,
+            }
+        )
     session.execute(
         _WRITE_COLLECTIONS,
         {"rows": to_json(rows).decode(), "servers": to_json(states).decode(), "now": now},

@@ -95,18 +95,37 @@ def set_active(session: Session, ref: str, active: bool, now: datetime) -> sa.Ro
     session.execute(
         sa.update(servers)
         .where(servers.c.id == row.id)
-        .values(active=active, deactivated_at=None if active else now, backoff_until=None,
-                consecutive_failures=0)
-    )  # fmt: skip
+        .values(
+            active=active,
+            deactivated_at=None if active else now,
+            backoff_until=None,
+            consecutive_failures=0,
+        )
+    )
     return repo.find_server(session, row.id)
 
 
 PUBLIC_FIELDS = (
-    "id", "name", "endpoint", "cert_sha256", "active", "created_at", "deactivated_at",
-    "outline_server_id", "outline_name", "access_key_data_limit", "interval_metrics",
-    "last_success_at", "last_attempt_at", "last_error_kind", "last_error",
-    "consecutive_failures", "backoff_until", "key_count", "snapshot_count",
-)  # fmt: skip
+    "id",
+    "name",
+    "endpoint",
+    "cert_sha256",
+    "active",
+    "created_at",
+    "deactivated_at",
+    "outline_server_id",
+    "outline_name",
+    "access_key_data_limit",
+    "interval_metrics",
+    "last_success_at",
+    "last_attempt_at",
+    "last_error_kind",
+    "last_error",
+    "consecutive_failures",
+    "backoff_until",
+    "key_count",
+    "snapshot_count",
+)
 
 
 def public_view(row: sa.Row[Any], now: datetime | None = None) -> dict[str, Any]:

@@ -88,15 +88,28 @@ def assemble(
     )
     tracer = res.telemetry.tracer
     collector = Collector(
-        res.sessions, clients, SecretBox(settings.encryption_key), settings, metrics, tracer,
-        clock=clock, rng=rng, group=res.service.name,
-    )  # fmt: skip
+        res.sessions,
+        clients,
+        SecretBox(settings.encryption_key),
+        settings,
+        metrics,
+        tracer,
+        clock=clock,
+        rng=rng,
+        group=res.service.name,
+    )
     runner = res.runner(catalog.OUTLINE_COLLECT, runner_options(settings))
     register_handlers(runner, collector)
     scheduler = Scheduler(
-        res.sessions, res.producer, res.redis, res.keys, res.service.registry, metrics, clock,
+        res.sessions,
+        res.producer,
+        res.redis,
+        res.keys,
+        res.service.registry,
+        metrics,
+        clock,
         res.consumer_name,
-    )  # fmt: skip
+    )
     maintenance = Maintenance(res.sessions, settings, metrics, clock)
     analysis = Analysis(
         res.sessions, settings, res.service.registry, metrics, clock, tracer, res.relay.wake

@@ -347,11 +347,16 @@ def ledger_summary(session: Session) -> LedgerSummary:
 
 def recent_rejects(session: Session, limit: int = 20) -> list[dict[str, object]]:
     stmt = (
-        sa.select(rejects.c.batch_id, rejects.c.node_key, rejects.c.reason, rejects.c.detail,
-                  rejects.c.created_at)
+        sa.select(
+            rejects.c.batch_id,
+            rejects.c.node_key,
+            rejects.c.reason,
+            rejects.c.detail,
+            rejects.c.created_at,
+        )
         .order_by(rejects.c.id.desc())
         .limit(limit)
-    )  # fmt: skip
+    )
     return [
         {
             "batch_id": r.batch_id,

@@ -169,8 +169,15 @@ class GroupConsumer:
             if plan.ack:
                 pipe.xack(self.key, self.group, *plan.ack)
             for count, ids in plan.uncounted.items():
-                pipe.xclaim(self.key, self.group, self.name, 0, list[Any](ids),
-                            retrycount=count, justid=True)  # fmt: skip
+                pipe.xclaim(
+                    self.key,
+                    self.group,
+                    self.name,
+                    0,
+                    list[Any](ids),
+                    retrycount=count,
+                    justid=True,
+                )
             if plan.due:
                 pipe.zadd(self.retry_key, plan.due)
             await pipe.execute()

@@ -125,10 +125,13 @@ class Redelivery:
     async def _delivery_counts(self, ids: list[str]) -> dict[str, int]:
         c = self.consumer
         rows = await self.redis.xpending_range(
-            c.key, c.group,
-            min=min(ids, key=parse_id), max=max(ids, key=parse_id),
-            count=len(ids) * 2 + 10, consumername=c.name,
-        )  # fmt: skip
+            c.key,
+            c.group,
+            min=min(ids, key=parse_id),
+            max=max(ids, key=parse_id),
+            count=len(ids) * 2 + 10,
+            consumername=c.name,
+        )
         wanted = set(ids)
         return {
             r["message_id"]: int(r["times_delivered"]) for r in rows if r["message_id"] in wanted

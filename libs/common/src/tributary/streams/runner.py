@@ -90,22 +90,35 @@ class StreamRunner:
             else default_middleware(tracer, metrics, self.retries)
         )
         self.consumer = GroupConsumer(
-            redis, keys or Keys(), stream, group, consumer,
-            batch_size=options.batch_size, start_id=options.start_id,
-        )  # fmt: skip
+            redis,
+            keys or Keys(),
+            stream,
+            group,
+            consumer,
+            batch_size=options.batch_size,
+            start_id=options.start_id,
+        )
         self.worker = Worker(
-            stream, group, consumer, registry or Registry(), Chain(self.middleware), metrics,
+            stream,
+            group,
+            consumer,
+            registry or Registry(),
+            Chain(self.middleware),
+            metrics,
             options,
-        )  # fmt: skip
+        )
         self.redelivery = Redelivery(
             redis, self.consumer, self.handle_entries, claim_idle_ms=options.claim_idle_ms
         )
         self.housekeeping = Housekeeping(
-            redis, self.consumer, self.redelivery, metrics,
+            redis,
+            self.consumer,
+            self.redelivery,
+            metrics,
             interval=options.housekeeping_interval,
             consumer_idle_ms=options.consumer_idle_ms,
             trim_maxlen=options.trim_maxlen,
-        )  # fmt: skip
+        )
         self._inflight: list[str] = []
         self._next_retry_poll = 0.0
 
@@ -166,10 +179,12 @@ class StreamRunner:
                     failures = 0
                 except (RedisConnectionError, RedisTimeoutError) as exc:
                     failures += 1
-                    delay = compute_backoff(failures, base=RECONNECT_BASE_SECONDS,
-                                            cap=DEFAULT_RECONNECT_MAX_SECONDS)  # fmt: skip
-                    log.warning("redis unavailable on %s (%s); retrying in %.2fs",
-                                self.stream, exc, delay)  # fmt: skip
+                    delay = compute_backoff(
+                        failures, base=RECONNECT_BASE_SECONDS, cap=DEFAULT_RECONNECT_MAX_SECONDS
+                    )
+                    log.warning(
+                        "redis unavailable on %s (%s); retrying in %.2fs", self.stream, exc, delay
+                    )
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), delay)
                 except ResponseError as exc:

@@ -73,9 +73,13 @@ class Worker:
         self.routes: dict[str, Route] = {}
 
     def register(
-        self, event_type: str, fn: Callable[[Any], Awaitable[None]], *, batch: bool,
+        self,
+        event_type: str,
+        fn: Callable[[Any], Awaitable[None]],
+        *,
+        batch: bool,
         options: HandlerOptions,
-    ) -> None:  # fmt: skip
+    ) -> None:
         if event_type in self.routes:
             raise ValueError(f"{self.stream}: a handler for {event_type!r} is already registered")
         timeout = options.timeout if options.timeout is not None else self.options.handler_timeout
