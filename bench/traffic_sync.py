@@ -210,7 +210,7 @@ async def flush_once(
 
 
 async def relay_all(engine: Engine, redis: aioredis.Redis, keys: Keys) -> float:
-    relay = OutboxRelay(engine, redis, keys)
+    relay = OutboxRelay(engine, redis, keys, renderers=SERVICE.renderers)
     started = time.perf_counter()
     try:
         while await relay.relay_once():

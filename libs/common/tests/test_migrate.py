@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,14 +44,9 @@ class Target:
             return list(conn.execute(sa.select(table.c.version_num)).scalars())
 
 
-@pytest.fixture(params=["postgresql", "mysql"])
-def target(request: pytest.FixtureRequest) -> Iterator[Target]:
-    if request.param == "postgresql":
-        yield Target(request.getfixturevalue("pg_engine"), request.getfixturevalue("pg_schema"))
-        return
-    engine = make_engine(request.getfixturevalue("mysql_database_url"))
-    yield Target(engine, None)
-    engine.dispose()
+@pytest.fixture
+def target(database: tuple[Engine, str | None]) -> Target:
+    return Target(*database)
 
 
 def test_head_revision_of_the_sample() -> None:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
+import zlib
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import cast
+from typing import Any, cast
 
 import pytest
 import redis.asyncio as aioredis
@@ -23,7 +25,7 @@ from tributary import outbox
 from tributary.db import make_engine, make_sessionmaker
 from tributary.events import Event, decode, encode
 from tributary.metrics import Metrics
-from tributary.outbox import OutboxRelay, OutboxRow, outbox_table
+from tributary.outbox import ENTRY, LEGACY, PAGE, RENDERED, OutboxRelay, OutboxRow, outbox_table
 from tributary.streams import client
 from tributary.streams.dlq import DeadLetters
 from tributary.streams.names import Keys
@@ -63,6 +65,7 @@ def make_relay(redis_client: aioredis.Redis, keys: Keys) -> Iterator[Callable[..
 
     def make(target: Engine | sessionmaker[Session], **kwargs: object) -> OutboxRelay:
         cls = kwargs.pop("cls", OutboxRelay)
+        kwargs.setdefault("renderers", RENDERERS)
         assert isinstance(cls, type)
         relay: OutboxRelay = cls(target, redis_client, keys, **kwargs)
         made.append(relay)
@@ -180,6 +183,19 @@ def rows_of(engine: Engine) -> int:
         return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
 
 
+def stored_columns(engine: Engine) -> list[sa.Row[Any]]:
+    """format, fields and page of every row, in id order."""
+    columns = (table.c.format, table.c.fields, table.c.page)
+    with engine.connect() as conn:
+        return list(conn.execute(sa.select(*columns).order_by(table.c.id)))
+
+
+def insert_row(session: Session, **columns: object) -> None:
+    """A row written by hand (no format given: the default, as an older version writes)."""
+    row = {"stream": FLUSHED, "event_id": "x", "created_at": datetime.now(UTC)} | columns
+    session.execute(sa.insert(table).values(**row))
+
+
 async def test_pages_go_out_whole_in_order_among_single_rows(
     engine: Engine,
     sm: sessionmaker[Session],
@@ -193,12 +209,14 @@ async def test_pages_go_out_whole_in_order_among_single_rows(
         outbox.add_page(session, FLUSHED, page)  # 1,000 + 1,000 + 500
         outbox.add(session, FLUSHED, after)
     assert rows_of(engine) == 5
-    with engine.connect() as conn:
-        stored = [f for (f,) in conn.execute(sa.select(table.c.fields).order_by(table.c.id))]
-    # pages are stored compressed, single entries as they are; read_fields shows both
-    assert [f.startswith(outbox.PAGE_PREFIX) for f in stored] == [False, True, True, True, False]
-    assert [len(json.loads(outbox.read_fields(f))) for f in stored[1:4]] == [1000, 1000, 500]
-    assert json.loads(outbox.read_fields(stored[0]))["id"] == before.id
+    stored = stored_columns(engine)
+    # pages are stored compressed as bytes, single entries as JSON text; read_page shows pages
+    assert [r.format for r in stored] == [ENTRY, PAGE, PAGE, PAGE, ENTRY]
+    assert [(r.fields is None, r.page is None) for r in stored] == [(False, True)] + [
+        (True, False)
+    ] * 3 + [(False, True)]
+    assert [len(json.loads(outbox.read_page(r.page))) for r in stored[1:4]] == [1000, 1000, 500]
+    assert json.loads(stored[0].fields)["id"] == before.id
     metrics = Metrics()
     relay = make_relay(sm, batch_size=1000, metrics=metrics, schema_label="traffic")
     published = []
@@ -237,39 +255,72 @@ async def test_the_relay_takes_fewer_rows_while_they_are_pages(
     assert [await relay.relay_once() for _ in range(3)] == [2, 28, 0]
 
 
+@pytest.mark.parametrize(
+    "stored",
+    [
+        {"format": PAGE, "page": zlib.compress(b"[]")},
+        {"fields": "[]"},  # as the versions before the format column wrote it
+    ],
+)
 async def test_an_empty_page_is_marked_published_and_the_relay_goes_on(
-    engine: Engine, sm: sessionmaker[Session], make_relay: Callable[..., OutboxRelay]
-) -> None:
+    engine: Engine, sm: sessionmaker[Session], make_relay: Callable[..., OutboxRelay],
+    stored: dict[str, Any],
+) -> None:  # fmt: skip
     with sm.begin() as session:
-        row = {"stream": FLUSHED, "event_id": "x", "fields": "[]"}
-        session.execute(sa.insert(table).values(**row, created_at=datetime.now(UTC)))
+        insert_row(session, **stored)
         outbox.add(session, FLUSHED, event(1))
     relay = make_relay(sm, batch_size=1)
     assert [await relay.relay_once(), await relay.relay_once()] == [1, 1]
     assert unpublished(engine) == 0
 
 
+def compressed(value: object) -> bytes:
+    return zlib.compress(json.dumps(value).encode())
+
+
+def legacy_page(value: object) -> str:
+    """A page's ``fields`` as the versions before the format column wrote them."""
+    return "zlib:" + base64.b64encode(compressed(value)).decode()
+
+
 @pytest.mark.parametrize(
     "stored",
     [
-        "[1, 2]",  # neither an entry nor a page of entries
-        "{not json",
-        "zlib:%%%",  # a compressed page that is not base64 of zlib
-        '{"id": "x", "data": {"nested": 1}}',  # not a flat hash of strings
-        "[{}]",  # an empty entry (XADD needs a field)
-        '"text"',
-        '{"$render": 7, "args": {}}',
+        # rows as the versions before the format column wrote them (format legacy)
+        {"fields": "[1, 2]"},  # neither an entry nor a page of entries
+        {"fields": "{not json"},
+        {"fields": "zlib:%%%"},  # a compressed page that is not base64 of zlib
+        {"fields": '{"id": "x", "data": {"nested": 1}}'},  # not a flat hash of strings
+        {"fields": "[{}]"},  # an empty entry (XADD needs a field)
+        {"fields": '"text"'},
+        {"fields": '{"$render": 7, "args": {}}'},
+        {"fields": legacy_page({"id": "x", "n": 1})},  # a compressed object, no renderer
+        # rows with a format
+        {"format": ENTRY, "fields": "[1, 2]"},  # an array is not an entry
+        {"format": ENTRY, "fields": "{not json"},
+        {"format": ENTRY, "fields": '{"id": "x", "data": {"nested": 1}}'},
+        {"format": ENTRY, "fields": '"text"'},
+        {"format": ENTRY},  # no fields at all
+        {"format": PAGE, "page": b"%%%"},  # page bytes that are not zlib
+        {"format": PAGE, "page": compressed({"id": "x"})},  # not an array
+        {"format": PAGE, "page": compressed([{}])},
+        {"format": PAGE, "page": compressed([{"id": 1}])},
+        {"format": PAGE, "page": zlib.compress(b"[{not json")},
+        {"format": PAGE},  # no page at all
+        {"format": RENDERED, "page": compressed({"$render": 7, "args": {}})},
+        {"format": RENDERED, "page": compressed([{"id": "x"}])},  # names no renderer
+        {"format": RENDERED, "page": b"%%%"},
     ],
 )
 async def test_a_row_no_relay_can_publish_is_dead_lettered_and_the_relay_goes_on(
     engine: Engine, sm: sessionmaker[Session], make_relay: Callable[..., OutboxRelay],
-    published: Published, redis_client: aioredis.Redis, keys: Keys, stored: str,
+    published: Published, redis_client: aioredis.Redis, keys: Keys, stored: dict[str, Any],
 ) -> None:  # fmt: skip
     """A poison row must not stop every later event: it goes to <stream>.dlq with the
-    reason and its stored text, and the rows after it are published."""
+    reason and what it stores (its text as it is, its page bytes as base64), and the
+    rows after it are published."""
     with sm.begin() as session:
-        row = {"stream": FLUSHED, "event_id": "x", "fields": stored}
-        session.execute(sa.insert(table).values(**row, created_at=datetime.now(UTC)))
+        insert_row(session, **stored)
         outbox.add(session, FLUSHED, after := event(1))
     metrics = Metrics()
     relay = make_relay(sm, metrics=metrics)
@@ -282,7 +333,10 @@ async def test_a_row_no_relay_can_publish_is_dead_lettered_and_the_relay_goes_on
     assert letter.original_id.startswith("outbox:")
     assert letter.fields == {}  # nothing a replay could put back
     [(_, letter_fields)] = await client.entries(redis_client, keys.dlq(FLUSHED))
-    assert letter_fields["dlq.outbox_fields"] == stored
+    assert letter_fields["dlq.outbox_format"] == stored.get("format", LEGACY)
+    assert letter_fields.get("dlq.outbox_fields") == stored.get("fields")
+    page = stored.get("page")
+    assert letter_fields.get("dlq.outbox_page") == (page and base64.b64encode(page).decode())
     labels = {"stream": FLUSHED, "group": outbox.RELAY_GROUP}
     assert metrics.registry.get_sample_value("tributary_events_dead_lettered_total", labels) == 1
     assert await DeadLetters(redis_client, FLUSHED, keys).replay() == 0
@@ -300,7 +354,8 @@ def _render_counts(args: dict[str, object]) -> list[dict[str, str]]:
 
 
 COUNTS = "tests/counts/1"
-outbox.register_renderer(COUNTS, _render_counts)
+#: what the tests' relays are given (make_relay)
+RENDERERS: outbox.Renderers = {COUNTS: _render_counts}
 
 
 Published = Callable[[], Awaitable[list[dict[str, str]]]]
@@ -317,11 +372,12 @@ async def test_rendered_pages_go_out_as_their_renderer_makes_them_in_order(
         outbox.add(session, FLUSHED, before)
         assert outbox.add_rendered_pages(session, FLUSHED, COUNTS, pages) == 2
         outbox.add(session, FLUSHED, after)
-    with engine.connect() as conn:
-        stored = [f for (f,) in conn.execute(sa.select(table.c.fields).order_by(table.c.id))]
+    stored = stored_columns(engine)
     # a rendered page stores its renderer and arguments, compressed: not the events
-    assert json.loads(outbox.read_fields(stored[1])) == {"$render": COUNTS, "args": pages[0][1]}
-    assert len(stored[1]) < 200
+    assert [r.format for r in stored] == [ENTRY, RENDERED, RENDERED, ENTRY]
+    assert stored[1].fields is None
+    assert json.loads(outbox.read_page(stored[1].page)) == {"$render": COUNTS, "args": pages[0][1]}
+    assert len(stored[1].page) < 200
     relay = make_relay(sm, batch_size=1000)
     while await relay.relay_once():
         pass
@@ -331,26 +387,62 @@ async def test_rendered_pages_go_out_as_their_renderer_makes_them_in_order(
     assert unpublished(engine) == 0
 
 
-async def test_a_rendered_page_nobody_can_render_stops_the_relay_and_waits(
+def set_first_row(engine: Engine, **columns: object) -> int:
+    """Overwrite columns of the table's first row; returns its id."""
+    with engine.begin() as conn:
+        first_id = int(conn.execute(sa.select(sa.func.min(table.c.id))).scalar_one())
+        conn.execute(sa.update(table).where(table.c.id == first_id).values(**columns))
+    return first_id
+
+
+@pytest.mark.parametrize(
+    ("columns", "missing"),
+    [
+        # another version's page
+        ({"page": compressed({"$render": "tests/counts/2", "args": {}})},
+         "no page renderer 'tests/counts/2' in this process"),
+        # the same, written before the format column
+        ({"format": LEGACY, "page": None,
+          "fields": legacy_page({"$render": "tests/counts/2", "args": {}})},
+         "no page renderer 'tests/counts/2' in this process"),
+        # a format a newer version writes
+        ({"format": "columns"}, "format 'columns' is unknown here"),
+    ],
+)  # fmt: skip
+async def test_a_row_this_process_cannot_read_stops_the_relay_and_waits(
     engine: Engine, sm: sessionmaker[Session], make_relay: Callable[..., OutboxRelay],
-    published: Published,
+    published: Published, columns: dict[str, object], missing: str,
 ) -> None:  # fmt: skip
-    """A renderer this process lacks (another version's page): the cycle fails naming
-    the row, nothing of it or after it is published or lost."""
+    """A renderer or a format this process lacks (another version's row): the cycle
+    fails naming the row, nothing of it or after it is published or lost."""
     with sm.begin() as session:
         outbox.add_rendered_pages(session, FLUSHED, COUNTS, [("a", {"prefix": "a", "first": 0,
                                                                      "n": 2})])  # fmt: skip
         outbox.add(session, FLUSHED, event(7))
-    unknown = json.dumps({"$render": "tests/counts/2", "args": {}})
-    with engine.begin() as conn:
-        first_id = conn.execute(sa.select(sa.func.min(table.c.id))).scalar_one()
-        conn.execute(sa.update(table).where(table.c.id == first_id).values(fields=unknown))
+    first_id = set_first_row(engine, **columns)
     relay = make_relay(sm)
-    missing = f"outbox row {first_id}: no page renderer 'tests/counts/2'"
-    with pytest.raises(ValueError, match=missing):
+    with pytest.raises(ValueError, match=f"outbox row {first_id}: {missing}"):
         await relay.relay_once()
     assert unpublished(engine) == 2
     assert await published() == []
+
+
+async def test_a_relay_not_given_a_renderer_stops_at_its_pages(
+    engine: Engine, sm: sessionmaker[Session], make_relay: Callable[..., OutboxRelay],
+    published: Published,
+) -> None:  # fmt: skip
+    """Names are not looked up when pages are written: the relay that lacks the
+    renderer stops at them, and one given it publishes them."""
+    with sm.begin() as session:
+        outbox.add_rendered_pages(session, FLUSHED, "nobody", [("x", {})])
+        with pytest.raises(ValueError, match="needs its renderer's name"):
+            outbox.add_rendered_pages(session, FLUSHED, "", [("x", {})])
+    with pytest.raises(ValueError, match="no page renderer 'nobody' in this process"):
+        await make_relay(sm).relay_once()
+    assert unpublished(engine) == 1
+    nobody = {"nobody": lambda args: [{"id": "n-1", "args": json.dumps(args)}]}
+    assert await make_relay(sm, renderers=nobody).relay_once() == 1
+    assert await published() == [{"id": "n-1", "args": "{}"}]
 
 
 async def test_a_rendered_page_its_renderer_refuses_is_dead_lettered(
@@ -363,10 +455,8 @@ async def test_a_rendered_page_its_renderer_refuses_is_dead_lettered(
         outbox.add_rendered_pages(session, FLUSHED, COUNTS, [("a", {"prefix": "a", "first": 0,
                                                                      "n": 2})])  # fmt: skip
         outbox.add(session, FLUSHED, after := event(7))
-    refused = json.dumps({"$render": COUNTS, "args": {"prefix": "a", "first": "0", "n": 2}})
-    with engine.begin() as conn:
-        first_id = conn.execute(sa.select(sa.func.min(table.c.id))).scalar_one()
-        conn.execute(sa.update(table).where(table.c.id == first_id).values(fields=refused))
+    refused = {"$render": COUNTS, "args": {"prefix": "a", "first": "0", "n": 2}}
+    first_id = set_first_row(engine, page=compressed(refused))
     assert await make_relay(sm).relay_once() == 2
     assert [decode(f).id for f in await published()] == [after.id]
     [letter] = await DeadLetters(redis_client, FLUSHED, keys).page()
@@ -375,12 +465,24 @@ async def test_a_rendered_page_its_renderer_refuses_is_dead_lettered(
     assert unpublished(engine) == 0
 
 
-def test_rendered_pages_need_a_registered_renderer(sm: sessionmaker[Session]) -> None:
-    with sm() as session, pytest.raises(ValueError, match="no page renderer 'nobody'"):
-        outbox.add_rendered_pages(session, FLUSHED, "nobody", [("x", {})])
-    with pytest.raises(ValueError, match="already registered"):
-        outbox.register_renderer(COUNTS, lambda args: [])
-    outbox.register_renderer(COUNTS, _render_counts)  # the same one again: fine
+async def test_rows_written_before_the_format_column_are_published_as_then(
+    engine: Engine, sm: sessionmaker[Session], make_relay: Callable[..., OutboxRelay],
+    published: Published,
+) -> None:  # fmt: skip
+    """An older replica still writing during a rolling upgrade: its rows get the
+    ``legacy`` default, and go out in order with the others, with their ids."""
+    entry, page = event(1), [event(n) for n in range(2, 5)]
+    rendered = {"$render": COUNTS, "args": {"prefix": "r", "first": 0, "n": 2}}
+    with sm.begin() as session:
+        insert_row(session, fields=json.dumps(encode(entry)))
+        outbox.add(session, FLUSHED, first_new := event(0))
+        insert_row(session, fields=legacy_page([encode(e) for e in page]))
+        insert_row(session, fields=legacy_page(rendered))
+    assert [r.format for r in stored_columns(engine)] == [LEGACY, ENTRY, LEGACY, LEGACY]
+    assert await make_relay(sm).relay_once() == 7
+    ids = [decode(f).id for f in await published()]
+    assert ids == [entry.id, first_new.id, *(e.id for e in page), "r-0", "r-1"]
+    assert unpublished(engine) == 0
 
 
 async def test_crash_between_commit_and_publish_still_publishes(

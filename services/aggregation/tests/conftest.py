@@ -19,6 +19,7 @@ from aggregation.reader import Batch
 from aggregation.repository import usage_values
 from aggregation.service import SERVICE, AggregationApp, create_app
 from tributary.db import make_sessionmaker
+from tributary.outbox import stored_rows
 from tributary.service import Resources, Service, close_resources, migrate, open_resources
 from tributary.streams.names import Keys
 
@@ -114,6 +115,15 @@ def rows_of(engine: Engine, day: date = DAY) -> dict[tuple[str, str], int]:
 def count(engine: Engine, table: str) -> int:
     with engine.connect() as conn:
         return int(conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
+def outbox_events(engine: Engine) -> list[dict[str, str]]:
+    """The entries of every usage.aggregated event in the outbox (published or not), in
+    order, as the service's relay makes them from its rendered pages."""
+    with engine.connect() as conn:
+        rows = stored_rows(conn, SERVICE.renderers)
+    assert all(row.problem is None for row in rows), [row.problem for row in rows]
+    return [entry for row in rows for entry in row.entries]
 
 
 async def counters(

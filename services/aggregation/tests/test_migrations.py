@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import json
+
+import redis.asyncio as aioredis
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from aggregation.models import metadata
-from aggregation.service import MIGRATIONS
+from aggregation.publishing import EVENT_TYPE, STREAM
+from aggregation.service import MIGRATIONS, SERVICE
+from tributary import catalog
+from tributary.events import decode, encode, make_event
 from tributary.migrate import alembic_config, check_migrations, is_up_to_date, run_migrations
+from tributary.outbox import ENTRY, OutboxRelay
 from tributary.service import Service
+from tributary.streams import client
+from tributary.streams.names import Keys
+
+from .conftest import DAY
 
 VERSION_TABLE = "alembic_version_aggregation"
 
@@ -33,3 +44,33 @@ def test_upgrade_creates_every_table_and_downgrade_removes_them(
     with pg_engine.begin() as conn:
         command.downgrade(alembic_config(MIGRATIONS, conn, pg_schema, VERSION_TABLE), "base")
     assert tables(pg_engine) == set()
+
+
+async def test_events_the_version_before_queued_are_published_after_the_upgrade(
+    pg_engine: Engine, pg_schema: str, redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    """Rows the writer's SQL queued before the format column (one event each) become
+    entries and go out unchanged."""
+    run_migrations(pg_engine, MIGRATIONS, pg_schema, VERSION_TABLE, "0001")
+    registry = catalog.default_registry()
+    payloads = [catalog.UsageAggregated(merchant_id=f"m{n}", date=DAY, metric="calls", value=n)
+                for n in range(3)]  # fmt: skip
+    events = [make_event(EVENT_TYPE, p, "aggregation", registry) for p in payloads]
+    with pg_engine.begin() as conn:
+        for event in events:
+            conn.execute(
+                sa.text("INSERT INTO outbox (stream, event_id, fields, created_at)"
+                        " VALUES (:stream, :event_id, :fields, now())"),
+                {"stream": STREAM, "event_id": event.id, "fields": json.dumps(encode(event))},
+            )  # fmt: skip
+    run_migrations(pg_engine, MIGRATIONS, pg_schema, VERSION_TABLE)
+    with pg_engine.connect() as conn:
+        formats = conn.execute(sa.text("SELECT format FROM outbox ORDER BY id")).scalars()
+        assert list(formats) == [ENTRY] * 3
+    relay = OutboxRelay(pg_engine, redis_client, keys, renderers=SERVICE.renderers)
+    try:
+        assert await relay.relay_once() == 3
+    finally:
+        relay.close()
+    published = await client.entries(redis_client, keys.stream(STREAM))
+    assert [decode(fields, registry) for _, fields in published] == events

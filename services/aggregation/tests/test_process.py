@@ -3,6 +3,7 @@ HTTP, scheduling, and stopping cleanly on SIGTERM."""
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
 import subprocess
@@ -19,7 +20,7 @@ from tributary import catalog
 from tributary.streams.names import Keys
 from tributary.testing.process import ServiceProcesses, wait_until
 
-from .conftest import DAY, count, rows_of
+from .conftest import DAY, count, outbox_events, rows_of
 
 MERCHANTS = 2_000
 METRICS = 30  # 60,000 counters
@@ -70,14 +71,10 @@ def bump(redis_url: str, keys: KeyFormat, values: dict[tuple[str, str], int], st
 
 def events_by_row(engine: Engine) -> dict[tuple[str, str], list[int]]:
     """Values of the usage.aggregated events in the outbox, per row, in order."""
-    query = sa.text(
-        "SELECT d->>'merchant_id', d->>'metric', (d->>'value')::bigint FROM"
-        " (SELECT id, ((fields::json)->>'data')::json AS d FROM outbox) AS e ORDER BY id"
-    )
     found: dict[tuple[str, str], list[int]] = {}
-    with engine.connect() as conn:
-        for merchant, metric, value in conn.execute(query):
-            found.setdefault((merchant, metric), []).append(int(value))
+    for fields in outbox_events(engine):
+        data = json.loads(fields["data"])
+        found.setdefault((data["merchant_id"], data["metric"]), []).append(int(data["value"]))
     return found
 
 
@@ -108,9 +105,9 @@ def test_sigkill_during_a_large_run_then_rerun_gives_exact_rows(
     events = events_by_row(pg_engine)
     assert {row: found[-1] for row, found in events.items()} == values
     assert all(len(events[row]) == 1 for row in untouched)
+    ids = [fields["id"] for fields in outbox_events(pg_engine)]
+    total, distinct = len(ids), len(set(ids))
     with pg_engine.connect() as conn:
-        ids = conn.execute(sa.text("SELECT count(*), count(DISTINCT event_id) FROM outbox"))
-        total, distinct = ids.one()
         statuses = conn.execute(
             sa.text("SELECT status, error FROM aggregation_runs ORDER BY id")
         ).all()

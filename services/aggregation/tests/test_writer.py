@@ -1,10 +1,9 @@
 """Writing batches: rows the date lacks are plain inserts, a race for one is lost cleanly,
-and the outbox rows built in SQL are the events the library would have written."""
+and the events queued in the outbox are the events the library would write."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 import uuid
 from datetime import UTC, datetime
@@ -17,8 +16,9 @@ from aggregation.config import WriteMethod
 from aggregation.writer import BatchTarget, Rows, RunHint, UsageWriter, WriteResult
 from tributary import catalog
 from tributary.events import decode
+from tributary.outbox import RENDERED
 
-from .conftest import DAY, AppFactory, count, rows_of
+from .conftest import DAY, AppFactory, outbox_events, rows_of
 
 pytestmark = pytest.mark.asyncio
 
@@ -26,9 +26,7 @@ NOW = datetime(2025, 3, 11, 1, 0, tzinfo=UTC)
 
 
 def events(engine: Engine) -> list[tuple[str, dict[str, str]]]:
-    with engine.connect() as conn:
-        rows = conn.execute(sa.text("SELECT event_id, fields FROM outbox ORDER BY id"))
-        return [(event_id, json.loads(fields)) for event_id, fields in rows]
+    return [(fields["id"], fields) for fields in outbox_events(engine)]
 
 
 def write(engine: Engine, writer: UsageWriter, rows: Rows, final: bool = False) -> WriteResult:
@@ -72,7 +70,7 @@ async def test_a_batch_losing_the_race_for_a_new_row_updates_it(
                 events(engine)]  # fmt: skip
     of_m1 = [(p.value, p.previous) for p in payloads if p.merchant_id == "m1"]
     assert of_m1 == [(1, None), (2, 1)]
-    assert count(engine, "outbox") == 4
+    assert len(outbox_events(engine)) == 4
 
 
 def waits_for_a_lock(engine: Engine, pids: list[int]) -> bool:
@@ -105,6 +103,9 @@ async def test_outbox_rows_are_the_events_the_library_would_write(
     assert write(engine, writer, plain) == WriteResult(written=2, changed=2, events=2)
     assert write(engine, writer, needs_escaping, final=True).events == 3
     written = events(engine)
+    with engine.connect() as conn:  # a rendered page a batch, named by its first event
+        rows = conn.execute(sa.text("SELECT event_id, format FROM outbox ORDER BY id")).all()
+    assert rows == [(written[0][0], RENDERED), (written[2][0], RENDERED)]
 
     assert len(written) == 5
     assert len({event_id for event_id, _ in written}) == 5
@@ -150,4 +151,4 @@ async def test_a_batch_of_rows_the_date_has_is_written_as_an_upsert(
     assert result == WriteResult(written=3, changed=2, events=2)
     assert not target.hint.new_rows, "the run's next batch goes straight to the upsert"
     assert rows_of(engine) == {("m1", "calls"): 1, ("m2", "calls"): 3, ("m3", "calls"): 4}
-    assert count(engine, "outbox") == 4
+    assert len(outbox_events(engine)) == 4

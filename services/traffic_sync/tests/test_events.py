@@ -9,6 +9,7 @@ from sqlalchemy.engine import Engine
 
 from traffic_sync import repository
 from traffic_sync.counters import TrafficKeys, record_traffic
+from traffic_sync.service import SERVICE
 from tributary import catalog
 from tributary.db import make_sessionmaker
 from tributary.events import Event
@@ -33,7 +34,7 @@ async def test_flushed_events_carry_deltas_totals_limit_and_the_flush_trace(
     await record_traffic(redis_client, 2, 1, 2, keys=tkeys)
     await flusher.flush()
 
-    relay = OutboxRelay(mysql_engine, redis_client, tkeys.keys)
+    relay = OutboxRelay(mysql_engine, redis_client, tkeys.keys, renderers=SERVICE.renderers)
     try:
         while await relay.relay_once():
             pass

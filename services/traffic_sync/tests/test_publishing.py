@@ -12,7 +12,6 @@ from opentelemetry import context, trace
 from opentelemetry.trace import SpanContext, TraceFlags, Tracer, TraceState
 from sqlalchemy.engine import Engine
 
-from traffic_sync.models import outbox
 from traffic_sync.publishing import (
     EVENT_TYPE,
     FlushedTemplate,
@@ -22,10 +21,11 @@ from traffic_sync.publishing import (
     render_page,
 )
 from traffic_sync.repository import NodeTotals
+from traffic_sync.service import SERVICE
 from tributary import catalog
 from tributary.db import make_sessionmaker
 from tributary.events import encode, make_event, new_event_id, new_event_ids
-from tributary.outbox import row_entries
+from tributary.outbox import RENDERED, stored_rows
 
 BIG = 2**63 - 1
 TOTALS = [
@@ -116,13 +116,15 @@ def queue_and_read(engine: Engine, tracer: Tracer, sql_mode: str | None = None) 
         )  # fmt: skip
     assert queued == len(TOTALS)
     with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(outbox.c.stream, outbox.c.event_id, outbox.c.fields).order_by(outbox.c.id)
-        ).all()
-    # pages of two (chunk=2): a row per page, named by its first event
+        stored = conn.execute(sa.text("SELECT event_id, format FROM outbox ORDER BY id")).all()
+        rows = stored_rows(conn, SERVICE.renderers)
+    # pages of two (chunk=2): a row per page, named by its first event, rendered by the
+    # renderer the service gives its relay
     assert [r.stream for r in rows] == [catalog.TRAFFIC_FLUSHED] * 2
-    entries = [entry for i, r in enumerate(rows) for entry in row_entries(i, r.fields)]
-    assert [r.event_id for r in rows] == [entries[0]["id"], entries[2]["id"]]
+    assert [r.problem for r in rows] == [None, None]
+    entries = [entry for r in rows for entry in r.entries]
+    assert [(r.event_id, r.format) for r in stored] == [(entries[0]["id"], RENDERED),
+                                                        (entries[2]["id"], RENDERED)]  # fmt: skip
     assert len({e["id"] for e in entries}) == len(TOTALS)
     assert entries[0]["tracestate"] == ODD_TRACESTATE
     # byte for byte and in encode()'s order: the entries of the events, TOTALS' order

@@ -40,7 +40,7 @@ from tributary.http import (
 from tributary.leases import Lease, run_as_leader
 from tributary.logs import configure_logging
 from tributary.metrics import Metrics
-from tributary.outbox import OutboxRelay
+from tributary.outbox import OutboxRelay, Renderers
 from tributary.runtime import tune_gc
 from tributary.streams.names import Keys
 from tributary.streams.producer import Producer
@@ -129,6 +129,8 @@ class Service:
     migrations: Path | None = None
     #: one cycle of the service's work, for ``once`` (cron / CronJob)
     once: Callable[[Resources, Components], Awaitable[None]] | None = None
+    #: the outbox page renderers of its rendered pages, by name (its relay gets them)
+    renderers: Renderers = field(default_factory=dict)
 
     @property
     def version_table(self) -> str:
@@ -207,7 +209,12 @@ def assemble_resources(
         producer=Producer(redis, telemetry.tracer, keys, metrics),
         consumer_name=consumer_name,
         relay=OutboxRelay(
-            engine, redis, keys, metrics, schema_label=service.schema or service.name
+            engine,
+            redis,
+            keys,
+            metrics,
+            schema_label=service.schema or service.name,
+            renderers=service.renderers,
         ),
     )
 

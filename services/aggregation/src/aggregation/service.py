@@ -16,9 +16,10 @@ from aggregation.config import AggregationSettings
 from aggregation.keys import KeyFormat
 from aggregation.metrics import AggregationMetrics
 from aggregation.policy import RetryPolicy
+from aggregation.publishing import EVENT_TYPE, RENDERERS
 from aggregation.reader import Batch, CounterReader, ReadOptions, counter_client
 from aggregation.scheduler import Scheduler
-from aggregation.writer import EVENT_TYPE, UsageWriter
+from aggregation.writer import UsageWriter
 from tributary import catalog
 from tributary.service import Components, Periodic, Resources, Service
 
@@ -151,4 +152,5 @@ SERVICE = Service(
     schema=NAME,
     migrations=MIGRATIONS,
     once=once,
+    renderers=RENDERERS,
 )

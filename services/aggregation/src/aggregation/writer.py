@@ -1,7 +1,7 @@
 """Writing one batch of counters: an overwrite upsert plus ``usage.aggregated`` events.
 
-One statement per batch does everything in the database, in the caller's
-transaction. The rows arrive as arrays (``unnest``) or through ``COPY`` into
+One statement per batch writes the rows, in the caller's transaction. The
+rows arrive as arrays (``unnest``) or through ``COPY`` into
 a temporary staging table (faster for big batches); then either
 
 * **the upsert** (:data:`_UPSERT`): every row's stored value is looked up by
@@ -19,8 +19,12 @@ a temporary staging table (faster for big batches); then either
   quarter of the database's work, and a failed try costs a re-run little: it
   stops at the first row it finds.
 
-Then, for each row written, an outbox row carrying a ``usage.aggregated``
-event is inserted, with the previous value.
+Then, for the rows written, ``usage.aggregated`` events with the previous
+value are queued in the outbox in the same transaction, as rendered pages
+(:mod:`aggregation.publishing`): a page per 1,000 rows holding their values,
+the relay makes the events. The rows a batch wrote and their previous
+values come back from the statement (the upsert returns them); a batch of
+only new rows wrote them all, with no previous value.
 
 The lookup and the writes see the same snapshot, and the date's advisory
 lock keeps other runs out, so the previous value is exact. The one race
@@ -30,30 +34,18 @@ second fails on the primary key once the first commits, and the second is
 written again with the upsert (a new statement, a new snapshot): it sees
 the first batch's row, so an unchanged value is not published twice.
 
-Events are built in SQL rather than with :func:`tributary.outbox.add` because
-a first run of a busy day changes every row: a million events made one by one
-in Python would cost more than the whole aggregation. The row has exactly the
-layout :func:`tributary.events.encode` gives (tests decode the published
-entries with the catalog's registry, and compare ``data`` with the catalog
-model's JSON): a UUIDv7 id (:func:`_uuid7_ids`), ``time`` of the batch, and
-the ``traceparent`` of the batch's ``send usage.aggregated`` span. The text
-around the per-row values is made in Python once per batch
-(:class:`_EventText`), so that each row costs one ``concat()`` of a few
-pieces: the outbox row is the widest thing a first run writes, and building
-it was a good part of its cost. For the same reason names are escaped for
-JSON in SQL only in the rare batch that has a name needing it.
+Events are pages rather than an :func:`tributary.outbox.add` call per event
+because a first run of a busy day changes every row: a million events made
+one by one in Python, or a million outbox rows, would cost more than the
+whole aggregation. Each batch has one ``send usage.aggregated`` producer
+span whose context all its events carry.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import re
-import time
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import date, datetime
-from itertools import chain
 from typing import Any
 
 import psycopg
@@ -62,12 +54,9 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
 from aggregation.config import WriteMethod
-from tributary import catalog
-from tributary.events import SPEC_VERSION, utc_now_rfc3339
+from aggregation.publishing import EVENT_TYPE, STREAM, Columns, Shared, queue_usage_aggregated
+from tributary.events import utc_now_rfc3339
 from tributary.tracing import MESSAGING_SYSTEM, format_traceparent
-
-EVENT_TYPE = "usage.aggregated"
-STREAM = catalog.USAGE_AGGREGATED
 
 #: (merchant_id, metric) -> value, for one date
 Rows = Mapping[tuple[str, str], int]
@@ -87,32 +76,8 @@ _FROM_ARRAYS = (
 )
 _FROM_STAGE = f"SELECT merchant_id, metric, metric_value FROM {_STAGE}"
 
-# A name inside ``data``, which is itself a JSON string in the flat hash: a JSON string
-# (to_json escapes it) escaped again. Most batches need no escaping at all (see
-# _EventText.of): their names go in as they are, between quotes the pieces carry.
-_ESCAPED_NAME = "replace(replace(to_json({0})::text, '\\', '\\\\'), '\"', '\\\"')"
-_PLAIN_NAME = "{0}"
-# The outbox row's ``fields``: the batch's pieces (_EventText) around each row's values.
-_FIELDS = (
-    "concat(%(head)s::text, c.id, %(before_merchant)s::text, {merchant}, "
-    "%(before_metric)s::text, {metric}, %(before_value)s::text, c.metric_value, "
-    "%(before_previous)s::text, coalesce(c.previous::text, 'null'), %(tail)s::text)"
-)
-
-# The outbox rows of {rows} (merchant_id, metric, metric_value, previous).
-_EVENTS = """
-events AS (
-    INSERT INTO outbox (stream, event_id, fields, created_at)
-    SELECT %(stream)s, c.id, {fields}, %(now)s
-    FROM (
-        -- UUIDv7s: the batch's milliseconds and random bits, then a counter from a
-        -- random start (RFC 9562, 6.2); 12 hex digits, the start leaves room for the count
-        SELECT *, %(id_head)s::text || to_hex(%(id_start)s::bigint + row_number() OVER ()) AS id
-        FROM {rows} WHERE %(publish)s
-    ) AS c
-)"""
-
-# -> (rows inserted, rows inserted or updated)
+# -> (rows inserted, rows inserted or updated), or with {changed_rows} the rows inserted
+# or updated (merchant_id, metric, metric_value, previous: NULL for an inserted row)
 _UPSERT = """
 WITH input AS ({source}),
 compared AS (
@@ -147,42 +112,33 @@ changed AS (
     UNION ALL
     SELECT u.merchant_id, u.metric, u.metric_value, cmp.previous
     FROM updated AS u JOIN compared AS cmp USING (merchant_id, metric)
-),{events}
-SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM changed)
+)
+{result}
 """
+_COUNTS = "SELECT (SELECT count(*) FROM inserted), (SELECT count(*) FROM changed)"
+_CHANGED_ROWS = "SELECT merchant_id, metric, metric_value, previous FROM changed"
 
-# -> (rows inserted, rows inserted); fails on the primary key if a row exists. The rows
-# are read where they are each time (a CTE would copy them once more).
+# Fails on the primary key if a row exists; its row count is the rows inserted.
 _INSERT = """
-WITH inserted AS (
-    INSERT INTO merchant_usage (merchant_id, usage_date, metric, metric_value, updated_at, run_id)
-    SELECT merchant_id, %(date)s::date, metric, metric_value, %(now)s, %(run_id)s
-    FROM ({source}) AS i
-),{events}
-SELECT count(*), count(*) FROM ({source}) AS i
+INSERT INTO merchant_usage (merchant_id, usage_date, metric, metric_value, updated_at, run_id)
+SELECT merchant_id, %(date)s::date, metric, metric_value, %(now)s, %(run_id)s
+FROM ({source}) AS i
 """
 
-
-def _statement(new: bool, copy: bool, escape: bool) -> str:
-    """The statement for a batch of only new rows (or not), staged with COPY (or arrays),
-    with names that need escaping (or not)."""
-    source = _FROM_STAGE if copy else _FROM_ARRAYS
-    name = _ESCAPED_NAME if escape else _PLAIN_NAME
-    fields = _FIELDS.format(merchant=name.format("c.merchant_id"), metric=name.format("c.metric"))
-    rows = f"(SELECT *, NULL::bigint AS previous FROM ({source}) AS i) AS i" if new else "changed"
-    events = _EVENTS.format(fields=fields, rows=rows)
-    return (_INSERT if new else _UPSERT).format(source=source, events=events)
-
-
-#: (only new rows, COPY staging, names need escaping) -> the statement
+#: (only new rows, COPY staging, the changed rows wanted back) -> the statement
 _STATEMENTS = {
-    (new, copy, escape): _statement(new, copy, escape)
+    (new, copy, rows): (
+        _INSERT.format(source=_FROM_STAGE if copy else _FROM_ARRAYS)
+        if new
+        else _UPSERT.format(
+            source=_FROM_STAGE if copy else _FROM_ARRAYS,
+            result=_CHANGED_ROWS if rows else _COUNTS,
+        )
+    )
     for new in (False, True)
     for copy in (False, True)
-    for escape in (False, True)
+    for rows in (False, True)
 }
-#: characters JSON escapes (the rest of a name is copied as it is)
-_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f]')
 #: statements of one batch that lose the race to insert a row to another batch
 _INSERT_RACES = 3
 
@@ -196,63 +152,6 @@ def _row_exists(exc: BaseException) -> bool:
     if not isinstance(orig, psycopg.Error) or orig.sqlstate != _UNIQUE_VIOLATION:
         return False
     return orig.diag.constraint_name == _PRIMARY_KEY
-
-
-def _escaped(text: str) -> str:
-    """``text`` as it reads inside a JSON string (without the quotes)."""
-    return json.dumps(text)[1:-1]
-
-
-def _uuid7_ids() -> tuple[str, int]:
-    """The first 24 characters of a batch's UUIDv7s and where their last 12 start counting.
-
-    48 bits of Unix milliseconds, version 7, 12 random bits, the variant and 14
-    random bits; then 48 bits counting up from a random start in [2**44, 2**44 +
-    2**47): 12 hex digits for any batch (fewer than 2**20 rows).
-    """
-    ms = f"{time.time_ns() // 1_000_000 & (1 << 48) - 1:012x}"
-    rand = int.from_bytes(os.urandom(10), "big")
-    rand_a = rand >> 68 & 0xFFF
-    rand_b = 0x8000 | rand >> 54 & 0x3FFF  # RFC 9562 variant (0b10), 14 random bits
-    start = 1 << 44 | rand & (1 << 47) - 1
-    return f"{ms[:8]}-{ms[8:]}-7{rand_a:03x}-{rand_b:04x}-", start
-
-
-@dataclass(frozen=True, slots=True)
-class _EventText:
-    """The text of a batch's outbox ``fields`` around each row's id and values."""
-
-    #: every event id of the batch starts so, and ends in 12 hex digits counting from
-    #: id_start
-    id_head: str
-    id_start: int
-    head: str
-    before_merchant: str
-    before_metric: str
-    before_value: str
-    before_previous: str
-    tail: str
-
-    @classmethod
-    def of(
-        cls, envelope: dict[str, str], day: date, final: bool, *, plain_names: bool
-    ) -> _EventText:
-        """``envelope``: the attributes every event of the batch shares (no id, no data).
-
-        ``plain_names``: the batch's names need no escaping, the pieces quote them.
-        """
-        id_head, id_start = _uuid7_ids()
-        quote = '"' if plain_names else ""
-        return cls(
-            id_head=id_head,
-            id_start=id_start,
-            head=json.dumps(envelope, separators=(",", ":"))[:-1] + ',"id":"',
-            before_merchant='","data":"' + _escaped('{"merchant_id":' + quote),
-            before_metric=_escaped(f'{quote},"date":"{day.isoformat()}","metric":{quote}'),
-            before_value=_escaped(quote + ',"value":'),
-            before_previous=_escaped(',"previous":'),
-            tail=_escaped(f',"final":{"true" if final else "false"}}}') + '"}',
-        )
 
 
 @dataclass(slots=True)
@@ -281,6 +180,16 @@ class WriteResult:
     events: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class _Written:
+    """What a statement did: rows inserted, rows inserted or updated, and those rows as
+    columns (when asked for)."""
+
+    inserted: int
+    changed: int
+    columns: Columns | None = None
+
+
 class UsageWriter:
     """Upserts batches of one date's counters on a caller's connection (and transaction)."""
 
@@ -307,13 +216,7 @@ class UsageWriter:
         """Write ``rows`` (already merged: one value per merchant and metric)."""
         if not rows:
             return WriteResult()
-        params: dict[str, Any] = {
-            "date": target.day,
-            "now": now,
-            "run_id": target.run_id,
-            "publish": target.publish,
-            "stream": STREAM,
-        }
+        params: dict[str, Any] = {"date": target.day, "now": now, "run_id": target.run_id}
         copy = self.uses_copy(len(rows))
         if copy:
             self._stage(conn, rows)
@@ -321,7 +224,6 @@ class UsageWriter:
             params["merchants"] = [merchant for merchant, _ in rows]
             params["metrics"] = [metric for _, metric in rows]
             params["values"] = list(rows.values())
-        escape = _NEEDS_ESCAPE.search("".join(chain.from_iterable(rows))) is not None
         span = self._tracer.start_span(
             f"send {STREAM}",
             kind=SpanKind.PRODUCER,
@@ -333,68 +235,61 @@ class UsageWriter:
             },
         )
         try:
-            text = _EventText.of(
-                self._envelope(span.get_span_context()),
-                target.day,
-                target.final,
-                plain_names=not escape,
-            )
-            params.update(asdict(text))
-            counts = self._insert_new(conn, params, copy, escape) if target.hint.new_rows else None
-            if counts is None:
-                counts = self._upsert(conn, params, copy, escape)
-            inserted, changed = counts
-            target.hint.new_rows = inserted == len(rows)
-            events = changed if target.publish else 0
+            shared = self._shared(span.get_span_context(), target)
+            written = self._insert_new(conn, params, copy) if target.hint.new_rows else None
+            if written is None:
+                written = self._upsert(conn, params, copy, target.publish)
+            target.hint.new_rows = written.inserted == len(rows)
+            events = 0
+            if target.publish and written.changed:
+                events = queue_usage_aggregated(conn, shared, written.columns or _columns(rows))
             span.set_attribute("messaging.batch.message_count", events)
         finally:
             span.end()
-        return WriteResult(written=len(rows), changed=changed, events=events)
+        return WriteResult(written=len(rows), changed=written.changed, events=events)
 
     @staticmethod
-    def _insert_new(
-        conn: Connection, params: dict[str, Any], copy: bool, escape: bool
-    ) -> tuple[int, int] | None:
+    def _insert_new(conn: Connection, params: dict[str, Any], copy: bool) -> _Written | None:
         """The batch as rows the date does not have; None (and nothing written) if it has one."""
         try:
             with conn.begin_nested():
-                inserted, changed = conn.exec_driver_sql(
-                    _STATEMENTS[(True, copy, escape)], params
-                ).one()
+                inserted = conn.exec_driver_sql(_STATEMENTS[(True, copy, False)], params).rowcount
         except DBAPIError as exc:
             if not _row_exists(exc):
                 raise
             return None
-        return int(inserted), int(changed)
+        return _Written(inserted, inserted)
 
     @staticmethod
-    def _upsert(
-        conn: Connection, params: dict[str, Any], copy: bool, escape: bool
-    ) -> tuple[int, int]:
-        sql = _STATEMENTS[(False, copy, escape)]
+    def _upsert(conn: Connection, params: dict[str, Any], copy: bool, publish: bool) -> _Written:
+        sql = _STATEMENTS[(False, copy, publish)]
         for attempt in range(1, _INSERT_RACES + 1):
             try:
                 with conn.begin_nested():
-                    inserted, changed = conn.exec_driver_sql(sql, params).one()
-                return int(inserted), int(changed)
+                    result = conn.exec_driver_sql(sql, params)
+                    if not publish:
+                        inserted, changed = result.one()
+                        return _Written(int(inserted), int(changed))
+                    changed_rows = result.all()
+                    columns: Columns = (
+                        [row[0] for row in changed_rows],
+                        [row[1] for row in changed_rows],
+                        [row[2] for row in changed_rows],
+                        [row[3] for row in changed_rows],
+                    )
+                    # an inserted row has no previous value
+                    return _Written(columns[3].count(None), len(changed_rows), columns)
             except DBAPIError as exc:
                 # another batch inserted one of the rows since this statement's snapshot
                 if attempt == _INSERT_RACES or not _row_exists(exc):
                     raise
         raise AssertionError("unreachable")
 
-    def _envelope(self, span_context: Any) -> dict[str, str]:
-        """The event attributes a batch shares."""
-        fields = {
-            "type": EVENT_TYPE,
-            "source": self._source,
-            "time": utc_now_rfc3339(),
-            "specversion": SPEC_VERSION,
-            "v": self._version,
-        }
-        if span_context.is_valid:
-            fields["traceparent"] = format_traceparent(span_context)
-        return fields
+    def _shared(self, span_context: Any, target: BatchTarget) -> Shared:
+        """What the events of a batch share."""
+        traceparent = format_traceparent(span_context) if span_context.is_valid else None
+        return Shared(self._source, self._version, utc_now_rfc3339(), target.day.isoformat(),
+                      target.final, traceparent)  # fmt: skip
 
     @staticmethod
     def _stage(conn: Connection, rows: Rows) -> None:
@@ -410,3 +305,9 @@ class UsageWriter:
             copy.set_types(["text", "text", "int8"])
             for (merchant, metric), value in rows.items():
                 copy.write_row((merchant, metric, value))
+
+
+def _columns(rows: Rows) -> Columns:
+    """The rows of a batch of only new rows, as the columns of their events."""
+    merchants: Sequence[str] = [merchant for merchant, _ in rows]
+    return merchants, [metric for _, metric in rows], list(rows.values()), [None] * len(rows)

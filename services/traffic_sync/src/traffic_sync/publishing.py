@@ -10,7 +10,8 @@ transaction stores rendered pages (:func:`tributary.outbox.add_rendered_pages`),
 each holding, for up to 1,000 nodes, the seven numbers of each node (as
 columns), the block of their event ids and what the events share (source,
 time, batch id, trace context, schema version). The relay makes the entries
-from that with :func:`render_page` (registered as :data:`RENDERER`). Rendering
+from that with :func:`render_page`, which the service gives its relay under
+the name :data:`RENDERER` (:data:`RENDERERS`, in ``SERVICE``). Rendering
 100,000 events of ~450 bytes, compressing and storing them took the flush
 about as much CPU as the rest of its Python work; a page of numbers is a
 quarter of the stored bytes (9 KB for 1,000 nodes, against 35 KB). The
@@ -34,13 +35,7 @@ from sqlalchemy.orm import Session
 
 from traffic_sync.repository import NodeTotals
 from tributary import catalog, outbox
-from tributary.events import (
-    SPEC_VERSION,
-    EventIdBlock,
-    Registry,
-    new_event_id_block,
-    utc_now_rfc3339,
-)
+from tributary.events import SPEC_VERSION, Registry, utc_now_rfc3339
 from tributary.tracing import MESSAGING_SYSTEM, format_traceparent
 
 EVENT_TYPE = "traffic.flushed"
@@ -146,32 +141,20 @@ def flushed_pages(
     """The rendered pages (first event id, :func:`render_page`'s arguments) of the
     batch's events, ``chunk`` nodes a page, with fresh event ids."""
     if not 1 <= chunk <= outbox.MAX_PAGE_EVENTS:
-        # the relay refuses bigger pages: a row it cannot publish would stop it for good
+        # the relay refuses bigger pages: a row it cannot publish would be dead-lettered
         raise ValueError(f"chunk must be 1..{outbox.MAX_PAGE_EVENTS}, not {chunk}")
-    if not totals:
-        return []
-    block = new_event_id_block(len(totals))
     columns = [list(column) for column in zip(*totals, strict=True)]
-    pages = []
-    for offset in range(0, len(totals), chunk):
-        ids = block.part(offset, min(chunk, len(totals) - offset))
-        page = [column[offset : offset + chunk] for column in columns]
-        args = {"shared": asdict(shared), "ids": [ids.prefix, ids.start, ids.count],
-                "columns": page}  # fmt: skip
-        pages.append((ids.id_at(0), args))
-    return pages
+    return outbox.columnar_pages(columns, asdict(shared), chunk)
 
 
 def render_page(args: Any) -> list[dict[str, str]]:
     """The entries of a page :func:`flushed_pages` made (the relay's renderer)."""
-    prefix, start, count = args["ids"]
-    if not isinstance(count, int) or count > outbox.MAX_PAGE_EVENTS:
-        raise ValueError(f"a page of {count!r} events")  # before making that many ids
-    ids = EventIdBlock(prefix, start, count).ids()
+    ids = outbox.page_event_ids(args)
     return FlushedTemplate(Shared(**args["shared"])).entries(ids, args["columns"])
 
 
-outbox.register_renderer(RENDERER, render_page)
+#: the service's page renderers (``Service(renderers=...)`` gives them to its relay)
+RENDERERS: outbox.Renderers = {RENDERER: render_page}
 
 
 def queue_flushed(

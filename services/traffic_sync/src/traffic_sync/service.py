@@ -15,6 +15,7 @@ from traffic_sync.faults import CrashAt, no_checkpoint
 from traffic_sync.flush import Flusher, FlushOptions
 from traffic_sync.metrics import FlushMetrics
 from traffic_sync.mover import Mover
+from traffic_sync.publishing import RENDERERS
 from tributary import catalog
 from tributary.service import Components, Periodic, Resources, Service
 
@@ -99,4 +100,5 @@ SERVICE = Service(
     registry=catalog.default_registry(),
     schema=None,  # MySQL: the URL's database; PostgreSQL: the URL's default search path
     migrations=MIGRATIONS,
+    renderers=RENDERERS,
 )

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from tributary.migrate import create_tables, drop_tables
-from tributary.outbox import outbox_table
+from tributary.outbox import legacy_outbox_table
 
 revision: str = "0001"
 down_revision: str | Sequence[str] | None = None
@@ -23,7 +23,7 @@ depends_on: str | Sequence[str] | None = None
 
 
 def _library_tables() -> tuple[sa.Table, ...]:
-    return (outbox_table(sa.MetaData()),)
+    return (legacy_outbox_table(sa.MetaData()),)
 
 
 def _timestamp(name: str, nullable: bool = False) -> sa.Column[datetime]:

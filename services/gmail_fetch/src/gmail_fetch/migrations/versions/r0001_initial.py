@@ -14,7 +14,7 @@ from alembic import op
 from sqlalchemy.dialects import postgresql
 
 from tributary.migrate import create_tables, drop_tables
-from tributary.outbox import outbox_table
+from tributary.outbox import legacy_outbox_table
 
 revision: str = "0001"
 down_revision: str | Sequence[str] | None = None
@@ -88,11 +88,11 @@ def upgrade() -> None:
     op.create_index(
         "ix_message_cache_user_id_internal_date", "message_cache", ["user_id", "internal_date"]
     )
-    create_tables(outbox_table(sa.MetaData()))
+    create_tables(legacy_outbox_table(sa.MetaData()))
 
 
 def downgrade() -> None:
-    drop_tables(outbox_table(sa.MetaData()))
+    drop_tables(legacy_outbox_table(sa.MetaData()))
     op.drop_table("message_cache")
     op.drop_table("analytics_jobs")
     op.drop_table("accounts")

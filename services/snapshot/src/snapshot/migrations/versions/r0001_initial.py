@@ -14,7 +14,7 @@ from alembic import op
 
 from tributary.inbox import inbox_table
 from tributary.migrate import create_tables, drop_tables
-from tributary.outbox import outbox_table
+from tributary.outbox import legacy_outbox_table
 
 revision: str = "0001"
 down_revision: str | Sequence[str] | None = None
@@ -26,7 +26,7 @@ TS = sa.DateTime(timezone=True)
 
 def _library_tables() -> tuple[sa.Table, ...]:
     metadata = sa.MetaData()
-    return inbox_table(metadata), outbox_table(metadata)
+    return inbox_table(metadata), legacy_outbox_table(metadata)
 
 
 def _servers() -> None:

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from alembic import op
 
 from tributary.migrate import create_tables, drop_tables
-from tributary.outbox import outbox_table
+from tributary.outbox import legacy_outbox_table
 
 revision: str = "0001"
 down_revision: str | Sequence[str] | None = None
@@ -52,11 +52,11 @@ def upgrade() -> None:
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
     op.create_index("ix_traffic_rejects_created_at", "traffic_rejects", ["created_at"])
-    create_tables(outbox_table(sa.MetaData()))
+    create_tables(legacy_outbox_table(sa.MetaData()))
 
 
 def downgrade() -> None:
-    drop_tables(outbox_table(sa.MetaData()))
+    drop_tables(legacy_outbox_table(sa.MetaData()))
     op.drop_table("traffic_rejects")
     op.drop_table("traffic_flush_ledger")
     op.drop_table("node_traffic")
