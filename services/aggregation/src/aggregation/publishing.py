@@ -78,13 +78,19 @@ def usage_entries(
     if not all(isinstance(name, str) for name in names):
         raise ValueError("merchant ids and metrics must be text")
     if _NEEDS_ESCAPE.search("".join(names)):
-        merchants, metrics = ([json.dumps(n, ensure_ascii=False)[1:-1] for n in c]
-                              for c in (merchants, metrics))  # fmt: skip
+        merchants, metrics = (
+            [json.dumps(n, ensure_ascii=False)[1:-1] for n in c] for c in (merchants, metrics)
+        )
     # int(): what goes into the text is decimal digits, whatever the page holds
     numbers = [int(v) for v in values]
     before = ["null" if p is None else int(p) for p in previous]
-    head = {"type": EVENT_TYPE, "source": shared.source, "time": shared.time,
-            "specversion": SPEC_VERSION, "v": shared.version}  # fmt: skip
+    head = {
+        "type": EVENT_TYPE,
+        "source": shared.source,
+        "time": shared.time,
+        "specversion": SPEC_VERSION,
+        "v": shared.version,
+    }
     tail = {"traceparent": shared.traceparent} if shared.traceparent else {}
     a, b = '{"merchant_id":"', f'","date":"{shared.date}","metric":"'
     c, d, e = '","value":', ',"previous":', f',"final":{"true" if shared.final else "false"}}}'

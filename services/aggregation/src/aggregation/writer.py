@@ -288,8 +288,14 @@ class UsageWriter:
     def _shared(self, span_context: Any, target: BatchTarget) -> Shared:
         """What the events of a batch share."""
         traceparent = format_traceparent(span_context) if span_context.is_valid else None
-        return Shared(self._source, self._version, utc_now_rfc3339(), target.day.isoformat(),
-                      target.final, traceparent)  # fmt: skip
+        return Shared(
+            self._source,
+            self._version,
+            utc_now_rfc3339(),
+            target.day.isoformat(),
+            target.final,
+            traceparent,
+        )
 
     @staticmethod
     def _stage(conn: Connection, rows: Rows) -> None:

@@ -77,8 +77,13 @@ class FlushedTemplate:
     """
 
     def __init__(self, shared: Shared) -> None:
-        self.envelope = {"type": EVENT_TYPE, "source": shared.source, "time": shared.time,
-                         "specversion": SPEC_VERSION, "v": shared.version}  # fmt: skip
+        self.envelope = {
+            "type": EVENT_TYPE,
+            "source": shared.source,
+            "time": shared.time,
+            "specversion": SPEC_VERSION,
+            "v": shared.version,
+        }
         self.trace = {"traceparent": shared.traceparent} if shared.traceparent else {}
         if shared.tracestate:
             self.trace["tracestate"] = shared.tracestate
@@ -111,17 +116,25 @@ class FlushedTemplate:
         head, tail = self.envelope, self.trace
         # one comprehension building each entry in one step (no call per event)
         return [
-            {"id": i, **head,
-             "data": f"{a}{n}{b}{ud}{c}{dd}{d}{ut}{e}{dt}{f}{us}{g}{lim}{h}", **tail}
+            {
+                "id": i,
+                **head,
+                "data": f"{a}{n}{b}{ud}{c}{dd}{d}{ut}{e}{dt}{f}{us}{g}{lim}{h}",
+                **tail,
+            }
             for i, n, ud, dd, ut, dt, us, lim in zip(event_ids, *numbers, limits, strict=True)
-        ]  # fmt: skip
+        ]
 
 
 def check_payload(t: NodeTotals, batch_id: str) -> None:
     """Validate by the catalog model the rare node the template cannot vouch for: the
     model refuses negative counters (raises pydantic's ValidationError)."""
-    if min(t.upload_delta, t.download_delta, t.upload_total, t.download_total,
-           t.traffic_used_total) >= 0:  # fmt: skip
+    if (
+        min(
+            t.upload_delta, t.download_delta, t.upload_total, t.download_total, t.traffic_used_total
+        )
+        >= 0
+    ):
         return
     catalog.TrafficFlushed(
         node_id=str(t.node_id),
@@ -191,9 +204,13 @@ def queue_flushed(
             traceparent = format_traceparent(ctx)
             tracestate = (ctx.trace_state.to_header() if ctx.trace_state else None) or None
         shared = Shared(
-            batch_id, source, registry.version_for(EVENT_TYPE), utc_now_rfc3339(),
-            traceparent, tracestate,
-        )  # fmt: skip
+            batch_id,
+            source,
+            registry.version_for(EVENT_TYPE),
+            utc_now_rfc3339(),
+            traceparent,
+            tracestate,
+        )
         pages = flushed_pages(totals, shared, chunk)
         outbox.add_rendered_pages(session, STREAM, RENDERER, pages)
     return len(totals)

@@ -69,8 +69,9 @@ def read_row(
 def stored_rows(reader: SessionOrConnection, renderers: Renderers) -> list[OutboxRow]:
     """Every row of the table, published or not, in id order, read as the relay reads
     them (for tests and inspection)."""
-    stmt = sa.select(OUTBOX.c.id, OUTBOX.c.stream, OUTBOX.c.format, OUTBOX.c.fields,
-                     OUTBOX.c.page).order_by(OUTBOX.c.id)  # fmt: skip
+    stmt = sa.select(
+        OUTBOX.c.id, OUTBOX.c.stream, OUTBOX.c.format, OUTBOX.c.fields, OUTBOX.c.page
+    ).order_by(OUTBOX.c.id)
     return [read_row(*row, renderers) for row in reader.execute(stmt)]
 
 

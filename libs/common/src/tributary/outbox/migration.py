@@ -97,8 +97,9 @@ def convert_legacy_rows(conn: Connection, batch_rows: int = DEFAULT_BATCH_ROWS) 
             known = legacy_format(fields)
             if known is not None and known[0] in (PAGE, RENDERED):
                 format_, _, page = known
-                updates.append({"row_id": row_id, "new_format": format_, "new_fields": None,
-                                "new_page": page})  # fmt: skip
+                updates.append(
+                    {"row_id": row_id, "new_format": format_, "new_fields": None, "new_page": page}
+                )
         converted += _update_each(conn, updates)
     return converted
 
@@ -116,12 +117,15 @@ def _id_batches(
     conn: Connection, rows: sa.ColumnElement[bool], batch_rows: int
 ) -> list[sa.ColumnElement[bool]]:
     """Conditions for consecutive id ranges of ``batch_rows`` ids that cover ``rows``."""
-    low, high = conn.execute(sa.select(sa.func.min(OUTBOX.c.id), sa.func.max(OUTBOX.c.id))
-                             .where(rows)).one()  # fmt: skip
+    low, high = conn.execute(
+        sa.select(sa.func.min(OUTBOX.c.id), sa.func.max(OUTBOX.c.id)).where(rows)
+    ).one()
     if low is None:
         return []
-    return [OUTBOX.c.id.between(start, min(start + batch_rows - 1, high))
-            for start in range(low, high + 1, batch_rows)]  # fmt: skip
+    return [
+        OUTBOX.c.id.between(start, min(start + batch_rows - 1, high))
+        for start in range(low, high + 1, batch_rows)
+    ]
 
 
 def _update_each(conn: Connection, updates: list[dict[str, Any]]) -> int:

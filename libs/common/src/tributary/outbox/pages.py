@@ -85,9 +85,16 @@ def add_many(
 ) -> None:
     """:func:`add` for many ``(stream, event)`` pairs, in one round trip."""
     now = utcnow()
-    rows = [{"stream": stream, "event_id": event.id, "format": ENTRY,
-             "fields": _encoded(stream, event, tracer), "created_at": now}
-            for stream, event in items]  # fmt: skip
+    rows = [
+        {
+            "stream": stream,
+            "event_id": event.id,
+            "format": ENTRY,
+            "fields": _encoded(stream, event, tracer),
+            "created_at": now,
+        }
+        for stream, event in items
+    ]
     if rows:
         writer.execute(sa.insert(OUTBOX), rows)
 
@@ -117,8 +124,15 @@ def _insert_pages(
     rows = []
     for first_event_id, text in pages:
         _check_event_id(first_event_id)
-        rows.append({"stream": stream, "event_id": first_event_id, "format": format_,
-                     "page": compress_page(text), "created_at": now})  # fmt: skip
+        rows.append(
+            {
+                "stream": stream,
+                "event_id": first_event_id,
+                "format": format_,
+                "page": compress_page(text),
+                "created_at": now,
+            }
+        )
     if rows:
         writer.execute(sa.insert(OUTBOX), rows)
     return len(rows)
@@ -140,8 +154,10 @@ def add_encoded_pages(
         raise ValueError("one event id per encoded event")
     if not 1 <= page_size <= MAX_PAGE_EVENTS:
         raise ValueError(f"page_size must be 1..{MAX_PAGE_EVENTS}")
-    pages = [(event_ids[start], page_text(encoded[start : start + page_size]))
-             for start in range(0, len(encoded), page_size)]  # fmt: skip
+    pages = [
+        (event_ids[start], page_text(encoded[start : start + page_size]))
+        for start in range(0, len(encoded), page_size)
+    ]
     return _insert_pages(writer, stream, PAGE, pages)
 
 
@@ -172,9 +188,10 @@ def add_rendered_pages(
     _check_stream(stream)
     if not renderer:
         raise ValueError("a rendered page needs its renderer's name")
-    texts = [(first_event_id, json.dumps({RENDER_KEY: renderer, "args": args},
-                                         separators=(",", ":")))
-             for first_event_id, args in pages]  # fmt: skip
+    texts = [
+        (first_event_id, json.dumps({RENDER_KEY: renderer, "args": args}, separators=(",", ":")))
+        for first_event_id, args in pages
+    ]
     return _insert_pages(writer, stream, RENDERED, texts)
 
 
@@ -199,8 +216,11 @@ def columnar_pages(
     pages = []
     for offset in range(0, count, page_size):
         ids = block.part(offset, min(page_size, count - offset))
-        args = {"shared": shared, "ids": [ids.prefix, ids.start, ids.count],
-                "columns": [column[offset : offset + page_size] for column in columns]}  # fmt: skip
+        args = {
+            "shared": shared,
+            "ids": [ids.prefix, ids.start, ids.count],
+            "columns": [column[offset : offset + page_size] for column in columns],
+        }
         pages.append((ids.id_at(0), args))
     return pages
 

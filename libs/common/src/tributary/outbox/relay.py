@@ -214,8 +214,9 @@ class OutboxRelay:
         async with self._redis.pipeline(transaction=False) as pipe:
             for row in rows:
                 if row.problem is not None:
-                    log.error("outbox row %d cannot be published; dead-lettered: %s",
-                              row.id, row.problem)  # fmt: skip
+                    log.error(
+                        "outbox row %d cannot be published; dead-lettered: %s", row.id, row.problem
+                    )
                     client.add(pipe, self._keys.dlq(row.stream), dead_letter(row))
                     continue
                 stream = self._keys.stream(row.stream)
