@@ -9,8 +9,9 @@ import pytest
 
 from gmail_fetch.crypto import TokenCipher
 from gmail_fetch.models import accounts
-from gmail_fetch.testing import API_TOKEN, EMAIL, USER, Harness
 from tributary import catalog
+
+from .harness import API_TOKEN, EMAIL, USER, Harness
 
 
 async def test_rate_limited_batch_parts_are_retried_without_loss_or_duplicates(

@@ -13,8 +13,9 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from gmail_fetch.config import GmailFetchSettings
-from gmail_fetch.testing import EMAIL, Harness
-from tributary.testing.process import ServiceProcesses, failure_text, service_env
+from tributary_testing.process import ServiceProcesses, failure_text, service_env
+
+from .harness import EMAIL, Harness
 
 
 @pytest.fixture

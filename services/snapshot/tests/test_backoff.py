@@ -7,7 +7,8 @@ import random
 from datetime import timedelta
 
 from snapshot.collector import backoff_delay
-from snapshot.testing import Harness
+
+from .harness import Harness
 
 
 def test_backoff_doubles_with_jitter_and_never_exceeds_the_cap() -> None:

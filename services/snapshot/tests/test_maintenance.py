@@ -8,8 +8,9 @@ import pytest
 
 from snapshot.maintenance import WINDOWS, rebuild_totals
 from snapshot.service import MIGRATIONS
-from snapshot.testing import MB, Harness
 from tributary.migrate import check_migrations
+
+from .harness import MB, Harness
 
 HOUR = 3600.0
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,17 +14,12 @@ import httpx
 import pytest
 import redis
 
+from simulators.ports import free_port
 from snapshot.credentials import generate_key
 from tributary.leases import DEFAULT_LEASE_TTL_SECONDS
 from tributary.streams.names import Keys
 
 LEASE = re.compile(r'^tributary_lease_held\{lease="snapshot:tick"\} (\S+)$', re.MULTILINE)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -44,7 +38,7 @@ def start(
     procs: list[subprocess.Popen[bytes]] = []
 
     def launch(name: str) -> tuple[subprocess.Popen[bytes], int]:
-        port = _free_port()
+        port = free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", "snapshot", "run"],
             env={**env, "CONSUMER_NAME": name, "HTTP_PORT": str(port)},

@@ -25,7 +25,7 @@ from tributary.db import make_engine, make_sessionmaker
 from tributary.migrate import run_migrations
 from tributary.service import migrate
 from tributary.streams.names import Keys
-from tributary.testing.process import service_env
+from tributary_testing.process import service_env
 
 
 @pytest.fixture

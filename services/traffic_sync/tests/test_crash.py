@@ -26,7 +26,8 @@ from traffic_sync import repository
 from traffic_sync.counters import TrafficKeys
 from traffic_sync.models import flush_ledger
 from tributary.db import make_sessionmaker
-from tributary.testing.process import failure_text, wait_until
+from tributary_testing.process import failure_text
+from tributary_testing.waiting import wait_until
 
 from .load import Writers
 

@@ -17,7 +17,8 @@ from traffic_sync.models import flush_ledger
 from tributary import catalog
 from tributary.db import make_sessionmaker
 from tributary.events import decode
-from tributary.testing.process import ServiceProcesses, wait_until
+from tributary_testing.process import ServiceProcesses
+from tributary_testing.waiting import wait_until
 
 Launcher = Callable[..., subprocess.Popen[bytes]]
 
