@@ -7,13 +7,13 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from gmail_fetch.config import GmailFetchSettings
-from tributary_testing.process import ServiceProcesses, failure_text, service_env
+from tributary_testing.process import ServiceProcesses, service_env
+from tributary_testing.waiting import await_until
 
 from .harness import EMAIL, Harness
 
@@ -47,16 +47,15 @@ async def wait_for(
     proc: subprocess.Popen[bytes],
     check: Callable[[dict[str, object]], bool],
 ) -> dict[str, object]:
-    deadline = time.monotonic() + 60
-    while True:
-        job = await harness.job(job_id)
-        if check(job):
-            return job
-        if proc.poll() is not None:
-            pytest.fail(failure_text(proc))
-        if time.monotonic() > deadline:
-            pytest.fail(f"job did not get there in time: {job}")
-        await asyncio.sleep(0.05)
+    """The job once ``check`` holds for it (fails at once if ``proc`` dies)."""
+    seen: list[dict[str, object]] = []
+
+    async def there() -> bool:
+        seen.append(await harness.job(job_id))
+        return check(seen[-1])
+
+    await await_until(there, proc=proc, what=lambda: f"job {seen[-1]}", poll=0.05)
+    return seen[-1]
 
 
 @pytest.mark.slow
