@@ -82,8 +82,16 @@ async def test_a_job_whose_worker_is_killed_is_finished_by_another_replica(
     assert set(harness.cached()) == set(harness.fake.mailbox(EMAIL).messages)
     refetched = set(harness.fake.fetched_ids[fetched_before:]) & cached_before
     assert not refetched, "the second replica fetched messages the first had cached"
-    completed = [t for t, _ in await harness.events(job["id"]) if t == "gmail.job.completed"]
-    assert completed == ["gmail.job.completed"]
+
+    async def completed() -> list[str]:
+        return [t for t, _ in await harness.events(job["id"]) if t == "gmail.job.completed"]
+
+    # the event follows the job's commit through the outbox: the relay may not have run yet
+    async def published() -> bool:
+        return bool(await completed())
+
+    await await_until(published, proc=second, what="gmail.job.completed published")
+    assert await completed() == ["gmail.job.completed"]
     second.send_signal(signal.SIGTERM)
     assert second.wait(timeout=30) == 0
     assert "ya29." not in second.communicate()[1].decode()
