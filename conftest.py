@@ -1,3 +1,3 @@
 """Shared fixtures for every test in the repository (libs/common, services, tests/)."""
 
-pytest_plugins = ["tributary.testing.fixtures"]
+pytest_plugins = ["tributary_testing.fixtures"]

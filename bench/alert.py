@@ -44,7 +44,7 @@ from tributary.events import encode, make_event
 from tributary.service import migrate
 from tributary.streams import client
 from tributary.streams.names import Keys
-from tributary.testing.process import ServiceProcesses, failure_text, service_env
+from tributary_testing.process import ServiceProcesses, failure_text, service_env
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 DATABASE_URL = os.environ.get(

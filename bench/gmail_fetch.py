@@ -23,10 +23,10 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from gmail_fetch.testing import Harness, close_harness, make_settings, open_harness
+from services.gmail_fetch.tests.harness import Harness, close_harness, make_settings, open_harness
 from simulators.gmail import GmailServer
 from tributary.streams.names import Keys
-from tributary.testing.fixtures import delete_prefix
+from tributary_testing.infra import delete_prefix
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 DATABASE_URL = os.environ.get(

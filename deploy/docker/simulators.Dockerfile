@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1.7
 # Demo profile only: fake Outline servers, fake Gmail API + OAuth, and the demo's
-# register/generate scripts (mounted from deploy/compose/demo). Every workspace
-# package is installed, so the services' command lines are available too.
+# register/generate scripts (mounted from deploy/compose/demo). The workspace root's
+# dependencies are installed (the five services and the simulators), so the services'
+# command lines are available too; its dev group (tributary-testing, pytest) is not.
 #   docker build -f deploy/docker/simulators.Dockerfile -t tributary/simulators .
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.9
@@ -23,7 +24,7 @@ COPY services/traffic_sync/pyproject.toml services/traffic_sync/
 COPY services/alert/pyproject.toml services/alert/
 COPY services/aggregation/pyproject.toml services/aggregation/
 COPY simulators/pyproject.toml simulators/
-RUN uv sync --frozen --no-dev --all-packages --no-install-workspace
+RUN uv sync --frozen --no-dev --no-install-workspace
 COPY libs/common/src libs/common/src
 COPY services/snapshot/src services/snapshot/src
 COPY services/gmail_fetch/src services/gmail_fetch/src
@@ -31,7 +32,7 @@ COPY services/traffic_sync/src services/traffic_sync/src
 COPY services/alert/src services/alert/src
 COPY services/aggregation/src services/aggregation/src
 COPY simulators/src simulators/src
-RUN uv sync --frozen --no-dev --all-packages --no-editable
+RUN uv sync --frozen --no-dev --no-editable
 
 FROM ${PYTHON_IMAGE} AS runtime
 LABEL org.opencontainers.image.title="tributary-simulators" \

@@ -97,7 +97,7 @@ def test_infrastructure_versions_and_volumes() -> None:
 
 @pytest.mark.parametrize("pkg", sorted(SETTINGS))
 def test_service_command_is_the_one_the_tests_run(pkg: str) -> None:
-    # tributary.testing.process launches ``python -m <pkg> run``, as the image's
+    # tributary_testing.process launches ``python -m <pkg> run``, as the image's
     # ENTRYPOINT + CMD do
     assert argv(service(entry_name(pkg))) == ["python", "-m", pkg, "run"]
     assert argv(service(f"{entry_name(pkg)}-migrate")) == ["python", "-m", pkg, "migrate"]

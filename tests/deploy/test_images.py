@@ -53,6 +53,18 @@ def test_hadolint_passes(path: str) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.mark.parametrize("path", DOCKERFILES)
+def test_images_leave_out_the_test_support(path: str) -> None:
+    """libs/testing (tributary-testing) is a dev dependency of the workspace only."""
+    steps = instructions(ROOT / path)
+    syncs = [a for kw, a in steps if kw == "RUN" and "uv sync" in a]
+    assert syncs
+    for sync in syncs:
+        assert "--no-dev" in sync, sync
+        assert "--all-packages" not in sync, f"would install tributary-testing: {sync}"
+    assert not any("libs/testing" in a for kw, a in steps if kw == "COPY")
+
+
 @pytest.mark.parametrize("service", SERVICES)
 def test_dockerfile_shape(service: str) -> None:
     steps = instructions(ROOT / "services" / service / "Dockerfile")

@@ -46,6 +46,7 @@ from traffic_sync.counters import record_traffic
 from tributary import catalog
 from tributary.events import decode
 from tributary.streams.names import Keys
+from tributary_testing.waiting import wait_until
 
 #: the whole run happens in the module fixture, charged to the first test
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -431,14 +432,12 @@ def test_one_trace_crosses_traffic_sync_alert_and_the_webhook(e2e_run: Run) -> N
     traceparent = {k.lower(): v for k, v in probe.headers.items()}.get("traceparent")
     assert traceparent, "the webhook request carried no trace context"
     trace_id = traceparent.split("-")[1]
-    deadline = time.monotonic() + 10  # the exporters flushed at shutdown; the data is here
-    services: set[str] = set()
-    while time.monotonic() < deadline:
-        services = {s.service for s in e2e_run.otlp.spans if s.trace_id == trace_id}
-        if {"traffic_sync", "alert"} <= services:
-            break
-        time.sleep(0.1)
-    assert {"traffic_sync", "alert"} <= services, services
+
+    def services() -> set[str]:
+        return {s.service for s in e2e_run.otlp.spans if s.trace_id == trace_id}
+
+    # the exporters flushed at shutdown: the data is here, or about to be
+    wait_until(lambda: {"traffic_sync", "alert"} <= services(), what=lambda: f"{services()}")
     names = {s.name for s in e2e_run.otlp.spans if s.trace_id == trace_id}
     assert any(n.startswith("process traffic.flushed") for n in names), names
 

@@ -1,5 +1,5 @@
 """Poison entries against the real services, as processes: every stream a service consumes,
-every malformed kind (:mod:`tributary.testing.poison`). Each entry must end in
+every malformed kind (:mod:`tributary_testing.poison`). Each entry must end in
 ``<stream>.dlq`` with its reason and bytes, the event sent after it must be processed, the
 service must stay up, and a restart with poison in its pending list must not crash it."""
 
@@ -21,9 +21,9 @@ from simulators.system import LocalSystem, SystemConfig
 from tributary import catalog
 from tributary.events import encode, make_event
 from tributary.streams.dlq import DLQ_PREFIX
-from tributary.testing.fixtures import delete_prefix
-from tributary.testing.poison import Poison, poisons
-from tributary.testing.process import wait_until
+from tributary_testing.infra import delete_prefix
+from tributary_testing.poison import Poison, poisons
+from tributary_testing.waiting import wait_until
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 

@@ -1,4 +1,4 @@
-"""Fixtures of the library's own tests (the shared ones come from tributary.testing)."""
+"""Fixtures of the library's own tests (the shared ones come from tributary_testing)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ import redis
 from tributary.cli import main
 from tributary.streams.dlq import dead_letter_fields
 from tributary.streams.names import Keys
-from tributary.testing.sample_service import SERVICE, STREAM
+from tributary_testing.sample_service import SERVICE, STREAM
 
 
 @pytest.fixture

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import random
 import threading
-import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -25,6 +24,7 @@ from tributary.inbox import (
     process_once,
     purge_processed,
 )
+from tributary_testing.waiting import wait_until
 
 GROUP = "alert"
 
@@ -70,14 +70,6 @@ def effect_counts(engine: Engine) -> Counter[str]:
 def inbox_ids(engine: Engine) -> set[str]:
     with engine.connect() as conn:
         return set(conn.execute(sa.select(inbox.c.event_id)).scalars())
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached before the deadline")
-        time.sleep(0.01)
 
 
 def test_redelivered_event_has_no_second_effect(engine: Engine, sm: sessionmaker[Session]) -> None:
@@ -200,7 +192,7 @@ def test_claim_waits_for_a_concurrent_claim_of_the_same_ids(
         assert claim_events(first, GROUP, [a, b]) == {a, b}
         backend = backend_id(second)  # also starts second's snapshot before first commits
         claimed = pool.submit(claim_events, second, GROUP, [a, b, c])
-        wait_until(lambda: waits_for_lock(engine, backend))
+        wait_until(lambda: waits_for_lock(engine, backend), what="second claim waits for a lock")
         if first_commits:
             first.commit()
         else:
@@ -228,7 +220,7 @@ def test_mysql_claim_race_below_repeatable_read_refuses_to_guess(
             claim_events(first, GROUP, [a])
             backend = backend_id(second)
             claimed = pool.submit(claim_events, second, GROUP, [a, b])
-            wait_until(lambda: waits_for_lock(eng, backend))
+            wait_until(lambda: waits_for_lock(eng, backend), what="second claim waits for a lock")
             first.commit()
             with pytest.raises(ClaimConflict):
                 claimed.result(timeout=30)

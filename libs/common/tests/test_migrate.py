@@ -23,7 +23,7 @@ from tributary.migrate import (
     is_up_to_date,
     run_migrations,
 )
-from tributary.testing.fixtures import unique_name
+from tributary_testing.fixtures import unique_name
 
 SAMPLE = Path(__file__).parent / "migrations_sample"
 VERSION_TABLE = "sample_alembic_version"

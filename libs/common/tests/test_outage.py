@@ -7,8 +7,8 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from simulators.ports import free_port
 from tributary.outage import is_dependency_outage
-from tributary.testing.process import free_port
 
 
 def _error(engine: sa.Engine, sql: str) -> BaseException:

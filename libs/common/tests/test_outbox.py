@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import time
 import zlib
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -30,6 +29,7 @@ from tributary.streams import client
 from tributary.streams.dlq import DeadLetters
 from tributary.streams.names import Keys
 from tributary.tracing import parse_traceparent
+from tributary_testing.waiting import await_until
 
 FLUSHED = "traffic.flushed"
 AGGREGATED = "usage.aggregated"
@@ -104,14 +104,6 @@ def unpublished(engine: Engine) -> int:
 
 def backlog(metrics: Metrics) -> float | None:
     return metrics.registry.get_sample_value("tributary_outbox_backlog", {"schema": "traffic"})
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 10.0) -> None:
-    deadline = time.monotonic() + within
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not reached before the deadline")
-        await asyncio.sleep(0.01)
 
 
 async def test_rolled_back_add_publishes_nothing(
@@ -592,8 +584,8 @@ async def test_run_publishes_on_wake_and_stops_promptly(
 ) -> None:
     relay = make_relay(sm)
     stop = asyncio.Event()
-    # idle for longer than the test's deadlines: only wake() can explain a prompt publish
-    task = asyncio.create_task(relay.run(stop, idle_interval=60))
+    # idle far longer than the test's deadlines: only wake() can explain a publish
+    task = asyncio.create_task(relay.run(stop, idle_interval=3600))
 
     async def published(n: int) -> bool:
         return len(await entries(redis_client, keys, FLUSHED)) == n
@@ -601,12 +593,12 @@ async def test_run_publishes_on_wake_and_stops_promptly(
     with sm.begin() as session:
         outbox.add(session, FLUSHED, event(1))
     relay.wake()
-    await eventually(lambda: published(1))
+    await await_until(lambda: published(1), task, what="published on wake")
 
     with sm.begin() as session:
         outbox.add(session, FLUSHED, event(2))
     await asyncio.to_thread(relay.wake)  # e.g. from a handler's worker thread
-    await eventually(lambda: published(2))
+    await await_until(lambda: published(2), task, what="published on wake from a thread")
 
     stop.set()
     await asyncio.wait_for(task, timeout=10)
@@ -642,7 +634,7 @@ async def test_run_survives_a_failing_cycle(
     async def marked() -> bool:
         return await relay.backlog() == 0
 
-    await eventually(marked)
+    await await_until(marked, task, what="backlog empty")
     stop.set()
     await asyncio.wait_for(task, timeout=10)
     assert "outbox relay cycle failed" in caplog.text

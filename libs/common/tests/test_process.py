@@ -1,6 +1,6 @@
 """Whole-process guarantees: SIGKILL mid-batch, SIGTERM mid-run, start-up config errors.
 
-The sample service (tributary.testing.sample_service) runs as a real
+The sample service (tributary_testing.sample_service) runs as a real
 subprocess against the real Redis and PostgreSQL.
 """
 
@@ -21,8 +21,9 @@ from sqlalchemy.engine import Engine
 from tributary.events import make_event
 from tributary.streams.names import Keys
 from tributary.streams.producer import Producer
-from tributary.testing.process import ServiceProcesses, wait_until
-from tributary.testing.sample_service import EVENT_TYPE, STREAM
+from tributary_testing.process import ServiceProcesses
+from tributary_testing.sample_service import EVENT_TYPE, STREAM
+from tributary_testing.waiting import wait_until
 
 EVENTS = 10_000
 KILLS = 5
@@ -50,7 +51,7 @@ def start(
     service_processes: Callable[..., ServiceProcesses],
 ) -> Callable[..., subprocess.Popen[bytes]]:
     procs = service_processes(
-        "tributary.testing.sample_service", env_prefix="SAMPLE_", CONSUMER_NAME="sample-0"
+        "tributary_testing.sample_service", env_prefix="SAMPLE_", CONSUMER_NAME="sample-0"
     )
     return procs.start
 

@@ -25,6 +25,7 @@ from tributary.streams.producer import Producer
 from tributary.streams.runner import HandlerOptions, RunnerOptions, StreamRunner
 from tributary.streams.trim import TRIM_PAGE, safe_trim
 from tributary.tasks import cancel_and_wait
+from tributary_testing.waiting import await_until
 
 FAST = RunnerOptions(
     batch_size=50,
@@ -634,11 +635,12 @@ async def test_a_full_read_sends_the_next_read_while_its_batch_runs(
         value = event.payload(Reading).value
         if value == 0.0:
             # the first batch is still running: the second one is read meanwhile
-            deadline = asyncio.get_running_loop().time() + 5
-            while (n := await _pending(redis_client, keys)) < 100:
-                assert asyncio.get_running_loop().time() < deadline, f"{n} pending"
-                await asyncio.sleep(0.01)
-            pending_seen.append(n)
+            # (within the handler's own deadline: options.handler_timeout is 5 s)
+            async def read_ahead() -> bool:
+                return await _pending(redis_client, keys) >= 100
+
+            await await_until(read_ahead, seconds=5, what="the next batch read ahead")
+            pending_seen.append(await _pending(redis_client, keys))
         got.append(value)
 
     await r.drain()
@@ -723,11 +725,7 @@ async def test_a_group_that_vanishes_is_created_again_and_reading_goes_on(
 
     stop = asyncio.Event()
     task = asyncio.create_task(r.run(stop))
-    deadline = asyncio.get_running_loop().time() + 20
-    while len(seen) < 500:
-        assert asyncio.get_running_loop().time() < deadline, f"{len(seen)} of 500 handled"
-        assert not task.done(), task
-        await asyncio.sleep(0.02)
+    await await_until(lambda: len(seen) >= 500, task, what=lambda: f"{len(seen)} of 500 handled")
     stop.set()
     await asyncio.wait_for(task, 10)
     assert seen == {float(i) for i in range(500)}
@@ -755,18 +753,15 @@ async def test_a_stream_deleted_while_a_read_waits_is_made_again_and_reading_goe
         clients: list[dict[str, str]] = await redis_client.client_list()
         return any(c.get("cmd") == "xreadgroup" and "b" in str(c.get("flags")) for c in clients)
 
-    deadline = asyncio.get_running_loop().time() + 10
-    while not await blocked():
-        assert asyncio.get_running_loop().time() < deadline
-        assert not task.done(), task
-        await asyncio.sleep(0.02)
+    await await_until(blocked, task, what="a blocked XREADGROUP")
     await redis_client.delete(key)
     producer = Producer(redis_client, tracer, keys)
-    while not seen:
+
+    async def read_again() -> bool:
         await producer.publish("readings", reading(registry, 1))  # until the group is back
-        assert asyncio.get_running_loop().time() < deadline + 10
-        assert not task.done(), task
-        await asyncio.sleep(0.05)
+        return bool(seen)
+
+    await await_until(read_again, task, what="an entry read after the DEL", poll=0.05)
     stop.set()
     await asyncio.wait_for(task, 15)
     assert "group g of readings vanished; creating it again" in caplog.text
@@ -784,10 +779,11 @@ async def test_cancelled_with_a_read_ahead_it_stops_and_a_restart_runs_both_batc
 
     await first.ensure_group()
     task = asyncio.create_task(first.run())
-    deadline = asyncio.get_running_loop().time() + 10
-    while await _pending(redis_client, keys) < 100:  # a batch running, one read ahead
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.01)
+
+    async def read_ahead() -> bool:  # a batch running, one read ahead
+        return await _pending(redis_client, keys) >= 100
+
+    await await_until(read_ahead, task, what="a batch running and one read ahead")
     await asyncio.wait_for(cancel_and_wait(task), 10)  # cancels again until it is done
     assert task.cancelled()
     assert not [t for t in asyncio.all_tasks() if t.get_name().startswith("claims:")]

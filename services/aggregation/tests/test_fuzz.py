@@ -7,7 +7,7 @@ import pytest
 
 from aggregation.api import router
 from tributary.http import create_app
-from tributary.testing.fuzz import fuzz_api
+from tributary_testing.fuzz import fuzz_api
 
 from .conftest import AppFactory
 

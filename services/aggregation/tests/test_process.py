@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import subprocess
 from collections.abc import Callable
 
@@ -16,9 +15,11 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from aggregation.keys import KeyFormat
+from simulators.ports import free_port
 from tributary import catalog
 from tributary.streams.names import Keys
-from tributary.testing.process import ServiceProcesses, wait_until
+from tributary_testing.process import ServiceProcesses
+from tributary_testing.waiting import wait_until
 
 from .conftest import DAY, count, outbox_events, rows_of
 
@@ -114,12 +115,6 @@ def test_sigkill_during_a_large_run_then_rerun_gives_exact_rows(
     assert total == distinct
     assert [s for s, _ in statuses] == ["failed", "failed", "succeeded"]
     assert all("abandoned" in (e or "") for _, e in statuses[:2])
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_run_serves_http_schedules_and_stops_on_sigterm(

@@ -17,6 +17,7 @@ from aggregation.writer import BatchTarget, Rows, RunHint, UsageWriter, WriteRes
 from tributary import catalog
 from tributary.events import decode
 from tributary.outbox import RENDERED
+from tributary_testing.waiting import await_until
 
 from .conftest import DAY, AppFactory, outbox_events, rows_of
 
@@ -55,10 +56,11 @@ async def test_a_batch_losing_the_race_for_a_new_row_updates_it(
             return writer.upsert(conn, BatchTarget(1, DAY), rows, NOW)
 
     second = asyncio.create_task(asyncio.to_thread(second_batch))
-    deadline = time.monotonic() + 10
-    while not await asyncio.to_thread(waits_for_a_lock, engine, second_pid):
-        assert time.monotonic() < deadline, "the second batch never waited for the first"
-        await asyncio.sleep(0.02)
+    await await_until(
+        lambda: asyncio.to_thread(waits_for_a_lock, engine, second_pid),
+        second,
+        what="the second batch waiting for the first",
+    )
     transaction.commit()
     first.close()
     result = await second

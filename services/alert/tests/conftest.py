@@ -5,7 +5,6 @@ real local SMTP server."""
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -22,11 +21,13 @@ from sqlalchemy.engine import Engine
 from alert.clock import ManualClock
 from alert.config import AlertSettings
 from alert.service import SERVICE
-from alert.testing import Harness
+from simulators.ports import free_port
 from tributary.http import HttpServer
 from tributary.service import Service, assemble_resources, migrate
 from tributary.streams.names import Keys
 from tributary.telemetry import Telemetry, setup_telemetry
+
+from .harness import Harness
 
 #: a Monday, noon UTC
 T0 = datetime(2025, 1, 6, 12, 0, tzinfo=UTC)
@@ -148,13 +149,6 @@ class Inbox:
             }
         )
         return "250 Message accepted for delivery"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture

@@ -10,11 +10,12 @@ import httpx
 import pytest
 
 from alert import api
-from alert.testing import Harness
 from tributary import catalog
 from tributary.events import decode
 from tributary.http import create_app
 from tributary.streams import client
+
+from .harness import Harness
 
 RULE = {
     "name": "hot",

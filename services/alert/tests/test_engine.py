@@ -9,12 +9,12 @@ import sqlalchemy as sa
 
 from alert.clock import ManualClock
 from alert.models import rule_state
-from alert.testing import Harness
 from tributary import catalog
 from tributary.events import encode, make_event
 from tributary.streams import client
 
 from .conftest import T0
+from .harness import Harness
 
 
 def at(seconds: float) -> datetime:

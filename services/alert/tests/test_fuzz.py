@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 
 from alert import api
-from alert.testing import Harness
 from tributary.http import create_app
-from tributary.testing.fuzz import fuzz_api
+from tributary_testing.fuzz import fuzz_api
+
+from .harness import Harness
 
 pytestmark = pytest.mark.fuzz
 

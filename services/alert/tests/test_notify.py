@@ -8,9 +8,9 @@ import hmac
 from datetime import timedelta
 
 from alert.clock import ManualClock
-from alert.testing import Harness
 
 from .conftest import Hook, Inbox
+from .harness import Harness
 
 
 async def fire(harness: Harness, device: str = "aq-1", value: float = 35) -> None:

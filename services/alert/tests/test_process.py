@@ -25,7 +25,8 @@ from tributary.db import make_sessionmaker
 from tributary.events import make_event
 from tributary.streams.names import Keys
 from tributary.streams.producer import Producer
-from tributary.testing.process import ServiceProcesses, wait_until
+from tributary_testing.process import ServiceProcesses
+from tributary_testing.waiting import wait_until
 
 
 @pytest.fixture

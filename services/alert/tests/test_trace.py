@@ -5,9 +5,8 @@ from __future__ import annotations
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from alert.testing import Harness
-
 from .conftest import Hook
+from .harness import Harness
 
 
 async def test_one_trace_from_reading_to_webhook(

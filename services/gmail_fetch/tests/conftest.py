@@ -1,4 +1,4 @@
-"""Fixtures of gmail_fetch's tests (the harness itself is gmail_fetch.testing)."""
+"""Fixtures of gmail_fetch's tests (the harness itself is harness.py, next to this file)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 
 from gmail_fetch.config import GmailFetchSettings
-from gmail_fetch.testing import Harness, close_harness, make_settings, open_harness
 from simulators.gmail import GmailServer
 from tributary.streams.names import Keys
+
+from .harness import Harness, close_harness, make_settings, open_harness
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from gmail_fetch.testing import API_TOKEN, Harness
+from .harness import API_TOKEN, Harness
 
 AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
 

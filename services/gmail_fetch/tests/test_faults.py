@@ -9,8 +9,10 @@ import pytest
 
 from gmail_fetch.crypto import TokenCipher
 from gmail_fetch.models import accounts
-from gmail_fetch.testing import API_TOKEN, EMAIL, USER, Harness
 from tributary import catalog
+from tributary_testing.waiting import await_until
+
+from .harness import API_TOKEN, EMAIL, USER, Harness
 
 
 async def test_rate_limited_batch_parts_are_retried_without_loss_or_duplicates(
@@ -115,10 +117,11 @@ async def test_cancelling_a_running_job_stops_it(harness: Harness) -> None:
     job = await harness.create_job(max_results=400)
     await harness.res.relay.relay_once()
     task = asyncio.create_task(harness.parts.runners[0].drain(timeout=60))
-    deadline = asyncio.get_running_loop().time() + 30
-    while (await harness.job(job["id"]))["progress"] == 0:
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.02)
+
+    async def started() -> bool:
+        return bool((await harness.job(job["id"]))["progress"] != 0)
+
+    await await_until(started, task, what="the job making progress")
     reply = await harness.http.delete(
         f"/api/analytics/jobs/{job['id']}", headers={"Authorization": f"Bearer {API_TOKEN}"}
     )

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from gmail_fetch.testing import API_TOKEN, Harness
 from tributary.http import create_app
-from tributary.testing.fuzz import fuzz_api
+from tributary_testing.fuzz import fuzz_api
+
+from .harness import API_TOKEN, Harness
 
 pytestmark = pytest.mark.fuzz
 

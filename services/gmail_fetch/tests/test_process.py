@@ -7,14 +7,15 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
 
 from gmail_fetch.config import GmailFetchSettings
-from gmail_fetch.testing import EMAIL, Harness
-from tributary.testing.process import ServiceProcesses, failure_text, service_env
+from tributary_testing.process import ServiceProcesses, service_env
+from tributary_testing.waiting import await_until
+
+from .harness import EMAIL, Harness
 
 
 @pytest.fixture
@@ -46,16 +47,15 @@ async def wait_for(
     proc: subprocess.Popen[bytes],
     check: Callable[[dict[str, object]], bool],
 ) -> dict[str, object]:
-    deadline = time.monotonic() + 60
-    while True:
-        job = await harness.job(job_id)
-        if check(job):
-            return job
-        if proc.poll() is not None:
-            pytest.fail(failure_text(proc))
-        if time.monotonic() > deadline:
-            pytest.fail(f"job did not get there in time: {job}")
-        await asyncio.sleep(0.05)
+    """The job once ``check`` holds for it (fails at once if ``proc`` dies)."""
+    seen: list[dict[str, object]] = []
+
+    async def there() -> bool:
+        seen.append(await harness.job(job_id))
+        return check(seen[-1])
+
+    await await_until(there, proc=proc, what=lambda: f"job {seen[-1]}", poll=0.05)
+    return seen[-1]
 
 
 @pytest.mark.slow
@@ -82,8 +82,16 @@ async def test_a_job_whose_worker_is_killed_is_finished_by_another_replica(
     assert set(harness.cached()) == set(harness.fake.mailbox(EMAIL).messages)
     refetched = set(harness.fake.fetched_ids[fetched_before:]) & cached_before
     assert not refetched, "the second replica fetched messages the first had cached"
-    completed = [t for t, _ in await harness.events(job["id"]) if t == "gmail.job.completed"]
-    assert completed == ["gmail.job.completed"]
+
+    async def completed() -> list[str]:
+        return [t for t, _ in await harness.events(job["id"]) if t == "gmail.job.completed"]
+
+    # the event follows the job's commit through the outbox: the relay may not have run yet
+    async def published() -> bool:
+        return bool(await completed())
+
+    await await_until(published, proc=second, what="gmail.job.completed published")
+    assert await completed() == ["gmail.job.completed"]
     second.send_signal(signal.SIGTERM)
     assert second.wait(timeout=30) == 0
     assert "ya29." not in second.communicate()[1].decode()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gmail_fetch.testing import Harness
+from .harness import Harness
 
 
 async def test_500_message_job_end_to_end(harness: Harness) -> None:

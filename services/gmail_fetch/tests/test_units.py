@@ -1,21 +1,18 @@
-"""Quota bucket, history folding, error classification, settings, migrations, cipher."""
+"""Quota bucket, history folding, error classification, settings, cipher."""
 
 from __future__ import annotations
 
 import pytest
 import redis.asyncio as aioredis
 from cryptography.fernet import Fernet
-from sqlalchemy.engine import Engine
 
 from gmail_fetch.config import GmailFetchSettings
 from gmail_fetch.crypto import TokenCipher
 from gmail_fetch.errors import PermanentJobError
 from gmail_fetch.gmail_api import HistoryDelta, apply_history_record
 from gmail_fetch.quota import QuotaBucket
-from gmail_fetch.service import MIGRATIONS
 from tributary.config import load_settings
 from tributary.errors import ConfigError
-from tributary.migrate import check_migrations, run_migrations
 from tributary.streams.names import Keys
 
 
@@ -99,8 +96,3 @@ def test_bad_settings_name_the_variable(
     with pytest.raises(ConfigError, match=variable) as caught:
         load_settings(GmailFetchSettings)
     assert good["GMAIL_FETCH_TOKEN_ENCRYPTION_KEYS"] not in str(caught.value)
-
-
-def test_models_match_the_migrations(pg_engine: Engine, pg_schema: str) -> None:
-    run_migrations(pg_engine, MIGRATIONS, pg_schema, "alembic_version_gmail_fetch")
-    check_migrations(pg_engine, MIGRATIONS, pg_schema, "alembic_version_gmail_fetch")

@@ -12,9 +12,10 @@ import pytest
 
 from simulators.outline import ManualClock, OutlineSimulator
 from snapshot.service import SERVICE, assemble
-from snapshot.testing import START, Harness, make_settings
 from tributary.service import close_resources, migrate, open_resources
 from tributary.streams.names import Keys
+
+from .harness import START, Harness, make_settings
 
 
 @pytest.fixture

@@ -10,10 +10,11 @@ import pytest
 from snapshot.anomalies import SCORE_CAP, assess, modified_z
 from snapshot.config import SnapshotSettings
 from snapshot.forecast import WINDOW, ageing_series, hours_to_limit, usage_rate
-from snapshot.testing import MB, Harness, make_settings
 from tributary.catalog import USAGE_ANOMALIES, USAGE_FORECASTS
 from tributary.events import decode
 from tributary.streams.names import Keys
+
+from .harness import MB, Harness, make_settings
 
 HOUR = 3600.0
 

@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
-from snapshot.testing import MB, Harness
 from tributary.http import create_app
 from tributary.metrics import Metrics
+
+from .harness import MB, Harness
 
 
 @pytest.fixture

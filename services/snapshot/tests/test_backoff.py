@@ -6,8 +6,9 @@ from __future__ import annotations
 import random
 from datetime import timedelta
 
-from snapshot.testing import Harness
 from tributary.backoff import compute_backoff
+
+from .harness import Harness
 
 
 def test_backoff_doubles_with_full_jitter_and_never_exceeds_the_cap() -> None:

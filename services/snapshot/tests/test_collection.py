@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from simulators.outline import FakeOutlineServer
-from snapshot.testing import MB, Harness
+
+from .harness import MB, Harness
 
 HOURS = 3600.0
 STEP = 12 * HOURS  # collections every 12 hours

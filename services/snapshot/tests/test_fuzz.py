@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from snapshot.testing import Harness
 from tributary.http import create_app
 from tributary.metrics import Metrics
-from tributary.testing.fuzz import fuzz_api
+from tributary_testing.fuzz import fuzz_api
+
+from .harness import Harness
 
 pytestmark = pytest.mark.fuzz
 

@@ -19,8 +19,9 @@ from snapshot.anomalies import baseline_series
 from snapshot.credentials import generate_key
 from snapshot.history import ImportSummary, import_history, parse_hour
 from snapshot.maintenance import rebuild_totals
-from snapshot.testing import MB, Harness
 from tributary.streams.names import Keys
+
+from .harness import MB, Harness
 
 HOUR = timedelta(hours=1)
 

@@ -1,4 +1,4 @@
-"""Rollups, window totals, retention in bounded batches, drift, migrations."""
+"""Rollups, window totals, retention in bounded batches, drift."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ from typing import Any
 import pytest
 
 from snapshot.maintenance import WINDOWS, rebuild_totals
-from snapshot.service import MIGRATIONS
-from snapshot.testing import MB, Harness
-from tributary.migrate import check_migrations
+
+from .harness import MB, Harness
 
 HOUR = 3600.0
 
@@ -17,11 +16,6 @@ HOUR = 3600.0
 @pytest.fixture
 def settings_overrides() -> dict[str, Any]:
     return {"retention_batch_size": 100, "retention_max_batches": 2}
-
-
-def test_models_match_the_migrations(harness: Harness) -> None:
-    service = harness.res.service
-    check_migrations(harness.res.engine, MIGRATIONS, service.schema, service.version_table)
 
 
 def _totals(harness: Harness) -> dict[str, tuple[int, int, int]]:

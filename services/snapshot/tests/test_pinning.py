@@ -6,7 +6,8 @@ import pytest
 
 from snapshot.credentials import parse_api_url
 from snapshot.pinning import CollectError, fingerprint, peer_certificate, pinned_context
-from snapshot.testing import MB, Harness
+
+from .harness import MB, Harness
 
 
 async def test_wrong_fingerprint_is_refused_and_reported(harness: Harness) -> None:

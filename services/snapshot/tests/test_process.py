@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,17 +14,13 @@ import httpx
 import pytest
 import redis
 
+from simulators.ports import free_port
 from snapshot.credentials import generate_key
 from tributary.leases import DEFAULT_LEASE_TTL_SECONDS
 from tributary.streams.names import Keys
+from tributary_testing.waiting import wait_until
 
 LEASE = re.compile(r'^tributary_lease_held\{lease="snapshot:tick"\} (\S+)$', re.MULTILINE)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture
@@ -44,7 +39,7 @@ def start(
     procs: list[subprocess.Popen[bytes]] = []
 
     def launch(name: str) -> tuple[subprocess.Popen[bytes], int]:
-        port = _free_port()
+        port = free_port()
         proc = subprocess.Popen(
             [sys.executable, "-m", "snapshot", "run"],
             env={**env, "CONSUMER_NAME": name, "HTTP_PORT": str(port)},
@@ -71,27 +66,13 @@ def _leads(port: int) -> bool | None:
     return match is not None and float(match[1]) == 1.0
 
 
-def _until(
-    condition: Callable[[], bool], seconds: float, procs: list[subprocess.Popen[bytes]]
-) -> float:
-    started = time.monotonic()
-    while not condition():
-        for proc in procs:
-            if proc.poll() is not None:
-                pytest.fail(f"service exited: {proc.communicate()[1].decode()[-2000:]}")
-        if time.monotonic() - started > seconds:
-            pytest.fail(f"not within {seconds}s")
-        time.sleep(0.1)
-    return time.monotonic() - started
-
-
 @pytest.mark.slow
 def test_one_instance_schedules_and_the_other_takes_over(
     start: Callable[[str], tuple[subprocess.Popen[bytes], int]], redis_url: str, keys: Keys
 ) -> None:
     a, port_a = start("snap-a")
     b, port_b = start("snap-b")
-    _until(lambda: {_leads(port_a), _leads(port_b)} == {True, False}, 60, [a, b])
+    wait_until(lambda: {_leads(port_a), _leads(port_b)} == {True, False}, [a, b], 60, poll=0.1)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
     scheduler = keys.key("snapshot:scheduler")
     for _ in range(10):  # stays exactly one while both run
@@ -103,14 +84,17 @@ def test_one_instance_schedules_and_the_other_takes_over(
 
     leader.send_signal(signal.SIGKILL)
     leader.wait(timeout=10)
-    took = _until(
+    took = wait_until(
         lambda: bool(_leads(standby_port)) and client.hget(scheduler, "replica") == standby_name,
+        standby,
         DEFAULT_LEASE_TTL_SECONDS + 5,
-        [standby],
+        what="the standby leading and ticking",
+        poll=0.1,
     )
     assert took <= DEFAULT_LEASE_TTL_SECONDS + 5
     first = client.hget(scheduler, "last_tick")
-    _until(lambda: client.hget(scheduler, "last_tick") != first, 5, [standby])  # ticks go on
+    ticked = lambda: client.hget(scheduler, "last_tick") != first  # noqa: E731
+    wait_until(ticked, standby, 5, what="the new leader's ticks going on", poll=0.1)
     client.close()
     standby.send_signal(signal.SIGTERM)
     assert standby.wait(timeout=30) == 0

@@ -13,9 +13,10 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from snapshot.credentials import SecretBox, parse_api_url
 from snapshot.instruments import mask_url
-from snapshot.testing import MB, Harness
 from tributary.http import create_app
 from tributary.metrics import Metrics
+
+from .harness import MB, Harness
 
 
 @pytest.fixture

@@ -16,7 +16,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from traffic_sync.counters import TrafficKeys
-from traffic_sync.flush import Flusher, FlushOptions
+from traffic_sync.flush import Checkpoint, Flusher, FlushOptions, no_checkpoint
 from traffic_sync.metrics import FlushMetrics
 from traffic_sync.mover import Mover
 from traffic_sync.service import MIGRATIONS, SERVICE
@@ -25,7 +25,7 @@ from tributary.db import make_engine, make_sessionmaker
 from tributary.migrate import run_migrations
 from tributary.service import migrate
 from tributary.streams.names import Keys
-from tributary.testing.process import service_env
+from tributary_testing.process import service_env
 
 
 @pytest.fixture
@@ -94,7 +94,7 @@ def build_flusher(
     *,
     discovery: str = "both",
     metrics: FlushMetrics | None = None,
-    checkpoint: Callable[[str], None] | None = None,
+    checkpoint: Checkpoint = no_checkpoint,
     **options: Any,
 ) -> Flusher:
     return Flusher(
@@ -104,7 +104,7 @@ def build_flusher(
         registry=catalog.default_registry(),
         metrics=metrics or FlushMetrics(),
         options=FlushOptions(**options),
-        checkpoint=checkpoint or (lambda _point: None),
+        checkpoint=checkpoint,
     )
 
 

@@ -1,9 +1,9 @@
 """SIGKILL at random points of the flush, under write load: the totals stay exact.
 
 The service runs as a real process flushing back to back in small batches
-while writer processes increment. It is killed at least ten times: by its own
-fault injection (``TRAFFIC_SYNC_CRASH_AT``) right before a move, right after a
-move and right after a commit, and by the test at random moments. After the
+while writer processes increment. It is killed at least ten times: by the crash
+hook its test entry (prewarmed.py) gives the flush, right before a move, right
+after a move and right after a commit, and by the test at random moments. After the
 last restart everything written is in MariaDB exactly once.
 """
 
@@ -26,7 +26,8 @@ from traffic_sync import repository
 from traffic_sync.counters import TrafficKeys
 from traffic_sync.models import flush_ledger
 from tributary.db import make_sessionmaker
-from tributary.testing.process import failure_text, wait_until
+from tributary_testing.process import failure_text
+from tributary_testing.waiting import wait_until
 
 from .load import Writers
 
@@ -60,12 +61,10 @@ class Harness:
         self.ledger_before = 0
 
     def _launch(self, point: str) -> None:
-        extra = {}
-        if point not in ("external", "last"):
-            extra["TRAFFIC_SYNC_CRASH_AT"] = f"{point}:{self.rng.randint(1, 4)}"
+        crash = [] if point in ("external", "last") else [f"{point}:{self.rng.randint(1, 4)}"]
         proc = subprocess.Popen(
-            [sys.executable, str(PREWARMED)],
-            env={**self.env, **extra},
+            [sys.executable, str(PREWARMED), *crash],
+            env=self.env,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,

@@ -20,9 +20,7 @@ from traffic_sync.metrics import FlushMetrics
 from traffic_sync.models import flush_ledger, node_traffic, rejects
 from traffic_sync.mover import Mover
 from traffic_sync.repository import NodeTotals
-from traffic_sync.service import MIGRATIONS, SERVICE
 from tributary.db import make_sessionmaker
-from tributary.migrate import check_migrations
 
 from .conftest import FlusherFactory
 
@@ -319,10 +317,6 @@ async def test_run_cycle_saves_status_and_purges_old_ledger_rows(
     status = await redis_client.hgetall(tkeys.status)
     assert status["nodes"] == "1"
     assert status["errors"] == "0"
-
-
-def test_migrations_match_the_models(mysql_engine: Engine) -> None:
-    check_migrations(mysql_engine, MIGRATIONS, SERVICE.schema, SERVICE.version_table)
 
 
 @pytest.mark.parametrize("returning", [True, False])

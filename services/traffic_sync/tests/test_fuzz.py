@@ -12,7 +12,7 @@ from traffic_sync.counters import TrafficKeys, record_traffic
 from tributary.db import make_sessionmaker
 from tributary.http import create_app
 from tributary.metrics import Metrics
-from tributary.testing.fuzz import fuzz_api
+from tributary_testing.fuzz import fuzz_api
 
 pytestmark = pytest.mark.fuzz
 

@@ -10,9 +10,7 @@ from sqlalchemy.engine import Engine
 from traffic_sync import repository
 from traffic_sync.counters import TrafficKeys, record_traffic
 from traffic_sync.models import rejects
-from traffic_sync.service import MIGRATIONS, SERVICE
 from tributary.db import make_sessionmaker
-from tributary.migrate import check_migrations
 from tributary.outbox import count_unpublished
 
 from .conftest import build_flusher
@@ -44,4 +42,3 @@ async def test_flush_on_postgresql_is_exactly_once_too(
         # four events, a page (one row) per applied batch: the recovered one, {2, 3}, {3}
         assert count_unpublished(session) == 3
         assert session.execute(sa.select(rejects.c.reason)).scalars().all() == ["not_integer"]
-    check_migrations(pg_traffic_engine, MIGRATIONS, None, SERVICE.version_table)

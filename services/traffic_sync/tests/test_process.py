@@ -17,7 +17,8 @@ from traffic_sync.models import flush_ledger
 from tributary import catalog
 from tributary.db import make_sessionmaker
 from tributary.events import decode
-from tributary.testing.process import ServiceProcesses, wait_until
+from tributary_testing.process import ServiceProcesses
+from tributary_testing.waiting import wait_until
 
 Launcher = Callable[..., subprocess.Popen[bytes]]
 
@@ -97,7 +98,7 @@ def test_once_flushes_and_status_reports_it(
 
 def test_bad_configuration_is_one_line_naming_every_bad_variable(start: Launcher) -> None:
     bad = {
-        "TRAFFIC_SYNC_CRASH_AT": "somewhere",
+        "TRAFFIC_SYNC_APPLY_CONCURRENCY": "99",
         "TRAFFIC_SYNC_DISCOVERY": "guess",
         "TRAFFIC_SYNC_BATCH_SIZE": "0",
         "TRAFFIC_SYNC_INTERVAL_SECONDS": "-1",

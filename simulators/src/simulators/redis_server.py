@@ -10,7 +10,7 @@ from pathlib import Path
 
 import redis
 
-from tributary.testing.process import free_port
+from simulators.ports import free_port
 
 
 class RedisServer:

@@ -20,7 +20,7 @@ from typing import IO
 
 import httpx
 
-from tributary.testing.process import free_port
+from simulators.ports import free_port
 
 #: service name -> Python package, in start order (alert first: it consumes everyone)
 SERVICES: dict[str, str] = {

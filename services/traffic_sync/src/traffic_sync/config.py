@@ -3,10 +3,9 @@ its own, prefixed ``TRAFFIC_SYNC_``."""
 
 from __future__ import annotations
 
-import re
 from typing import ClassVar, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from tributary.config import ServiceSettings, shared
@@ -24,12 +23,8 @@ DEFAULT_BATCH_SIZE = 4000
 #: trips (1M keys: about 6 s at 1,000 a call, 1.5 s at 10,000), and a call of 10,000
 #: keys holds Redis for about a millisecond
 DEFAULT_SCAN_COUNT = 10_000
-#: places where ``TRAFFIC_SYNC_CRASH_AT`` can kill the process
-CRASH_POINTS = ("before_move", "after_move", "after_commit")
 
 Discovery = Literal["both", "index", "scan"]
-
-_CRASH_AT = re.compile(rf"^(?:{'|'.join(CRASH_POINTS)}):[1-9][0-9]*$")
 
 
 class TrafficSyncSettings(ServiceSettings):
@@ -81,18 +76,3 @@ class TrafficSyncSettings(ServiceSettings):
     outbox_retention_hours: float = Field(
         24.0, gt=0, description="Hours published outbox rows are kept before being purged."
     )
-    crash_at: str = Field(
-        "",
-        description=(
-            "Fault injection for tests and drills: `<point>:<n>` SIGKILLs the process the "
-            "n-th time a flush reaches <point> (before_move, after_move, after_commit). "
-            "Empty: off."
-        ),
-    )
-
-    @field_validator("crash_at")
-    @classmethod
-    def _crash_point(cls, value: str) -> str:
-        if value and not _CRASH_AT.match(value):
-            raise ValueError(f"must be <point>:<n> with <point> one of {', '.join(CRASH_POINTS)}")
-        return value

@@ -33,7 +33,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from traffic_sync import repository
 from traffic_sync.batch import Batch, Moved, parse_batch
 from traffic_sync.config import DEFAULT_BATCH_SIZE
-from traffic_sync.faults import Checkpoint, no_checkpoint
 from traffic_sync.metrics import FlushMetrics
 from traffic_sync.mover import Mover
 from traffic_sync.publishing import queue_flushed
@@ -48,6 +47,16 @@ log = logging.getLogger(__name__)
 APPLY_ATTEMPTS = 3
 #: failed batches after which a cycle stops moving more (the database is likely down)
 MAX_FAILED_BATCHES = 3
+#: the points of a batch a checkpoint hook is called at, in order
+CHECKPOINTS = ("before_move", "after_move", "after_commit")
+
+#: called with a point of CHECKPOINTS as a batch passes it: a hook for fault injection
+#: in tests (the crash test kills the process there); the service passes none
+Checkpoint = Callable[[str], None]
+
+
+def no_checkpoint(_point: str) -> None:
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,8 +11,7 @@ from pathlib import Path
 from traffic_sync.api import make_router
 from traffic_sync.config import TrafficSyncSettings
 from traffic_sync.counters import TrafficKeys
-from traffic_sync.faults import CrashAt, no_checkpoint
-from traffic_sync.flush import Flusher, FlushOptions
+from traffic_sync.flush import Checkpoint, Flusher, FlushOptions, no_checkpoint
 from traffic_sync.metrics import FlushMetrics
 from traffic_sync.mover import Mover
 from traffic_sync.publishing import RENDERERS
@@ -34,7 +33,9 @@ def settings_of(res: Resources) -> TrafficSyncSettings:
     return settings
 
 
-def make_flusher(res: Resources, settings: TrafficSyncSettings) -> Flusher:
+def make_flusher(
+    res: Resources, settings: TrafficSyncSettings, checkpoint: Checkpoint = no_checkpoint
+) -> Flusher:
     mover = Mover(
         res.redis,
         TrafficKeys(res.keys),
@@ -56,7 +57,7 @@ def make_flusher(res: Resources, settings: TrafficSyncSettings) -> Flusher:
             source=res.service.name,
         ),
         wake=res.relay.wake,
-        checkpoint=CrashAt(settings.crash_at) if settings.crash_at else no_checkpoint,
+        checkpoint=checkpoint,
     )
 
 
@@ -77,9 +78,10 @@ async def final_flush(res: Resources, flusher: Flusher, budget: float) -> None:
         log.exception("final flush failed; the data stays in Redis for the next start")
 
 
-def build(res: Resources) -> Components:
+def build(res: Resources, checkpoint: Checkpoint = no_checkpoint) -> Components:
+    """The service's parts; ``checkpoint`` is the flush's fault-injection hook (tests only)."""
     settings = settings_of(res)
-    flusher = make_flusher(res, settings)
+    flusher = make_flusher(res, settings, checkpoint)
 
     async def on_shutdown() -> None:
         budget = settings.shutdown_timeout_seconds * FINAL_FLUSH_SHARE

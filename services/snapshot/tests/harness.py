@@ -1,7 +1,7 @@
 """Test helpers: the snapshot service wired to real Redis and PostgreSQL and to the
 Outline simulator over real HTTPS, sharing one hand-moved clock.
 
-Used by the service's tests and the benchmark; needs ``tributary-simulators``."""
+Used by the service's tests (``from .harness import Harness``)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Helpers for tests and the benchmark: the service wired by hand to given resources.
+"""Helpers of alert's tests: the service wired by hand to given resources.
 
 ``Harness`` drives the service the way its tasks would (drain the runners,
 relay the outbox, run a notifier round, run a tick) but one step at a time, with

@@ -1,4 +1,4 @@
-"""Services as real subprocesses in tests: start, signal, wait with a deadline, clean up.
+"""Services as real subprocesses in tests: start, signal, clean up (waits: ``waiting``).
 
 Every service's fault tests (SIGKILL mid-work, SIGTERM mid-run, two replicas)
 launch ``python -m <module>`` the same way; this is that one way.
@@ -7,21 +7,9 @@ launch ``python -m <module>`` the same way; this is that one way.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterable
-
-#: how often wait_until re-checks its condition, in seconds
-DEFAULT_POLL_SECONDS = 0.02
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now (for a server a test starts)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from collections.abc import Iterable
 
 
 def service_env(
@@ -77,19 +65,3 @@ class ServiceProcesses:
 def failure_text(proc: subprocess.Popen[bytes]) -> str:
     _, err = proc.communicate(timeout=10)
     return f"service exited with {proc.returncode}: {err.decode(errors='replace')[-3000:]}"
-
-
-def wait_until(
-    condition: Callable[[], bool],
-    proc: subprocess.Popen[bytes] | None = None,
-    seconds: float = 60.0,
-    what: str = "condition",
-) -> None:
-    """Poll ``condition`` until it holds; raise early if ``proc`` died, or at the deadline."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if proc is not None and proc.poll() is not None:
-            raise AssertionError(failure_text(proc))
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} not met within {seconds}s")
-        time.sleep(DEFAULT_POLL_SECONDS)

@@ -4,7 +4,7 @@ It consumes ``sample.events`` and, for each event, inserts one row into
 ``effects`` through the inbox. ``effects`` has no unique key on purpose: a
 second effect of the same event would show up as a duplicate row.
 
-Run: ``python -m tributary.testing.sample_service run`` with ``DB_SCHEMA``
+Run: ``python -m tributary_testing.sample_service run`` with ``DB_SCHEMA``
 naming the PostgreSQL schema to use.
 """
 

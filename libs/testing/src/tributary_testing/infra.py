@@ -1,4 +1,5 @@
-"""Where the test databases are: the environment, the local services, or testcontainers.
+"""Where the test databases are (the environment, the local services, or testcontainers),
+and how a test's Redis keys are removed afterwards.
 
 ``REDIS_URL``, ``DATABASE_URL`` and ``MYSQL_URL`` win when set. Otherwise the
 local services on their standard ports are used when they answer, and only
@@ -13,6 +14,8 @@ import socket
 import subprocess
 from contextlib import ExitStack
 from typing import Any
+
+import redis
 
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
 LOCAL_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -96,3 +99,15 @@ class Infrastructure:
                 )
         self._urls[kind] = url
         return url
+
+
+def delete_prefix(url: str, prefix: str) -> None:
+    """Delete every Redis key under ``prefix`` (a test's own, see the ``keys`` fixture)."""
+    client = redis.Redis.from_url(url)
+    try:
+        batch = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        while batch:
+            client.delete(*batch[:500])
+            batch = batch[500:]
+    finally:
+        client.close()

@@ -11,15 +11,14 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
-import redis
 import redis.asyncio as aioredis
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
 from tributary.redis_client import connect
 from tributary.streams.names import Keys
-from tributary.testing.infra import Infrastructure
-from tributary.testing.process import ServiceProcesses, service_env
+from tributary_testing.infra import Infrastructure, delete_prefix
+from tributary_testing.process import ServiceProcesses, service_env
 
 
 def unique_name(kind: str) -> str:
@@ -46,17 +45,6 @@ def postgres_url(infrastructure: Infrastructure) -> str:
 @pytest.fixture(scope="session")
 def mysql_url(infrastructure: Infrastructure) -> str:
     return infrastructure.url("mysql")
-
-
-def delete_prefix(url: str, prefix: str) -> None:
-    client = redis.Redis.from_url(url)
-    try:
-        batch = list(client.scan_iter(match=f"{prefix}*", count=1000))
-        while batch:
-            client.delete(*batch[:500])
-            batch = batch[500:]
-    finally:
-        client.close()
 
 
 @pytest.fixture

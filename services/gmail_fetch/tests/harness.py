@@ -1,6 +1,6 @@
 """Test support for gmail_fetch: the service built in-process on the real Redis and
 PostgreSQL against the fake Gmail (``simulators.gmail``) over real HTTP. Used by the
-service's tests and its benchmark; not imported by the service itself."""
+service's tests and by ``bench/gmail_fetch.py`` (as ``services.gmail_fetch.tests.harness``)."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ from tributary.http import create_app
 from tributary.service import Components, Resources, close_resources, migrate, open_resources
 from tributary.streams.names import Keys
 
-API_TOKEN = "test-api-token-0123456789"  # noqa: S105 - a test credential
+API_TOKEN = "test-api-token-0123456789"
 USER = "user-1"
 EMAIL = "alice@example.com"
 

@@ -1,1 +1,0 @@
-"""Test support shared by libs/common and every service (a pytest plugin, see ``fixtures``)."""
