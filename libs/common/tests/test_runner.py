@@ -16,6 +16,7 @@ from pydantic import BaseModel
 from tributary.errors import Reject
 from tributary.events import Event, Registry, make_event
 from tributary.metrics import Metrics, observe_many
+from tributary.redis_client import connect
 from tributary.streams import client
 from tributary.streams.dlq import DeadLetters
 from tributary.streams.message import HandlerCall
@@ -733,12 +734,14 @@ async def test_a_group_that_vanishes_is_created_again_and_reading_goes_on(
 
 
 async def test_a_stream_deleted_while_a_read_waits_is_made_again_and_reading_goes_on(
-    redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry,
-    caplog: pytest.LogCaptureFixture,
+    redis_client: aioredis.Redis, redis_url: str, keys: Keys, tracer: Tracer,
+    registry: Registry, caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
     """DEL of the stream under a blocked XREADGROUP answers UNBLOCKED: not a crash."""
     options = RunnerOptions(batch_size=50, block_ms=5_000, housekeeping_interval=60)
-    r = runner(redis_client, keys, tracer, registry, options=options)
+    name = f"{keys.prefix}runner"  # its own connections, told apart from other tests' reads
+    own = connect(redis_url, client_name=name)
+    r = runner(own, keys, tracer, registry, options=options)
     seen: list[float] = []
 
     @r.handler("device.read")
@@ -751,7 +754,10 @@ async def test_a_stream_deleted_while_a_read_waits_is_made_again_and_reading_goe
 
     async def blocked() -> bool:
         clients: list[dict[str, str]] = await redis_client.client_list()
-        return any(c.get("cmd") == "xreadgroup" and "b" in str(c.get("flags")) for c in clients)
+        return any(
+            c.get("name") == name and c.get("cmd") == "xreadgroup" and "b" in str(c.get("flags"))
+            for c in clients
+        )
 
     await await_until(blocked, task, what="a blocked XREADGROUP")
     await redis_client.delete(key)
@@ -764,6 +770,7 @@ async def test_a_stream_deleted_while_a_read_waits_is_made_again_and_reading_goe
     await await_until(read_again, task, what="an entry read after the DEL", poll=0.05)
     stop.set()
     await asyncio.wait_for(task, 15)
+    await own.aclose()
     assert "group g of readings vanished; creating it again" in caplog.text
 
 
