@@ -31,17 +31,23 @@ from tributary.service import Resources
 from tributary.streams import client
 
 
+def top_of_window() -> float:
+    """The jitter draw of notification retries: the top of the window, so a retry waits
+    its whole backoff (10 s, 20 s, ...) and tests step the clock past it exactly."""
+    return 1.0 - 1e-9
+
+
 class Harness:
     def __init__(self, res: Resources, clock: ManualClock, http: httpx.AsyncClient) -> None:
         self.res = res
         self.clock = clock
         self.http = http
-        self.app = assemble(res, clock=clock, http_client=http)
+        self.app = assemble(res, clock=clock, http_client=http, jitter=top_of_window)
 
     def restart(self) -> AlertApp:
         """A fresh app on the same database and streams (nothing kept in memory)."""
         self.res = dataclasses.replace(self.res, metrics=Metrics())
-        self.app = assemble(self.res, clock=self.clock, http_client=self.http)
+        self.app = assemble(self.res, clock=self.clock, http_client=self.http, jitter=top_of_window)
         return self.app
 
     # -- input ----------------------------------------------------------------------------

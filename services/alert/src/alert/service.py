@@ -3,6 +3,8 @@ the outbox relay and the HTTP API."""
 
 from __future__ import annotations
 
+import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,7 +45,11 @@ def settings_of(res: Resources) -> AlertSettings:
 
 
 def assemble(
-    res: Resources, *, clock: Clock = utc_now, http_client: httpx.AsyncClient | None = None
+    res: Resources,
+    *,
+    clock: Clock = utc_now,
+    http_client: httpx.AsyncClient | None = None,
+    jitter: Callable[[], float] = random.random,
 ) -> AlertApp:
     """The service's parts; tests inject a clock and an HTTP client."""
     settings = settings_of(res)
@@ -66,7 +72,14 @@ def assemble(
         ),
         ticker=Ticker(cache, emitter, clock),
         notifier=Notifier(
-            res.sessions, cache, settings, clock, res.telemetry.tracer, metrics, http_client
+            res.sessions,
+            cache,
+            settings,
+            clock,
+            res.telemetry.tracer,
+            metrics,
+            http_client,
+            jitter,
         ),
         metrics=metrics,
         relay=res.relay,

@@ -14,8 +14,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -34,6 +35,7 @@ from alert.models import alert_events, delivery_attempts, notifications, receive
 from alert.notify import mail, webhook
 from alert.notify.delivery import Attempt, Delivery
 from alert.notify.suppression import Suppression
+from tributary.backoff import compute_backoff
 from tributary.logs import redact
 from tributary.tracing import parse_traceparent
 
@@ -54,8 +56,10 @@ class Notifier:
         tracer: Tracer,
         metrics: AlertMetrics | None = None,
         client: httpx.AsyncClient | None = None,
+        jitter: Callable[[], float] = random.random,
     ) -> None:
         self.sessions = sessions
+        self.jitter = jitter  # draws in [0, 1) spreading retries over their backoff window
         self.cache = cache
         self.settings = settings
         self.clock = clock
@@ -201,8 +205,15 @@ class Notifier:
     # -- recording ----------------------------------------------------------------------
 
     def _backoff(self, attempt: int) -> float:
-        base = self.settings.notify_retry_base_seconds
-        return float(min(self.settings.notify_retry_max_seconds, base * 2 ** (attempt - 1)))
+        """Full jitter: deliveries that failed together (a receiver down for all of them)
+        retry spread over the window, not all at once."""
+        s = self.settings
+        return compute_backoff(
+            attempt,
+            base=s.notify_retry_base_seconds,
+            cap=s.notify_retry_max_seconds,
+            rng=self.jitter,
+        )
 
     def _record(self, results: Sequence[tuple[Delivery, Attempt]]) -> None:
         now = self.clock()
