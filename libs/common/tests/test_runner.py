@@ -23,7 +23,12 @@ from tributary.streams.message import HandlerCall
 from tributary.streams.middleware import Chain, Middleware
 from tributary.streams.names import Keys
 from tributary.streams.producer import Producer
-from tributary.streams.runner import HandlerOptions, RunnerOptions, StreamRunner
+from tributary.streams.runner import (
+    HandlerOptions,
+    RunnerOptions,
+    StreamRunner,
+    UnexpectedDeadLetter,
+)
 from tributary.streams.trim import TRIM_PAGE, safe_trim
 from tributary.tasks import cancel_and_wait
 from tributary_testing.waiting import await_until
@@ -919,3 +924,21 @@ async def test_a_length_trim_walks_only_what_it_removes_in_pages_up_to_a_group_f
     old = (await client.entries(redis_client, key, count=1))[0][0]
     assert await safe_trim(redis_client, key, max_age_ms=0) == 100  # everything is older
     assert old not in [i for i, _ in await client.entries(redis_client, key)]
+
+
+async def test_drain_fail_fast_stops_at_the_first_unexpected_dead_letter(
+    redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry
+) -> None:
+    producer = Producer(redis_client, tracer, keys)
+    await producer.publish_many([("readings", reading(registry, float(i))) for i in range(3)])
+    r = runner(redis_client, keys, tracer, registry)
+
+    @r.handler("device.read")
+    async def rejects_two(event: Event) -> None:
+        if event.payload(Reading).value == 2:
+            raise Reject("no such device")
+
+    with pytest.raises(UnexpectedDeadLetter, match="was dead-lettered: Reject: no such device"):
+        await r.drain(timeout=10, fail_fast=True)
+    assert await DeadLetters(redis_client, "readings", keys).count() == 1  # settled first
+    await r.drain(timeout=10)  # without it, a drain goes on as before

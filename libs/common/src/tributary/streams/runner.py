@@ -46,9 +46,21 @@ from tributary.streams.redelivery import Redelivery
 from tributary.streams.worker import BatchHandler, Handler, Worker
 from tributary.tasks import cancel_and_wait
 
-__all__ = ["BatchHandler", "Handler", "HandlerOptions", "RunnerOptions", "StreamRunner"]
+__all__ = [
+    "BatchHandler",
+    "Handler",
+    "HandlerOptions",
+    "RunnerOptions",
+    "StreamRunner",
+    "UnexpectedDeadLetter",
+]
 
 log = logging.getLogger(__name__)
+
+
+class UnexpectedDeadLetter(AssertionError):
+    """``drain(fail_fast=True)`` saw an entry go to the DLQ."""
+
 
 #: first and longest pause between attempts to reach Redis again, in seconds
 RECONNECT_BASE_SECONDS = 0.1
@@ -121,6 +133,7 @@ class StreamRunner:
         )
         self._inflight: list[str] = []
         self._next_retry_poll = 0.0
+        self._fail_fast = False
 
     @property
     def registry(self) -> Registry:
@@ -227,9 +240,18 @@ class StreamRunner:
             # what was read and not acked stays pending on this consumer
             log.warning("redis failed on %s while finishing the last read: %s", self.stream, exc)
 
-    async def drain(self, timeout: float = 60.0) -> None:  # noqa: ASYNC109 - a test helper's bound
-        """Burst mode for tests: process until the stream and the pending list are empty."""
-        await asyncio.wait_for(self.run(burst=True), timeout)
+    async def drain(self, timeout: float = 60.0, *, fail_fast: bool = False) -> None:  # noqa: ASYNC109
+        """Burst mode for tests: process until the stream and the pending list are empty.
+
+        With ``fail_fast``, the first entry dead-lettered (malformed, rejected or out of
+        deliveries) ends the drain with :class:`UnexpectedDeadLetter` naming it and why,
+        right after its batch is settled, instead of a test finding out from its effects.
+        """
+        self._fail_fast = fail_fast
+        try:
+            await asyncio.wait_for(self.run(burst=True), timeout)
+        finally:
+            self._fail_fast = False
 
     # -- handling -----------------------------------------------------------------------
 
@@ -240,9 +262,15 @@ class StreamRunner:
         self._inflight = [entry_id for entry_id, _ in entries]
         try:
             calls = await self.worker.process(entries, deliveries)
-            await self.consumer.settle(Settlement.of(calls))
+            plan = Settlement.of(calls)
+            await self.consumer.settle(plan)
         finally:
             self._inflight = []
+        if self._fail_fast and plan.dead:
+            msg = plan.dead[0]
+            raise UnexpectedDeadLetter(
+                f"{self.stream}: entry {msg.entry_id} was dead-lettered: {msg.error}"
+            )
 
     def _running_ids(self) -> list[str]:
         return [*self._inflight, *self.consumer.read_ahead_ids()]
