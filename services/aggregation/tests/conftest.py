@@ -15,8 +15,8 @@ from sqlalchemy.engine import Engine
 
 from aggregation.config import AggregationSettings
 from aggregation.keys import KeyFormat
+from aggregation.models import merchant_usage as usage
 from aggregation.reader import Batch
-from aggregation.repository import usage_values
 from aggregation.service import SERVICE, AggregationApp, create_app
 from tributary.db import make_sessionmaker
 from tributary.outbox import stored_rows
@@ -109,7 +109,10 @@ async def app(make_app: AppFactory) -> tuple[Resources, AggregationApp]:
 
 def rows_of(engine: Engine, day: date = DAY) -> dict[tuple[str, str], int]:
     with make_sessionmaker(engine)() as session:
-        return usage_values(session, day)
+        stmt = sa.select(usage.c.merchant_id, usage.c.metric, usage.c.metric_value).where(
+            usage.c.usage_date == day
+        )
+        return {(m, k): int(v) for m, k, v in session.execute(stmt)}
 
 
 def count(engine: Engine, table: str) -> int:

@@ -11,13 +11,13 @@ import pytest
 import redis.asyncio as aioredis
 from sqlalchemy.engine import Engine
 
-from traffic_sync import repository
 from traffic_sync.counters import TrafficKeys
 from traffic_sync.flush import Flusher
 from tributary.db import make_sessionmaker
 
 from .conftest import FlusherFactory
 from .load import Writers
+from .stored import all_traffic
 
 #: seconds of write load (override for a longer soak)
 WRITE_SECONDS = float(os.environ.get("TRAFFIC_SYNC_TEST_WRITE_SECONDS", "3"))
@@ -56,7 +56,7 @@ async def test_totals_equal_everything_written_under_concurrent_writes_and_flush
         writers.kill()
     await make_flusher().flush()
     with make_sessionmaker(mysql_engine)() as session:
-        stored = repository.all_traffic(session)
+        stored = all_traffic(session)
     assert stored == {node: (up, down, up + down) for node, (up, down) in written.items()}
     assert sum(nodes for _, nodes in runs) > 0, "flushes should flush during the load"
     assert ops > 1000, f"only {ops} writes: not much of a load"

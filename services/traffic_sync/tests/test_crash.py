@@ -22,7 +22,6 @@ import redis
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from traffic_sync import repository
 from traffic_sync.counters import TrafficKeys
 from traffic_sync.models import flush_ledger
 from tributary.db import make_sessionmaker
@@ -30,6 +29,7 @@ from tributary_testing.process import failure_text
 from tributary_testing.waiting import wait_until
 
 from .load import Writers
+from .stored import all_traffic
 
 NODES = 150
 #: (crash point or "external", how many times); at least ten kills in all
@@ -149,5 +149,5 @@ def test_sigkill_at_random_points_of_the_flush_keeps_totals_exact(
         writers.kill()
         harness.stop_all()
     with make_sessionmaker(mysql_engine)() as session:
-        stored = repository.all_traffic(session)
+        stored = all_traffic(session)
     assert stored == {node: (up, down, up + down) for node, (up, down) in written.items()}

@@ -18,6 +18,7 @@ from tributary.outbox import OutboxRelay, count_unpublished
 from tributary.streams.runner import RunnerOptions, StreamRunner
 
 from .conftest import FlusherFactory
+from .stored import all_traffic
 
 
 async def test_flushed_events_carry_deltas_totals_limit_and_the_flush_trace(
@@ -95,5 +96,5 @@ async def test_no_events_when_publishing_is_off(
     report = await make_flusher(publish_events=False).flush()
     assert (report.nodes, report.events) == (1, 0)
     with make_sessionmaker(mysql_engine)() as session:
-        assert repository.all_traffic(session) == {1: (10, 20, 30)}
+        assert all_traffic(session) == {1: (10, 20, 30)}
         assert count_unpublished(session) == 0

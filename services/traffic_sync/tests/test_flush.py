@@ -23,11 +23,12 @@ from traffic_sync.repository import NodeTotals
 from tributary.db import make_sessionmaker
 
 from .conftest import FlusherFactory
+from .stored import all_traffic
 
 
 def totals(engine: Engine) -> dict[int, tuple[int, int, int]]:
     with make_sessionmaker(engine)() as session:
-        return repository.all_traffic(session)
+        return all_traffic(session)
 
 
 def count(engine: Engine, table: sa.Table) -> int:

@@ -14,6 +14,7 @@ from tributary.db import make_sessionmaker
 from tributary.outbox import count_unpublished
 
 from .conftest import build_flusher
+from .stored import all_traffic
 
 
 async def test_flush_on_postgresql_is_exactly_once_too(
@@ -33,7 +34,7 @@ async def test_flush_on_postgresql_is_exactly_once_too(
     await record_traffic(redis_client, 3, 1, 1, keys=tkeys)
     await flusher.flush()
     with sessions() as session:
-        assert repository.all_traffic(session) == {
+        assert all_traffic(session) == {
             1: (10, 1, 11),
             2: (20, 2, 22),
             3: (31, 4, 35),

@@ -11,7 +11,6 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from traffic_sync import repository
 from traffic_sync.counters import TrafficKeys
 from traffic_sync.models import flush_ledger
 from tributary import catalog
@@ -19,6 +18,8 @@ from tributary.db import make_sessionmaker
 from tributary.events import decode
 from tributary_testing.process import ServiceProcesses
 from tributary_testing.waiting import wait_until
+
+from .stored import all_traffic
 
 Launcher = Callable[..., subprocess.Popen[bytes]]
 
@@ -51,9 +52,7 @@ def test_sigterm_flushes_what_was_written_since_the_last_cycle_and_exits_0(
     engine = sa.create_engine(mysql_database_url)
     try:
         with make_sessionmaker(engine)() as session:
-            assert repository.all_traffic(session) == {
-                n: (n * 100, n, n * 101) for n in range(1, 21)
-            }
+            assert all_traffic(session) == {n: (n * 100, n, n * 101) for n in range(1, 21)}
     finally:
         engine.dispose()
     assert list(sync_redis.scan_iter(match=tkeys.node_pattern)) == []

@@ -303,11 +303,3 @@ def query_usage(
     if metric is not None:
         stmt = stmt.where(usage.c.metric == metric)
     return [UsageRow(*row) for row in session.execute(stmt)]
-
-
-def usage_values(session: Session, day: date) -> dict[tuple[str, str], int]:
-    """Every row of one date as {(merchant, metric): value} (tests, small dates)."""
-    stmt = sa.select(usage.c.merchant_id, usage.c.metric, usage.c.metric_value).where(
-        usage.c.usage_date == day
-    )
-    return {(m, k): int(v) for m, k, v in session.execute(stmt)}

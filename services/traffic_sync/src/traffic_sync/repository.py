@@ -311,19 +311,6 @@ def set_limit(session: Session, node_id: int, limit: int | None, now: datetime) 
     session.execute(stmt)
 
 
-def all_traffic(session: Session) -> dict[int, tuple[int, int, int]]:
-    """node id -> (upload, download, used): for tests and the benchmark."""
-    rows = session.execute(
-        sa.select(
-            node_traffic.c.node_id,
-            node_traffic.c.upload_bytes,
-            node_traffic.c.download_bytes,
-            node_traffic.c.traffic_used_bytes,
-        )
-    )
-    return {r[0]: (r[1], r[2], r[3]) for r in rows}
-
-
 @dataclass(frozen=True, slots=True)
 class LedgerSummary:
     batches: int
