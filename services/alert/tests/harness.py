@@ -106,7 +106,9 @@ class Harness:
 
     def add_receiver(self, **spec: Any) -> int:
         with self.res.sessions.begin() as session:
-            row = repository.save_receiver(session, ReceiverSpec.model_validate(spec), self.clock())
+            row = repository.save_receiver(
+                session, ReceiverSpec.model_validate(spec).row(), self.clock()
+            )
         return int(row.id)
 
     # -- looking --------------------------------------------------------------------------

@@ -146,7 +146,7 @@ async def test_silence_suppresses_notifications_but_keeps_events(
             ends_at=clock() + timedelta(hours=1),
             comment="cleaning the tank",
         )
-        repository.insert_silence(session, spec, clock())
+        repository.insert_silence(session, spec.row(), clock())
     await fire(harness, "aq-1")
     await fire(harness, "aq-2")
     await harness.notify()
@@ -175,7 +175,7 @@ async def test_maintenance_window_suppresses_notifications(
         spec = WindowSpec(
             name="weekly", days_of_week=[0], start_time="11:30", duration_minutes=60, matchers=[]
         )
-        repository.save_window(session, spec, clock())
+        repository.save_window(session, spec.row(), clock())
     await fire(harness, "aq-1")
     await harness.notify()
     assert hook.calls == []

@@ -5,15 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import sqlalchemy as sa
 from fastapi import APIRouter, HTTPException, Query, Response, status
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from alert import repository
 from alert.app import AlertApp
 from alert.matchers import parse_matchers
-from alert.models import maintenance_windows, receivers, silences
 from alert.notify.suppression import Window
 from alert.schemas import (
     AttemptOut,
@@ -25,6 +22,7 @@ from alert.schemas import (
     WindowOut,
     WindowSpec,
 )
+from tributary.logs import redact
 from tributary.transactions import Transactions
 from tributary.web.errors import error_responses
 from tributary.web.params import RowId
@@ -50,12 +48,31 @@ def not_found(what: str, key: object) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"{what} {key} not found")
 
 
-async def _by_id(db: Transactions, table: sa.Table, key: RowId, what: str) -> Any:
-    """The row of ``table`` whose id is ``key``; a 404 naming ``what`` when there is none."""
-    row = await db(lambda s: s.execute(sa.select(table).where(table.c.id == key)).first())
+def _found(row: Any, what: str, key: object) -> Any:
+    """``row``, or a 404 naming ``what`` when there is none."""
     if row is None:
         raise not_found(what, key)
     return row
+
+
+def receiver_out(row: Any) -> ReceiverOut:
+    """A receiver as the API shows it: never its secret, its header values or the secret
+    parts of its URL."""
+    config = row.config or {}
+    url = config.get("url")
+    return ReceiverOut(
+        id=row.id,
+        name=row.name,
+        kind=row.kind,
+        url=redact(url) if url else None,
+        timeout_seconds=config.get("timeout_seconds"),
+        header_names=sorted(config.get("headers") or {}),
+        has_hmac_secret=bool(row.secret),
+        to=config.get("to") or [],
+        subject_prefix=config.get("subject_prefix") or "",
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
 
 
 def _receivers_read(db: Transactions) -> APIRouter:
@@ -63,24 +80,14 @@ def _receivers_read(db: Transactions) -> APIRouter:
 
     @router.get("")
     async def list_receivers() -> list[ReceiverOut]:
-        rows = await db(lambda s: list(s.execute(sa.select(receivers).order_by(receivers.c.id))))
-        return [repository.receiver_out(r) for r in rows]
+        return [receiver_out(r) for r in await db.read(repository.list_receivers)]
 
     @router.get("/{receiver_id}", responses=NOT_FOUND)
     async def get_receiver(receiver_id: RowId) -> ReceiverOut:
-        return repository.receiver_out(await _by_id(db, receivers, receiver_id, "receiver"))
+        row = await db.read(repository.get_receiver, receiver_id)
+        return receiver_out(_found(row, "receiver", receiver_id))
 
     return router
-
-
-def _delete_receiver(session: Session, receiver_id: int) -> tuple[bool, list[int]]:
-    row = session.execute(sa.select(receivers.c.name).where(receivers.c.id == receiver_id)).first()
-    if row is None:
-        return False, []
-    users = repository.receiver_in_use(session, row.name)
-    if not users:
-        session.execute(sa.delete(receivers).where(receivers.c.id == receiver_id))
-    return True, users
 
 
 def _receivers_write(app: AlertApp, db: Transactions) -> APIRouter:
@@ -88,14 +95,14 @@ def _receivers_write(app: AlertApp, db: Transactions) -> APIRouter:
 
     async def save(spec: ReceiverSpec, receiver_id: int | None = None) -> ReceiverOut:
         try:
-            row = await db(lambda s: repository.save_receiver(s, spec, app.clock(), receiver_id))
+            row = await db(repository.save_receiver, spec.row(), app.clock(), receiver_id)
         except IntegrityError:
             raise HTTPException(
                 status.HTTP_409_CONFLICT, f"a receiver named {spec.name!r} already exists"
             ) from None
         if row is None:
             raise not_found("receiver", receiver_id)
-        return repository.receiver_out(row)
+        return receiver_out(row)
 
     @router.post("", status_code=status.HTTP_201_CREATED, responses=CONFLICT)
     async def create_receiver(spec: ReceiverSpec) -> ReceiverOut:
@@ -111,7 +118,7 @@ def _receivers_write(app: AlertApp, db: Transactions) -> APIRouter:
         responses=error_responses(404, 409),
     )
     async def delete_receiver(receiver_id: RowId) -> Response:
-        found, users = await db(lambda s: _delete_receiver(s, receiver_id))
+        found, users = await db(repository.delete_receiver, receiver_id)
         if not found:
             raise not_found("receiver", receiver_id)
         if users:
@@ -146,7 +153,7 @@ def _silences(app: AlertApp, db: Transactions) -> APIRouter:
         starts = spec.starts_at or app.clock()
         if spec.ends_at <= starts:
             raise HTTPException(UNPROCESSABLE, "ends_at must be after starts_at")
-        row = await db(lambda s: repository.insert_silence(s, spec, app.clock()))
+        row = await db(repository.insert_silence, spec.row(), app.clock())
         return _silence_out(row, app)
 
     @router.get("")
@@ -158,7 +165,8 @@ def _silences(app: AlertApp, db: Transactions) -> APIRouter:
 
     @router.get("/{silence_id}", responses=NOT_FOUND)
     async def get_silence(silence_id: RowId) -> SilenceOut:
-        return _silence_out(await _by_id(db, silences, silence_id, "silence"), app)
+        row = await db.read(repository.get_silence, silence_id)
+        return _silence_out(_found(row, "silence", silence_id), app)
 
     @router.delete("/{silence_id}", responses=NOT_FOUND)
     async def expire_silence(silence_id: RowId) -> SilenceOut:
@@ -177,18 +185,11 @@ def _window_out(row: Any, app: AlertApp) -> WindowOut:
     return WindowOut(**fields, active=row.enabled and window.is_active(app.clock()))
 
 
-def _delete_window(session: Session, window_id: int) -> bool:
-    table = maintenance_windows
-    stmt = sa.delete(table).where(table.c.id == window_id).returning(table.c.id)
-    return session.execute(stmt).first() is not None
-
-
 def _windows(app: AlertApp, db: Transactions) -> APIRouter:
     router = APIRouter(prefix="/maintenance-windows", tags=["maintenance windows"])
-    table = maintenance_windows
 
     async def save(spec: WindowSpec, window_id: int | None = None) -> WindowOut:
-        row = await db(lambda s: repository.save_window(s, spec, app.clock(), window_id))
+        row = await db(repository.save_window, spec.row(), app.clock(), window_id)
         if row is None:
             raise not_found("maintenance window", window_id)
         return _window_out(row, app)
@@ -199,12 +200,12 @@ def _windows(app: AlertApp, db: Transactions) -> APIRouter:
 
     @router.get("")
     async def list_windows() -> list[WindowOut]:
-        rows = await db(lambda s: list(s.execute(sa.select(table).order_by(table.c.id))))
-        return [_window_out(r, app) for r in rows]
+        return [_window_out(r, app) for r in await db.read(repository.list_windows)]
 
     @router.get("/{window_id}", responses=NOT_FOUND)
     async def get_window(window_id: RowId) -> WindowOut:
-        return _window_out(await _by_id(db, table, window_id, "maintenance window"), app)
+        row = await db.read(repository.get_window, window_id)
+        return _window_out(_found(row, "maintenance window", window_id), app)
 
     @router.put("/{window_id}", responses=NOT_FOUND)
     async def replace_window(window_id: RowId, spec: WindowSpec) -> WindowOut:
@@ -212,7 +213,7 @@ def _windows(app: AlertApp, db: Transactions) -> APIRouter:
 
     @router.delete("/{window_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND)
     async def delete_window(window_id: RowId) -> Response:
-        if not await db(lambda s: _delete_window(s, window_id)):
+        if not await db(repository.delete_window, window_id):
             raise not_found("maintenance window", window_id)
         return Response(status_code=status.HTTP_204_NO_CONTENT)
 

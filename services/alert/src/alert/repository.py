@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -21,8 +21,6 @@ from alert.models import (
     silences,
 )
 from alert.rules import RuleSpec
-from alert.schemas import ReceiverOut, ReceiverSpec, SilenceSpec, WindowSpec
-from tributary.logs import redact
 
 # -- rules --------------------------------------------------------------------------------
 
@@ -120,35 +118,20 @@ def missing_receivers(session: Session, names: Sequence[str]) -> list[str]:
     return sorted(set(names) - known)
 
 
-def receiver_out(row: Any) -> ReceiverOut:
-    config = row.config or {}
-    url = config.get("url")
-    return ReceiverOut(
-        id=row.id,
-        name=row.name,
-        kind=row.kind,
-        url=redact(url) if url else None,
-        timeout_seconds=config.get("timeout_seconds"),
-        header_names=sorted(config.get("headers") or {}),
-        has_hmac_secret=bool(row.secret),
-        to=config.get("to") or [],
-        subject_prefix=config.get("subject_prefix") or "",
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-    )
+def list_receivers(session: Session) -> list[Any]:
+    return list(session.execute(sa.select(receivers).order_by(receivers.c.id)))
+
+
+def get_receiver(session: Session, receiver_id: int) -> Any:
+    return session.execute(sa.select(receivers).where(receivers.c.id == receiver_id)).first()
 
 
 def save_receiver(
-    session: Session, spec: ReceiverSpec, now: datetime, receiver_id: int | None = None
+    session: Session, row: Mapping[str, Any], now: datetime, receiver_id: int | None = None
 ) -> Any:
-    values: dict[str, Any] = {
-        "name": spec.name,
-        "kind": spec.kind,
-        "config": spec.config(),
-        "updated_at": now,
-    }
-    if spec.hmac_secret is not None:
-        values["secret"] = spec.hmac_secret.get_secret_value() or None
+    """Insert (no ``receiver_id``) or replace a receiver from its column values; the row, or
+    None when ``receiver_id`` names none."""
+    values = {**row, "updated_at": now}
     if receiver_id is None:
         return session.execute(
             sa.insert(receivers).values(**values, created_at=now).returning(receivers)
@@ -159,6 +142,17 @@ def save_receiver(
         .values(**values)
         .returning(receivers)
     ).first()
+
+
+def delete_receiver(session: Session, receiver_id: int) -> tuple[bool, list[int]]:
+    """(whether it exists, ids of live rules using it); deleted only when none does."""
+    row = session.execute(sa.select(receivers.c.name).where(receivers.c.id == receiver_id)).first()
+    if row is None:
+        return False, []
+    users = receiver_in_use(session, row.name)
+    if not users:
+        session.execute(sa.delete(receivers).where(receivers.c.id == receiver_id))
+    return True, users
 
 
 def receiver_in_use(session: Session, name: str) -> list[int]:
@@ -177,16 +171,15 @@ def receiver_in_use(session: Session, name: str) -> list[int]:
 # -- silences and maintenance windows -----------------------------------------------------
 
 
-def insert_silence(session: Session, spec: SilenceSpec, now: datetime) -> Any:
-    values = {
-        "matchers": [m.model_dump() for m in spec.matchers],
-        "starts_at": spec.starts_at or now,
-        "ends_at": spec.ends_at,
-        "created_by": spec.created_by,
-        "comment": spec.comment,
-        "created_at": now,
-    }
+def insert_silence(session: Session, row: Mapping[str, Any], now: datetime) -> Any:
+    """A silence from its column values; it starts now unless ``starts_at`` says when."""
+    values = {"starts_at": now, **{k: v for k, v in row.items() if v is not None}}
+    values["created_at"] = now
     return session.execute(sa.insert(silences).values(**values).returning(silences)).first()
+
+
+def get_silence(session: Session, silence_id: int) -> Any:
+    return session.execute(sa.select(silences).where(silences.c.id == silence_id)).first()
 
 
 def list_silences(session: Session, active_at: datetime | None) -> list[Any]:
@@ -207,12 +200,27 @@ def expire_silence(session: Session, silence_id: int, now: datetime) -> Any:
     return session.execute(stmt).first()
 
 
+def list_windows(session: Session) -> list[Any]:
+    table = maintenance_windows
+    return list(session.execute(sa.select(table).order_by(table.c.id)))
+
+
+def get_window(session: Session, window_id: int) -> Any:
+    table = maintenance_windows
+    return session.execute(sa.select(table).where(table.c.id == window_id)).first()
+
+
+def delete_window(session: Session, window_id: int) -> bool:
+    table = maintenance_windows
+    stmt = sa.delete(table).where(table.c.id == window_id).returning(table.c.id)
+    return session.execute(stmt).first() is not None
+
+
 def save_window(
-    session: Session, spec: WindowSpec, now: datetime, window_id: int | None = None
+    session: Session, row: Mapping[str, Any], now: datetime, window_id: int | None = None
 ) -> Any:
-    values = spec.model_dump()
-    values["matchers"] = [m.model_dump() for m in spec.matchers]
-    values["updated_at"] = now
+    """Insert (no ``window_id``) or replace a maintenance window from its column values."""
+    values = {**row, "updated_at": now}
     table = maintenance_windows
     if window_id is None:
         return session.execute(

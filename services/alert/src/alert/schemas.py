@@ -58,6 +58,13 @@ class ReceiverSpec(BaseModel):
             raise ValueError("an email receiver needs at least one address in to")
         return self
 
+    def row(self) -> dict[str, Any]:
+        """Its column values (a secret only when given: omitted on update, it is kept)."""
+        values: dict[str, Any] = {"name": self.name, "kind": self.kind, "config": self.config()}
+        if self.hmac_secret is not None:
+            values["secret"] = self.hmac_secret.get_secret_value() or None
+        return values
+
     def config(self) -> dict[str, Any]:
         if self.kind == "webhook":
             return {
@@ -90,6 +97,16 @@ class SilenceSpec(BaseModel):
     ends_at: datetime
     created_by: str = Field("", max_length=200)
     comment: str = Field("", max_length=2000)
+
+    def row(self) -> dict[str, Any]:
+        """Its column values (``starts_at`` None: from when it is stored)."""
+        return {
+            "matchers": [m.model_dump() for m in self.matchers],
+            "starts_at": self.starts_at,
+            "ends_at": self.ends_at,
+            "created_by": self.created_by,
+            "comment": self.comment,
+        }
 
 
 class SilenceOut(BaseModel):
@@ -132,6 +149,12 @@ class WindowSpec(BaseModel):
         except (ZoneInfoNotFoundError, ValueError):
             raise ValueError(f"unknown time zone {value!r}") from None
         return value
+
+    def row(self) -> dict[str, Any]:
+        """Its column values."""
+        values = self.model_dump()
+        values["matchers"] = [m.model_dump() for m in self.matchers]
+        return values
 
 
 class WindowOut(WindowSpec):
