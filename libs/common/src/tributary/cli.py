@@ -24,7 +24,7 @@ from tributary.errors import ConfigError, ServiceCrashed
 from tributary.service import Service, migrate, run_once, run_service
 from tributary.streams.dlq import DeadLetters
 from tributary.streams.names import Keys
-from tributary.wire import printable
+from tributary.wire import printable_json
 
 #: exit status for bad configuration (as sysexits' EX_CONFIG would be too obscure)
 EXIT_CONFIG = 2
@@ -66,15 +66,7 @@ def describe_settings(settings: ServiceSettings) -> dict[str, object]:
 
 def _json_line(value: dict[str, Any]) -> str:
     """One JSON line; bytes of an entry that are not UTF-8 shown as ``\\xNN`` escapes."""
-    return json.dumps(_printable(value), ensure_ascii=False)
-
-
-def _printable(value: Any) -> Any:
-    if isinstance(value, str):
-        return printable(value)
-    if isinstance(value, dict):
-        return {printable(str(k)): _printable(v) for k, v in value.items()}
-    return value
+    return json.dumps(printable_json(value), ensure_ascii=False)
 
 
 async def _dlq(settings: ServiceSettings, args: argparse.Namespace) -> int:

@@ -21,7 +21,7 @@ from tributary import redis_client
 from tributary.errors import MalformedEvent
 from tributary.events import decode
 from tributary.streams.names import Keys
-from tributary.wire import printable
+from tributary.wire import printable_json
 
 #: seconds between consumer-group lag lines
 DEFAULT_LAG_EVERY_SECONDS = 5.0
@@ -41,8 +41,7 @@ def render_entry(stream: str, entry_id: str, fields: dict[str, str]) -> Text:
         event = decode(fields)
     except MalformedEvent as exc:
         line.append(f"MALFORMED ({exc}) ", style="bold red")
-        shown = {printable(k): printable(v) for k, v in fields.items()}
-        line.append(json.dumps(shown, sort_keys=True, ensure_ascii=False))
+        line.append(json.dumps(printable_json(fields), sort_keys=True, ensure_ascii=False))
         return line
     line.append(f"{event.type} ", style=f"bold {_colour(event.type)}")
     line.append(f"from {event.source} ")

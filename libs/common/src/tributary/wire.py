@@ -9,6 +9,7 @@ as ``\\xff`` escapes (``printable``).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from tributary.redis_client import ENCODING_ERRORS
 
@@ -58,3 +59,13 @@ def binary_fields(fields: Mapping[str, str]) -> dict[bytes, bytes]:
 def printable(text: str) -> str:
     """``text`` with every byte that is not UTF-8 shown as a ``\\xNN`` escape."""
     return to_bytes(text).decode("utf-8", "backslashreplace")
+
+
+def printable_json(value: Any) -> Any:
+    """``value`` (an entry's fields, or anything JSON made of them) with :func:`printable`
+    applied to every string in it, keys included: ready for ``json.dumps``."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {printable(str(k)): printable_json(v) for k, v in value.items()}
+    return value

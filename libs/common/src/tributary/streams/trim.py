@@ -72,7 +72,9 @@ async def safe_trim(
         cut = next_id(last if isinstance(last, str) else last.decode())
         trimmed = await _trim_below(redis, key, cut, floor)
         removed += trimmed
-        if trimmed == 0 or int(excess) <= TRIM_PAGE:
+        held_back = floor is not None and min_id(cut, floor) != cut
+        # a group's floor stopped it (no use asking again), or that was the last page
+        if held_back or trimmed == 0 or int(excess) <= TRIM_PAGE:
             return removed
 
 
