@@ -3,7 +3,7 @@
 BENCH_KEYS counters (default 1,000,000) across BENCH_MERCHANTS merchants
 (default 10,000) are written to Redis for one date, the way track_usage
 writes them (counter + per-date index), then aggregated by the service's own
-wiring (open_resources + create_app, default settings: index+scan discovery,
+wiring (open_resources + assemble, default settings: index+scan discovery,
 COPY staging, two writers, usage.aggregated events through the outbox). The
 floor is a plain binary COPY of the same rows into a table of the same shape
 (same primary key), measured in the same run.
@@ -30,7 +30,7 @@ import sqlalchemy as sa
 
 from aggregation.config import AggregationSettings
 from aggregation.keys import KeyFormat
-from aggregation.service import SERVICE, create_app
+from aggregation.service import SERVICE, assemble
 from tributary.db import make_engine
 from tributary.service import close_resources, migrate, open_resources
 
@@ -113,7 +113,7 @@ async def aggregate(schema: str, prefix: str) -> list[dict[str, Any]]:
     measured = []
     try:
         migrate(service, res.engine)
-        app = create_app(res)
+        app = assemble(res)
         try:
             for label in ("first run", "re-run, nothing changed"):
                 started = time.perf_counter()

@@ -104,7 +104,7 @@ def start_simulator(registrations: Path) -> subprocess.Popen[str]:
     return proc
 
 
-def register_all(res: Resources, settings: SnapshotSettings, path: Path) -> None:
+def register_all(res: Resources[SnapshotSettings], settings: SnapshotSettings, path: Path) -> None:
     box = SecretBox(settings.encryption_key)
     now = datetime.now(UTC)
     with res.sessions.begin() as session:
@@ -172,7 +172,7 @@ async def fetch_floor(servers: list[tuple[ApiUrl, str]]) -> tuple[float, float]:
 HISTORY_SERVERS = 10
 
 
-def generate_history(res: Resources, now: datetime) -> None:
+def generate_history(res: Resources[SnapshotSettings], now: datetime) -> None:
     """30 days: 5-minute snapshots for RAW_KEYS keys, hourly rollups for ROLLUP_KEYS keys."""
     end = floor_hour(now)
     start = end - timedelta(days=DAYS)
@@ -247,7 +247,7 @@ def generate_history(res: Resources, now: datetime) -> None:
         rebuild_totals(session, now)
 
 
-async def time_queries(res: Resources, app: Snapshot) -> dict[str, float]:
+async def time_queries(res: Resources[SnapshotSettings], app: Snapshot) -> dict[str, float]:
     parts = components(res, app)
     api = create_app("snapshot", Metrics(), routers=parts.routers)
     with res.engine.connect() as conn:

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -31,7 +32,7 @@ from tributary.migrate import alembic_config, check_migrations, is_up_to_date, r
 from tributary.service import Service
 
 #: (service, the metadata its models describe, database)
-CASES = [
+CASES: list[tuple[Service[Any, Any], sa.MetaData, str]] = [
     (aggregation.service.SERVICE, aggregation.models.metadata, "postgresql"),
     (alert.service.SERVICE, alert.models.metadata, "postgresql"),
     (gmail_fetch.service.SERVICE, gmail_fetch.models.metadata, "postgresql"),
@@ -67,7 +68,7 @@ def open_target(request: pytest.FixtureRequest, database: str) -> Iterator[Targe
     [pytest.param(*case, id=f"{case[0].name}-{case[2]}") for case in CASES],
 )
 def test_upgrade_matches_the_models_and_downgrade_removes_every_table(
-    service: Service, metadata: sa.MetaData, database: str, request: pytest.FixtureRequest
+    service: Service[Any, Any], metadata: sa.MetaData, database: str, request: pytest.FixtureRequest
 ) -> None:
     assert service.migrations is not None
     migrations, version_table = service.migrations, service.version_table

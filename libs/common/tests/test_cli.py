@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
+from typing import Any
 
 import pytest
 import redis
 
-from tributary.cli import main
+from tributary.cli import EXIT_CONFIG, Command, Invocation, main
 from tributary.streams.dlq import dead_letter_fields
 from tributary.streams.names import Keys
 from tributary_testing.sample_service import SERVICE, STREAM
@@ -52,3 +54,28 @@ def test_dlq_list_show_replay_purge(
     assert "purged 1" in capsys.readouterr().out
     assert client.xlen(env.dlq(STREAM)) == 1
     client.close()
+
+
+def _verb(seen: list[str]) -> Command[Any, Any]:
+    def run(inv: Invocation[Any, Any]) -> int:
+        seen.append(inv.args.word)
+        return 7
+
+    def arguments(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("word")
+
+    return Command("say", "a verb that needs no settings", run, arguments)
+
+
+def test_a_verb_runs_its_function_with_its_arguments_and_loads_settings_only_on_use(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("SAMPLE_BATCH_SIZE", "not a number")  # a broken configuration
+    seen: list[str] = []
+    assert main(SERVICE, ["say", "hello"], [_verb(seen)]) == 7
+    assert seen == ["hello"]
+    assert main(SERVICE, ["check-config"], [_verb(seen)]) == EXIT_CONFIG
+    assert "SAMPLE_BATCH_SIZE" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as unknown:
+        main(SERVICE, ["shout"], [_verb(seen)])
+    assert unknown.value.code == 2

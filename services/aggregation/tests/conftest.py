@@ -17,7 +17,7 @@ from aggregation.config import AggregationSettings
 from aggregation.keys import KeyFormat
 from aggregation.models import merchant_usage as usage
 from aggregation.reader import Batch
-from aggregation.service import SERVICE, AggregationApp, create_app
+from aggregation.service import SERVICE, AggregationApp, assemble
 from tributary.db import make_sessionmaker
 from tributary.outbox import stored_rows
 from tributary.service import Resources, Service, close_resources, migrate, open_resources
@@ -43,11 +43,11 @@ class AppFactory(Protocol):
         clock: Callable[[], datetime] | None = None,
         after_read: Callable[[Batch], Awaitable[None]] | None = None,
         **settings: Any,
-    ) -> tuple[Resources, AggregationApp]: ...
+    ) -> tuple[Resources[AggregationSettings], AggregationApp]: ...
 
 
 @pytest.fixture
-def service(pg_schema: str) -> Service:
+def service(pg_schema: str) -> Service[AggregationSettings, AggregationApp]:
     return dataclasses.replace(SERVICE, schema=pg_schema)
 
 
@@ -75,9 +75,11 @@ def clock() -> Clock:
 
 @pytest.fixture
 async def make_app(
-    service: Service, base_settings: dict[str, Any], clock: Clock
+    service: Service[AggregationSettings, AggregationApp],
+    base_settings: dict[str, Any],
+    clock: Clock,
 ) -> AsyncIterator[AppFactory]:
-    opened: list[tuple[Resources, AggregationApp]] = []
+    opened: list[tuple[Resources[AggregationSettings], AggregationApp]] = []
     migrated = False
 
     async def factory(
@@ -85,14 +87,14 @@ async def make_app(
         clock: Callable[[], datetime] | None = clock,
         after_read: Callable[[Batch], Awaitable[None]] | None = None,
         **settings: Any,
-    ) -> tuple[Resources, AggregationApp]:
+    ) -> tuple[Resources[AggregationSettings], AggregationApp]:
         nonlocal migrated
         config = AggregationSettings(**{**base_settings, **settings})
         res = await open_resources(service, config)
         if not migrated:
             migrate(service, res.engine)
             migrated = True
-        app = create_app(res, clock=clock or (lambda: datetime.now(UTC)), after_read=after_read)
+        app = assemble(res, clock=clock or (lambda: datetime.now(UTC)), after_read=after_read)
         opened.append((res, app))
         return res, app
 
@@ -103,7 +105,7 @@ async def make_app(
 
 
 @pytest.fixture
-async def app(make_app: AppFactory) -> tuple[Resources, AggregationApp]:
+async def app(make_app: AppFactory) -> tuple[Resources[AggregationSettings], AggregationApp]:
     return await make_app()
 
 

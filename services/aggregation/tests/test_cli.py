@@ -12,7 +12,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from aggregation.cli import COMMANDS
+from aggregation.config import AggregationSettings
 from aggregation.keys import KeyFormat
+from aggregation.service import AggregationApp
 from tributary import catalog
 from tributary.cli import main
 from tributary.service import Service
@@ -40,12 +42,12 @@ def populated(
     client.close()
 
 
-def run(service: Service, *argv: str) -> int:
+def run(service: Service[AggregationSettings, AggregationApp], *argv: str) -> int:
     return main(service, list(argv), COMMANDS)
 
 
 def test_a_range_writes_only_its_dates(
-    service: Service,
+    service: Service[AggregationSettings, AggregationApp],
     populated: list[date],
     pg_engine: Engine,
     capsys: pytest.CaptureFixture[str],
@@ -65,7 +67,11 @@ def test_a_range_writes_only_its_dates(
 
 
 def test_one_merchant_of_one_date_with_its_events_published(
-    service: Service, populated: list[date], pg_engine: Engine, redis_url: str, keys: Keys
+    service: Service[AggregationSettings, AggregationApp],
+    populated: list[date],
+    pg_engine: Engine,
+    redis_url: str,
+    keys: Keys,
 ) -> None:
     argv = ["aggregate", "--date", str(populated[3]), "--merchant", "m2", "--publish"]
     assert run(service, *argv) == 0
@@ -79,7 +85,9 @@ def test_one_merchant_of_one_date_with_its_events_published(
 
 
 def test_status_shows_each_date(
-    service: Service, populated: list[date], capsys: pytest.CaptureFixture[str]
+    service: Service[AggregationSettings, AggregationApp],
+    populated: list[date],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     assert run(service, "aggregate", "--date", str(DAY), "--no-progress") == 0
     capsys.readouterr()
@@ -109,7 +117,7 @@ def test_status_shows_each_date(
     ],
 )
 def test_bad_arguments_exit_2_with_a_reason(
-    service: Service,
+    service: Service[AggregationSettings, AggregationApp],
     populated: list[date],
     argv: list[str],
     message: str,
@@ -124,7 +132,10 @@ def test_bad_arguments_exit_2_with_a_reason(
 
 
 def test_once_runs_one_pass_even_with_the_scheduler_off(
-    service: Service, populated: list[date], pg_engine: Engine, monkeypatch: pytest.MonkeyPatch
+    service: Service[AggregationSettings, AggregationApp],
+    populated: list[date],
+    pg_engine: Engine,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("AGGREGATION_SCHEDULER_ENABLED", "false")
     assert run(service, "once") == 0
@@ -134,7 +145,7 @@ def test_once_runs_one_pass_even_with_the_scheduler_off(
 
 
 def test_a_missing_schema_or_an_unreachable_store_is_one_line_not_a_traceback(
-    service: Service,
+    service: Service[AggregationSettings, AggregationApp],
     populated: list[date],
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,

@@ -123,7 +123,7 @@ async def test_the_scheduler_is_leader_only_and_can_be_turned_off(
         ("scheduler", 30, True)
     ]
     assert parts.uses_outbox
-    for hook in parts.on_shutdown:
+    for hook in parts.release:
         await hook()
     off, _ = await make_app(scheduler_enabled=False)
     assert build(off).periodic == []

@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request, Response
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy.engine import Engine
 
+from alert.app import AlertApp
 from alert.clock import ManualClock
 from alert.config import AlertSettings
 from alert.service import SERVICE
@@ -66,12 +67,12 @@ def settings(postgres_url: str, redis_url: str, keys: Keys, pg_schema: str) -> A
 
 
 @pytest.fixture
-def service(settings: AlertSettings) -> Service:
+def service(settings: AlertSettings) -> Service[AlertSettings, AlertApp]:
     return SERVICE.configured(settings)
 
 
 @pytest.fixture
-def migrated(pg_engine: Engine, service: Service) -> Engine:
+def migrated(pg_engine: Engine, service: Service[AlertSettings, AlertApp]) -> Engine:
     migrate(service, pg_engine)
     return pg_engine
 
@@ -79,7 +80,7 @@ def migrated(pg_engine: Engine, service: Service) -> Engine:
 @pytest.fixture
 async def harness(
     settings: AlertSettings,
-    service: Service,
+    service: Service[AlertSettings, AlertApp],
     migrated: Engine,
     redis_client: aioredis.Redis,
     telemetry: Telemetry,

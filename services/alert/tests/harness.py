@@ -18,6 +18,7 @@ from pydantic import BaseModel
 from alert import repository
 from alert.app import AlertApp
 from alert.clock import ManualClock
+from alert.config import AlertSettings
 from alert.models import alert_events, notifications, rule_state
 from alert.rules import RuleSpec
 from alert.samples import EVENT_TYPES
@@ -38,7 +39,9 @@ def top_of_window() -> float:
 
 
 class Harness:
-    def __init__(self, res: Resources, clock: ManualClock, http: httpx.AsyncClient) -> None:
+    def __init__(
+        self, res: Resources[AlertSettings], clock: ManualClock, http: httpx.AsyncClient
+    ) -> None:
         self.res = res
         self.clock = clock
         self.http = http

@@ -18,7 +18,7 @@ from gmail_fetch import repository as repo
 from gmail_fetch.config import GmailFetchSettings
 from gmail_fetch.crypto import TokenCipher
 from gmail_fetch.models import message_cache
-from gmail_fetch.service import SERVICE
+from gmail_fetch.service import SERVICE, GmailFetch
 from simulators.gmail import GmailFake, GmailServer
 from tributary import catalog
 from tributary.config import load_settings
@@ -57,8 +57,8 @@ def make_settings(
 
 @dataclass
 class Harness:
-    res: Resources
-    parts: Components
+    res: Resources[GmailFetchSettings]
+    parts: Components[GmailFetch]
     settings: GmailFetchSettings
     gmail: GmailServer
     http: httpx.AsyncClient
@@ -136,6 +136,6 @@ async def open_harness(settings: GmailFetchSettings, gmail: GmailServer) -> Harn
 
 async def close_harness(harness: Harness) -> None:
     await harness.http.aclose()
-    for hook in harness.parts.on_shutdown:
+    for hook in harness.parts.release:
         await hook()
     await close_resources(harness.res)

@@ -30,11 +30,15 @@ class Harness:
     """The service's parts plus the simulator, moved together by one clock."""
 
     def __init__(
-        self, res: Resources, app: Snapshot, sim: OutlineSimulator, clock: ManualClock
+        self,
+        res: Resources[SnapshotSettings],
+        app: Snapshot,
+        sim: OutlineSimulator,
+        clock: ManualClock,
     ) -> None:
         self.res, self.app, self.sim, self.clock = res, app, sim, clock
         self.settings = app.settings
-        self.parts: Components = components(res, app, self.now)
+        self.parts: Components[Snapshot] = components(res, app, self.now)
         # drain() ends after one empty read: do not block a second on it
         app.runner.options = dataclasses.replace(app.runner.options, block_ms=20)
 

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 import pytest
+from cryptography.fernet import Fernet
 
 from simulators.outline import OutlineSimulator
 from snapshot.credentials import generate_key
@@ -72,3 +73,13 @@ async def test_bad_configuration_names_the_variable(env: dict[str, str]) -> None
     assert code == 2
     assert "SNAPSHOT_ENCRYPTION_KEY" in err
     assert "short" not in err
+
+
+async def test_generate_key_needs_no_configuration(env: dict[str, str]) -> None:
+    bare = {k: v for k, v in env.items() if k not in ("SNAPSHOT_ENCRYPTION_KEY", "DATABASE_URL")}
+    code, out, err = await _run(bare, "generate-key")
+    assert (code, err) == (0, "")
+    Fernet(out.strip().encode())  # a valid key
+    code, _, err = await _run(bare, "servers", "list")
+    assert code == 2
+    assert "ENCRYPTION_KEY" in err or "DATABASE_URL" in err

@@ -19,7 +19,7 @@ import signal
 import sys
 
 import tributary.migrate  # noqa: F401 - imported lazily by the service; warm it too
-from traffic_sync.__main__ import COMMANDS
+from traffic_sync.cli import COMMANDS
 from traffic_sync.flush import CHECKPOINTS, Checkpoint, no_checkpoint
 from traffic_sync.service import SERVICE, build
 from tributary.cli import main

@@ -3,7 +3,10 @@ the outbox relay and the HTTP surface, all stopped cleanly on SIGTERM/SIGINT.
 
 A service describes itself with a :class:`Service` (name, settings class,
 schema, migrations, event registry) and a ``build`` function that returns its
-:class:`Components` given the shared :class:`Resources`.
+:class:`Components` given the shared :class:`Resources`. The contract is generic
+over the service's settings type ``S`` and its application type ``A`` (the
+object ``build`` assembles): ``run``, ``once`` and the CLI verbs reach both
+through it, typed, without casts.
 """
 
 from __future__ import annotations
@@ -14,10 +17,10 @@ import dataclasses
 import logging
 import signal
 import socket
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import redis.asyncio as aioredis
 from fastapi import APIRouter
@@ -51,6 +54,10 @@ from tributary.telemetry import Telemetry, setup_telemetry
 log = logging.getLogger(__name__)
 
 Job = Callable[[], Awaitable[None]]
+#: a service's settings type
+S = TypeVar("S", bound=ServiceSettings)
+#: a service's application: whatever its ``build`` assembles
+A = TypeVar("A")
 
 
 @dataclass(frozen=True)
@@ -64,26 +71,30 @@ class Periodic:
 
 
 @dataclass
-class Components:
-    """What a service runs in its process."""
+class Components(Generic[A]):
+    """What a service runs in its process, and the application it was built around."""
 
+    #: the service's assembled parts (``once`` and the CLI verbs use them)
+    app: A
     runners: Sequence[StreamRunner] = ()
     periodic: Sequence[Periodic] = ()
     routers: Sequence[APIRouter] = ()
     checks: Sequence[ReadinessCheck] = ()
     #: extra long-running tasks: ``async def task(stop)``
     tasks: Sequence[Callable[[asyncio.Event], Coroutine[Any, Any, None]]] = ()
-    #: run before exit, after consumers stopped (e.g. a final flush)
+    #: ``run`` only: work to finish before exit, after consumers stopped (a final flush)
     on_shutdown: Sequence[Job] = ()
+    #: release what ``build`` opened (clients, pools), after ``run``, ``once`` or a verb
+    release: Sequence[Job] = ()
     uses_outbox: bool = False
 
 
 @dataclass
-class Resources:
+class Resources(Generic[S]):
     """Everything built once at start-up and handed to the service explicitly."""
 
-    settings: ServiceSettings
-    service: Service
+    settings: S
+    service: Service[S, Any]
     redis: aioredis.Redis
     engine: Engine
     sessions: sessionmaker[Session]
@@ -118,17 +129,17 @@ class Resources:
 
 
 @dataclass
-class Service:
+class Service(Generic[S, A]):
     name: str
-    settings_class: type[ServiceSettings]
-    build: Callable[[Resources], Components]
+    settings_class: type[S]
+    build: Callable[[Resources[S]], Components[A]]
     registry: Registry = field(default_factory=Registry)
     #: PostgreSQL schema of the service's tables (None: the database in the URL)
     schema: str | None = None
     #: Alembic script folder (None: the service has no tables)
     migrations: Path | None = None
     #: one cycle of the service's work, for ``once`` (cron / CronJob)
-    once: Callable[[Resources, Components], Awaitable[None]] | None = None
+    once: Callable[[Resources[S], Components[A]], Awaitable[None]] | None = None
     #: the outbox page renderers of its rendered pages, by name (its relay gets them)
     renderers: Renderers = field(default_factory=dict)
 
@@ -136,7 +147,7 @@ class Service:
     def version_table(self) -> str:
         return f"alembic_version_{self.name}"
 
-    def configured(self, settings: ServiceSettings) -> Service:
+    def configured(self, settings: S) -> Service[S, A]:
         """This service with ``DB_SCHEMA`` applied (tests and shared databases move it)."""
         if settings.db_schema and settings.db_schema != self.schema:
             return dataclasses.replace(self, schema=settings.db_schema)
@@ -149,7 +160,7 @@ def default_consumer_name(settings: ServiceSettings, slot: int = 0) -> str:
     return base if slot == 0 else f"{base}-{slot}"
 
 
-def migrate(service: Service, engine: Engine) -> None:
+def migrate(service: Service[Any, Any], engine: Engine) -> None:
     """Apply the service's migrations (idempotent)."""
     if service.migrations is None:
         return
@@ -159,7 +170,7 @@ def migrate(service: Service, engine: Engine) -> None:
     run_migrations(engine, service.migrations, service.schema, service.version_table)
 
 
-def _migrations_applied(service: Service, engine: Engine) -> Callable[[], bool]:
+def _migrations_applied(service: Service[Any, Any], engine: Engine) -> Callable[[], bool]:
     def applied() -> bool:
         if service.migrations is None:
             return True
@@ -172,7 +183,7 @@ def _migrations_applied(service: Service, engine: Engine) -> Callable[[], bool]:
     return applied
 
 
-async def open_resources(service: Service, settings: ServiceSettings) -> Resources:
+async def open_resources(service: Service[S, Any], settings: S) -> Resources[S]:
     """Connect to Redis and the database (bounded wait) and build the shared objects."""
     telemetry = setup_telemetry(service.name, settings.otel_exporter_otlp_endpoint, set_global=True)
     telemetry.instrument_redis()
@@ -187,13 +198,13 @@ async def open_resources(service: Service, settings: ServiceSettings) -> Resourc
 
 
 def assemble_resources(
-    service: Service,
-    settings: ServiceSettings,
+    service: Service[S, Any],
+    settings: S,
     redis: aioredis.Redis,
     engine: Engine,
     telemetry: Telemetry,
     consumer_name: str,
-) -> Resources:
+) -> Resources[S]:
     """The shared objects around already-open connections (tests pass their own)."""
     metrics = Metrics()
     keys = Keys(settings.stream_prefix)
@@ -219,7 +230,7 @@ def assemble_resources(
     )
 
 
-async def close_resources(res: Resources) -> None:
+async def close_resources(res: Resources[Any]) -> None:
     res.relay.close()
     await res.redis.aclose()
     res.engine.dispose()
@@ -237,7 +248,9 @@ async def _periodic_loop(periodic: Periodic, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), periodic.interval)
 
 
-def _tasks(res: Resources, parts: Components, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+def _tasks(
+    res: Resources[Any], parts: Components[Any], stop: asyncio.Event
+) -> list[asyncio.Task[None]]:
     tasks = [asyncio.create_task(r.run(stop), name=f"consume:{r.stream}") for r in parts.runners]
     for p in parts.periodic:
         coro = (
@@ -252,7 +265,7 @@ def _tasks(res: Resources, parts: Components, stop: asyncio.Event) -> list[async
     return tasks
 
 
-def _http_app(res: Resources, parts: Components) -> HttpServer:
+def _http_app(res: Resources[Any], parts: Components[Any]) -> HttpServer:
     checks = [
         redis_check(res.redis),
         database_check(res.engine),
@@ -289,9 +302,37 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
+@contextlib.asynccontextmanager
+async def started(
+    service: Service[S, A], settings: S, *, apply_migrations: bool = True
+) -> AsyncIterator[tuple[Resources[S], Components[A]]]:
+    """The service's resources opened, its migrations applied and its parts built; on
+    exit its ``release`` hooks run and the resources close. ``run``, ``once`` and every
+    CLI verb that needs the application start it this one way."""
+    res = await open_resources(service, settings)
+    try:
+        if apply_migrations:
+            await asyncio.to_thread(migrate, service, res.engine)
+        parts = service.build(res)
+        try:
+            yield res, parts
+        finally:
+            await _release(parts, settings.shutdown_timeout_seconds)
+    finally:
+        await close_resources(res)
+
+
+async def _release(parts: Components[Any], bound: float) -> None:
+    for hook in parts.release:
+        try:
+            await asyncio.wait_for(hook(), bound)
+        except Exception:
+            log.exception("releasing %s failed", getattr(hook, "__qualname__", hook))
+
+
 async def run_service(
-    service: Service,
-    settings: ServiceSettings,
+    service: Service[S, Any],
+    settings: S,
     stop: asyncio.Event | None = None,
     *,
     apply_migrations: bool = True,
@@ -301,11 +342,7 @@ async def run_service(
     configure_logging(settings.log_level, service.name)
     stop = stop or asyncio.Event()
     install_signal_handlers(stop)
-    res = await open_resources(service, settings)
-    try:
-        if apply_migrations:
-            await asyncio.to_thread(migrate, service, res.engine)
-        parts = service.build(res)
+    async with started(service, settings, apply_migrations=apply_migrations) as (res, parts):
         tune_gc()
         http = _http_app(res, parts) if settings.http_port else None
         if http is not None:
@@ -320,8 +357,6 @@ async def run_service(
         if http is not None:
             await http.stop()
         log.info("%s stopped", service.name)
-    finally:
-        await close_resources(res)
     if crashed is not None:
         raise ServiceCrashed(f"{crashed[0]} failed: {type(crashed[1]).__name__}: {crashed[1]}")
 
@@ -349,13 +384,10 @@ async def _wait_for_stop_or_crash(
     return crashed
 
 
-async def run_once(service: Service, settings: ServiceSettings) -> None:
+async def run_once(service: Service[S, Any], settings: S) -> None:
     """One cycle of the service's work, then exit (cron/CronJob friendly)."""
     configure_logging(settings.log_level, service.name)
-    res = await open_resources(service, settings)
-    try:
-        await asyncio.to_thread(migrate, service, res.engine)
-        parts = service.build(res)
+    async with started(service, settings) as (res, parts):
         if service.once is not None:
             await service.once(res, parts)
         else:
@@ -366,5 +398,3 @@ async def run_once(service: Service, settings: ServiceSettings) -> None:
         if parts.uses_outbox:
             while await res.relay.relay_once():
                 pass
-    finally:
-        await close_resources(res)

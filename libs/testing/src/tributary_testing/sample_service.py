@@ -46,9 +46,8 @@ effects = sa.Table(
 )
 
 
-def build(res: Resources) -> Components:
+def build(res: Resources[SampleSettings]) -> Components[None]:
     settings = res.settings
-    assert isinstance(settings, SampleSettings)
     metadata.create_all(res.engine)
     runner = res.runner(
         STREAM, RunnerOptions(batch_size=settings.batch_size, block_ms=100, claim_idle_ms=5_000)
@@ -67,10 +66,12 @@ def build(res: Resources) -> Components:
         await aprocess_once(res.sessions, res.service.name, [e.id for e in events], write)
         await asyncio.sleep(pause)
 
-    return Components(runners=[runner])
+    return Components(app=None, runners=[runner])
 
 
-SERVICE = Service(name="sample", settings_class=SampleSettings, build=build, schema="sample")
+SERVICE: Service[SampleSettings, None] = Service(
+    name="sample", settings_class=SampleSettings, build=build, schema="sample"
+)
 
 if __name__ == "__main__":
     sys.exit(main(SERVICE))

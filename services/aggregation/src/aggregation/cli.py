@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from dataclasses import asdict
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, cast
+from typing import Any
 
 import sqlalchemy as sa
 from redis.exceptions import RedisError
@@ -38,12 +38,12 @@ from aggregation import repository as repo
 from aggregation.aggregator import BUSY, RunResult
 from aggregation.config import AggregationSettings
 from aggregation.keys import check_name, parse_date
-from aggregation.service import AggregationApp, create_app
-from tributary.cli import Command
+from aggregation.service import AggregationApp
+from tributary.cli import Command, Invocation
 from tributary.config import ServiceSettings
-from tributary.db import make_engine, make_sessionmaker
 from tributary.logs import configure_logging, redact
-from tributary.service import Service, close_resources, migrate, open_resources
+
+AggregationInvocation = Invocation[AggregationSettings, AggregationApp]
 
 #: longest range one ``aggregate --from --to`` accepts, in days
 MAX_RANGE_DAYS = 366
@@ -155,18 +155,11 @@ async def _run_dates(
     return results
 
 
-async def _aggregate(
-    service: Service, settings: AggregationSettings, days: list[date], args: argparse.Namespace
-) -> list[RunResult]:
-    res = await open_resources(service, settings)
-    try:
-        await asyncio.to_thread(migrate, service, res.engine)
-        app = create_app(res)
-        try:
-            show = not args.no_progress and sys.stderr.isatty()
-            results = await _run_dates(app, days, args.merchant, show)
-        finally:
-            await app.aclose()
+async def _aggregate(inv: AggregationInvocation, days: list[date]) -> list[RunResult]:
+    args = inv.args
+    async with inv.started() as (res, parts):
+        show = not args.no_progress and sys.stderr.isatty()
+        results = await _run_dates(parts.app, days, args.merchant, show)
         if args.publish:
             while await res.relay.relay_once():
                 pass
@@ -177,8 +170,6 @@ async def _aggregate(
                 file=sys.stderr,
             )
         return results
-    finally:
-        await close_resources(res)
 
 
 def _print_results(results: Sequence[RunResult], as_json: bool) -> None:
@@ -226,19 +217,20 @@ def exit_status(results: Sequence[RunResult]) -> int:
     return EXIT_PARTIAL if repo.PARTIAL in statuses else EXIT_OK
 
 
-def aggregate_command(service: Service, settings: ServiceSettings, args: argparse.Namespace) -> int:
+def aggregate_command(inv: AggregationInvocation) -> int:
+    name = inv.base.name
     try:
-        days = dates_of(args, datetime.now(UTC).date())
+        days = dates_of(inv.args, datetime.now(UTC).date())
     except ValueError as exc:
-        print(f"{service.name} aggregate: {exc}", file=sys.stderr)
+        print(f"{name} aggregate: {exc}", file=sys.stderr)
         return 2
-    configure_logging(_cli_log_level(settings), service.name)
+    configure_logging(_cli_log_level(inv.settings), name)
     try:
-        results = asyncio.run(_aggregate(service, cast(AggregationSettings, settings), days, args))
+        results = asyncio.run(_aggregate(inv, days))
     except _UNAVAILABLE as exc:
-        print(f"{service.name} aggregate: {_describe(exc)}", file=sys.stderr)
+        print(f"{name} aggregate: {_describe(exc)}", file=sys.stderr)
         return EXIT_FAILED
-    _print_results(results, args.json)
+    _print_results(results, inv.args.json)
     return exit_status(results)
 
 
@@ -262,26 +254,21 @@ def _cli_log_level(settings: ServiceSettings) -> str:
 # -- status -----------------------------------------------------------------------
 
 
-def _status(
-    service: Service, settings: ServiceSettings, args: argparse.Namespace
-) -> dict[str, Any]:
-    engine = make_engine(settings.database_url, schema=service.schema, pool_size=1)
-    try:
-        with make_sessionmaker(engine)() as session:
-            if args.date is None:
-                today = datetime.now(UTC).date()
-                days = repo.list_days(session, today - timedelta(days=args.days - 1), today)
-                return {"days": [asdict(d) for d in days]}
-            day = repo.get_day(session, args.date)
-            runs = repo.list_runs(session, day=args.date, limit=5)
-            errors = repo.list_run_errors(session, runs[0].id, 20) if runs else []
-            return {
-                "days": [asdict(day)] if day else [],
-                "runs": [asdict(r) for r in runs],
-                "malformed": [asdict(m) for m in errors],
-            }
-    finally:
-        engine.dispose()
+def _status(inv: AggregationInvocation) -> dict[str, Any]:
+    args = inv.args
+    with inv.sessions() as sessions, sessions() as session:
+        if args.date is None:
+            today = datetime.now(UTC).date()
+            days = repo.list_days(session, today - timedelta(days=args.days - 1), today)
+            return {"days": [asdict(d) for d in days]}
+        day = repo.get_day(session, args.date)
+        runs = repo.list_runs(session, day=args.date, limit=5)
+        errors = repo.list_run_errors(session, runs[0].id, 20) if runs else []
+        return {
+            "days": [asdict(day)] if day else [],
+            "runs": [asdict(r) for r in runs],
+            "malformed": [asdict(m) for m in errors],
+        }
 
 
 def _print_status(status: dict[str, Any]) -> None:
@@ -343,33 +330,34 @@ def _when(value: datetime | None) -> str:
     return "-" if value is None else value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%SZ")
 
 
-def status_command(service: Service, settings: ServiceSettings, args: argparse.Namespace) -> int:
-    if args.days < 1:
-        print(f"{service.name} status: --days must be at least 1", file=sys.stderr)
+def status_command(inv: AggregationInvocation) -> int:
+    name = inv.base.name
+    if inv.args.days < 1:
+        print(f"{name} status: --days must be at least 1", file=sys.stderr)
         return 2
     try:
-        status = _status(service, settings, args)
+        status = _status(inv)
     except _UNAVAILABLE as exc:
-        print(f"{service.name} status: {_describe(exc)}", file=sys.stderr)
+        print(f"{name} status: {_describe(exc)}", file=sys.stderr)
         return EXIT_FAILED
-    if args.json:
+    if inv.args.json:
         print(json.dumps(status, default=str))
     else:
         _print_status(status)
     return 0
 
 
-COMMANDS: list[Command] = [
-    (
+COMMANDS: list[Command[AggregationSettings, AggregationApp]] = [
+    Command(
         "aggregate",
         "aggregate one date, a range or one merchant now",
-        add_aggregate_arguments,
         aggregate_command,
+        add_aggregate_arguments,
     ),
-    (
+    Command(
         "status",
         "per-date status: aggregated at, keys, rows, final, errors",
-        add_status_arguments,
         status_command,
+        add_status_arguments,
     ),
 ]

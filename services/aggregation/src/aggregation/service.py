@@ -6,7 +6,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import cast
 
 import redis.asyncio as aioredis
 
@@ -59,13 +58,13 @@ class AggregationApp:
         await self.client.aclose()
 
 
-def create_app(
-    res: Resources,
+def assemble(
+    res: Resources[AggregationSettings],
     *,
     clock: Clock = utc_now,
     after_read: Callable[[Batch], Awaitable[None]] | None = None,
 ) -> AggregationApp:
-    settings = cast(AggregationSettings, res.settings)
+    settings = res.settings
     client = CounterClient(settings.redis_url.get_secret_value())
     keys = KeyFormat(settings.stream_prefix)
     reader = CounterReader(
@@ -116,8 +115,8 @@ def create_app(
     return AggregationApp(settings, aggregator, scheduler, client, keys, metrics)
 
 
-def build(res: Resources) -> Components:
-    app = create_app(res)
+def build(res: Resources[AggregationSettings]) -> Components[AggregationApp]:
+    app = assemble(res)
 
     async def tick() -> None:
         await app.scheduler.tick()
@@ -128,23 +127,20 @@ def build(res: Resources) -> Components:
         else []
     )
     return Components(
+        app=app,
         periodic=periodic,
         routers=[router(res.sessions)],
-        on_shutdown=[app.aclose],
+        release=[app.aclose],
         uses_outbox=True,
     )
 
 
-async def once(res: Resources, parts: Components) -> None:
+async def once(res: Resources[AggregationSettings], parts: Components[AggregationApp]) -> None:
     """One scheduled pass (today, yesterday, unfinished dates, due retries), scheduler or not."""
-    app = create_app(res)
-    try:
-        await app.scheduler.tick(force_pass=True)
-    finally:
-        await app.aclose()
+    await parts.app.scheduler.tick(force_pass=True)
 
 
-SERVICE = Service(
+SERVICE: Service[AggregationSettings, AggregationApp] = Service(
     name=NAME,
     settings_class=AggregationSettings,
     build=build,

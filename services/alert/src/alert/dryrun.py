@@ -14,6 +14,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from alert.app import AlertApp
+from alert.config import AlertSettings
 from alert.engine import BatchOutcome
 from alert.evaluation import Transition
 from alert.samples import SOURCES, Sample, SampleError, sample_of
@@ -27,7 +28,7 @@ from tributary.streams import client
 DEFAULT_PEEK = 10_000
 
 
-async def _last_delivered(res: Resources, key: str, group: str) -> str | None:
+async def _last_delivered(res: Resources[AlertSettings], key: str, group: str) -> str | None:
     try:
         groups = await res.redis.xinfo_groups(key)
     except ResponseError:  # no such stream yet
@@ -39,7 +40,7 @@ async def _last_delivered(res: Resources, key: str, group: str) -> str | None:
 
 
 async def peek_samples(
-    res: Resources, app: AlertApp, count: int = DEFAULT_PEEK
+    res: Resources[AlertSettings], app: AlertApp, count: int = DEFAULT_PEEK
 ) -> tuple[list[Sample], int]:
     """Samples not yet delivered to the group, and how many entries could not be samples."""
     samples: list[Sample] = []
@@ -82,10 +83,8 @@ def evaluate_without_effects(
     return outcome, tick
 
 
-async def dry_run(res: Resources, parts: Components) -> None:
-    app: AlertApp | None = getattr(parts, "app", None)
-    if app is None:
-        raise TypeError("dry run needs the alert service's components")
+async def dry_run(res: Resources[AlertSettings], parts: Components[AlertApp]) -> None:
+    app = parts.app
     started = time.perf_counter()
     samples, errors = await peek_samples(res, app)
     outcome, tick = await asyncio.to_thread(evaluate_without_effects, app, samples)

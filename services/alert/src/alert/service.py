@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -32,27 +31,15 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 PURGE_INTERVAL_SECONDS = 3600.0
 
 
-@dataclass
-class AlertComponents(Components):
-    app: AlertApp | None = None
-
-
-def settings_of(res: Resources) -> AlertSettings:
-    settings = res.settings
-    if not isinstance(settings, AlertSettings):
-        raise TypeError(f"alert needs AlertSettings, got {type(settings).__name__}")
-    return settings
-
-
 def assemble(
-    res: Resources,
+    res: Resources[AlertSettings],
     *,
     clock: Clock = utc_now,
     http_client: httpx.AsyncClient | None = None,
     jitter: Callable[[], float] = random.random,
 ) -> AlertApp:
     """The service's parts; tests inject a clock and an HTTP client."""
-    settings = settings_of(res)
+    settings = res.settings
     cache = RuleCache()
     emitter = Emitter(res.telemetry.tracer, res.service.registry, clock)
     metrics = AlertMetrics(res.metrics.registry)
@@ -97,10 +84,11 @@ def assemble(
     return app
 
 
-def build(res: Resources) -> Components:
+def build(res: Resources[AlertSettings]) -> Components[AlertApp]:
     app = assemble(res)
     settings = app.settings
-    return AlertComponents(
+    return Components(
+        app=app,
         runners=list(app.runners.values()),
         periodic=[
             Periodic("tick", settings.tick_interval_seconds, app.tick),
@@ -109,11 +97,10 @@ def build(res: Resources) -> Components:
         routers=[api.router(app)],
         tasks=[app.notifier.run],
         uses_outbox=True,
-        app=app,
     )
 
 
-SERVICE = Service(
+SERVICE: Service[AlertSettings, AlertApp] = Service(
     name=NAME,
     settings_class=AlertSettings,
     build=build,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from gmail_fetch.commands import COMMANDS
+from gmail_fetch.cli import COMMANDS
 from gmail_fetch.service import SERVICE
 from tributary.cli import main
 

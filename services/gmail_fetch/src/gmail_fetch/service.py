@@ -4,8 +4,8 @@ outbox relay of job events, and the HTTP API."""
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
 
 from gmail_fetch import api, handlers
 from gmail_fetch.config import GmailFetchSettings
@@ -16,7 +16,7 @@ from gmail_fetch.metrics import GmailMetrics
 from gmail_fetch.quota import QuotaBucket
 from tributary import catalog
 from tributary.service import Components, Resources, Service
-from tributary.streams.runner import RunnerOptions
+from tributary.streams.runner import RunnerOptions, StreamRunner
 from tributary.transactions import Transactions
 
 NAME = "gmail_fetch"
@@ -40,8 +40,21 @@ def runner_options(settings: GmailFetchSettings) -> RunnerOptions:
     )
 
 
-def build_job_runner(res: Resources) -> tuple[JobRunner, GmailExecutor]:
-    settings = cast(GmailFetchSettings, res.settings)
+@dataclass
+class GmailFetch:
+    """The service's parts: the job runner, its Gmail executor and its stream runner."""
+
+    jobs: JobRunner
+    executor: GmailExecutor
+    runner: StreamRunner
+
+    async def close_executor(self) -> None:
+        # waits for requests still in flight (bounded by the HTTP timeout) off the loop
+        await asyncio.to_thread(self.executor.close)
+
+
+def assemble(res: Resources[GmailFetchSettings]) -> GmailFetch:
+    settings = res.settings
     metrics = GmailMetrics(res.metrics.registry)
     executor = GmailExecutor(settings.max_inflight_requests, settings.http_timeout_seconds)
     cipher = TokenCipher(settings.encryption_keys())
@@ -54,28 +67,28 @@ def build_job_runner(res: Resources) -> tuple[JobRunner, GmailExecutor]:
         metrics,
         res.telemetry.tracer,
     )
-    return jobs, executor
-
-
-def build(res: Resources) -> Components:
-    settings = cast(GmailFetchSettings, res.settings)
-    jobs, executor = build_job_runner(res)
     runner = res.runner(catalog.GMAIL_JOBS, runner_options(settings))
     handlers.register(runner, jobs)
+    return GmailFetch(jobs, executor, runner)
+
+
+def build(res: Resources[GmailFetchSettings]) -> Components[GmailFetch]:
+    app = assemble(res)
     router = api.make_router(
-        settings, Transactions(res.sessions, after_commit=res.relay.wake), res.telemetry.tracer
+        res.settings,
+        Transactions(res.sessions, after_commit=res.relay.wake),
+        res.telemetry.tracer,
     )
-
-    async def close_executor() -> None:
-        # waits for requests still in flight (bounded by the HTTP timeout) off the loop
-        await asyncio.to_thread(executor.close)
-
     return Components(
-        runners=[runner], routers=[router], on_shutdown=[close_executor], uses_outbox=True
+        app=app,
+        runners=[app.runner],
+        routers=[router],
+        release=[app.close_executor],
+        uses_outbox=True,
     )
 
 
-SERVICE = Service(
+SERVICE: Service[GmailFetchSettings, GmailFetch] = Service(
     name=NAME,
     settings_class=GmailFetchSettings,
     build=build,

@@ -13,14 +13,12 @@ import argparse
 import asyncio
 import json
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import IO, Any
 
 from fastapi.encoders import jsonable_encoder
-from sqlalchemy.orm import Session, sessionmaker
 
 from snapshot import repository as repo
 from snapshot.config import SnapshotSettings
@@ -34,25 +32,16 @@ from snapshot.servers import (
     register_server,
     set_active,
 )
-from tributary.cli import Command
-from tributary.config import ServiceSettings
-from tributary.db import make_engine, make_sessionmaker, wait_for_db
-from tributary.service import Service, close_resources, migrate, open_resources
+from snapshot.service import Snapshot
+from tributary.cli import Command, Invocation
+
+SnapshotInvocation = Invocation[SnapshotSettings, Snapshot]
+#: how long a verb waits for the database, in seconds
+DB_WAIT_SECONDS = 30.0
 
 
 def _print(value: Any) -> None:
     print(json.dumps(jsonable_encoder(value)))
-
-
-@contextmanager
-def _sessions(service: Service, settings: ServiceSettings) -> Iterator[sessionmaker[Session]]:
-    engine = make_engine(settings.database_url, schema=service.schema, pool_size=2)
-    try:
-        wait_for_db(engine, timeout=30)
-        migrate(service, engine)
-        yield make_sessionmaker(engine)
-    finally:
-        engine.dispose()
 
 
 def _now() -> datetime:
@@ -93,9 +82,9 @@ def _servers_arguments(parser: argparse.ArgumentParser) -> None:
         one.add_argument("server", help="server id or name")
 
 
-def _servers(service: Service, settings: ServiceSettings, args: argparse.Namespace) -> int:
-    assert isinstance(settings, SnapshotSettings)
-    with _sessions(service, settings) as sessions:
+def _servers(inv: SnapshotInvocation) -> int:
+    settings, args = inv.settings, inv.args
+    with inv.sessions(wait_s=DB_WAIT_SECONDS, migrate_first=True) as sessions:
         if args.action == "list":
             with sessions() as session:
                 for row in repo.list_servers(session, include_inactive=args.all):
@@ -128,45 +117,37 @@ def _collect_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-async def _collect_async(service: Service, settings: ServiceSettings, refs: list[str]) -> int:
-    from snapshot.service import assemble
-
-    res = await open_resources(service, settings)
-    try:
-        await asyncio.to_thread(migrate, service, res.engine)
-        app = assemble(res)
+async def _collect_async(inv: SnapshotInvocation) -> int:
+    async with inv.started() as (res, parts):
         status = 0
-        for ref in refs:
+        for ref in inv.args.server:
             with res.sessions() as session:
                 row = repo.find_server(session, ref)
             if row is None:
                 print(f"snapshot: no server {ref!r}", file=sys.stderr)
                 status = 1
                 continue
-            outcome = await app.collector.collect(row.id)
+            outcome = await parts.app.collector.collect(row.id)
             _print({"server": row.id, **outcome.__dict__})
             status = status or (0 if outcome.status == "collected" else 1)
-        await app.clients.aclose()
         return status
-    finally:
-        await close_resources(res)
 
 
-def _collect(service: Service, settings: ServiceSettings, args: argparse.Namespace) -> int:
-    return asyncio.run(_collect_async(service, settings, args.server))
+def _collect(inv: SnapshotInvocation) -> int:
+    return asyncio.run(_collect_async(inv))
 
 
-def _no_arguments(parser: argparse.ArgumentParser) -> None:
-    return None
-
-
-def _generate_key(service: Service, settings: ServiceSettings, args: argparse.Namespace) -> int:
+def _generate_key(inv: SnapshotInvocation) -> int:
+    """Needs no configuration: it makes the key the configuration needs."""
     print(generate_key())
     return 0
 
 
-def _rebuild(service: Service, settings: ServiceSettings, args: argparse.Namespace) -> int:
-    with _sessions(service, settings) as sessions, sessions.begin() as session:
+def _rebuild(inv: SnapshotInvocation) -> int:
+    with (
+        inv.sessions(wait_s=DB_WAIT_SECONDS, migrate_first=True) as sessions,
+        sessions.begin() as session,
+    ):
         rebuild_totals(session, _now())
     _print({"rebuilt": True})
     return 0
@@ -182,34 +163,26 @@ def _report_rejected(number: int, reason: str) -> None:
     print(f"snapshot: line {number}: {reason}", file=sys.stderr)
 
 
-def _history(service: Service, settings: ServiceSettings, args: argparse.Namespace) -> int:
+def _history(inv: SnapshotInvocation) -> int:
+    args = inv.args
     try:
         source: IO[bytes] = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")  # noqa: SIM115
     except OSError as exc:
         print(f"snapshot: cannot read {args.file}: {exc.strerror}", file=sys.stderr)
         return 2
-    with source if args.file != "-" else nullcontext(source), _sessions(service, settings) as s:
+    with (
+        source if args.file != "-" else nullcontext(source),
+        inv.sessions(wait_s=DB_WAIT_SECONDS, migrate_first=True) as s,
+    ):
         summary = import_history(s, source, _now(), _report_rejected)
     _print(asdict(summary))
     return 1 if summary.rejected else 0
 
 
-Handler = Callable[[Service, ServiceSettings, argparse.Namespace], int]
-
-COMMANDS: list[Command] = [
-    ("servers", "register, list, deactivate Outline servers", _servers_arguments, _servers),
-    ("collect", "collect servers now (ignores backoff)", _collect_arguments, _collect),
-    (
-        "generate-key",
-        "print a new Fernet key for SNAPSHOT_ENCRYPTION_KEY",
-        _no_arguments,
-        _generate_key,
-    ),
-    (
-        "rebuild-totals",
-        "recompute the 24h/7d/30d window totals from history",
-        _no_arguments,
-        _rebuild,
-    ),
-    ("history", "import hourly usage history of known keys", _history_arguments, _history),
+COMMANDS: list[Command[SnapshotSettings, Snapshot]] = [
+    Command("servers", "register, list, deactivate Outline servers", _servers, _servers_arguments),
+    Command("collect", "collect servers now (ignores backoff)", _collect, _collect_arguments),
+    Command("generate-key", "print a new Fernet key for SNAPSHOT_ENCRYPTION_KEY", _generate_key),
+    Command("rebuild-totals", "recompute the 24h/7d/30d window totals from history", _rebuild),
+    Command("history", "import hourly usage history of known keys", _history, _history_arguments),
 ]

@@ -72,15 +72,11 @@ def runner_options(settings: SnapshotSettings) -> RunnerOptions:
     )
 
 
-_BUILT: dict[int, Snapshot] = {}
-
-
 def assemble(
-    res: Resources, clock: Clock = system_clock, rng: random.Random | None = None
+    res: Resources[SnapshotSettings], clock: Clock = system_clock, rng: random.Random | None = None
 ) -> Snapshot:
     """Build the service's parts (tests pass their own clock)."""
     settings = res.settings
-    assert isinstance(settings, SnapshotSettings)
     res.telemetry.provider.add_span_processor(RedactUrlSpans())
     metrics = SnapshotMetrics(res.metrics.registry)
     clients = OutlineClients(
@@ -117,13 +113,16 @@ def assemble(
     return Snapshot(settings, clients, collector, scheduler, maintenance, analysis, runner, metrics)
 
 
-def components(res: Resources, app: Snapshot, clock: Clock = system_clock) -> Components:
+def components(
+    res: Resources[SnapshotSettings], app: Snapshot, clock: Clock = system_clock
+) -> Components[Snapshot]:
     s = app.settings
 
     async def tick() -> None:
         await app.scheduler.tick()
 
     return Components(
+        app=app,
         runners=[app.runner],
         periodic=[
             Periodic("tick", s.collect_interval_seconds, tick),
@@ -135,30 +134,25 @@ def components(res: Resources, app: Snapshot, clock: Clock = system_clock) -> Co
             servers_router(res.sessions, SecretBox(s.encryption_key), clock),
             analytics_router(res.sessions, clock, res.redis, res.keys),
         ],
-        on_shutdown=[app.clients.aclose],
+        release=[app.clients.aclose],
         uses_outbox=True,
     )
 
 
-def build(res: Resources) -> Components:
-    app = assemble(res)
-    _BUILT[id(res)] = app
-    return components(res, app)
+def build(res: Resources[SnapshotSettings]) -> Components[Snapshot]:
+    return components(res, assemble(res))
 
 
-async def once(res: Resources, parts: Components) -> None:
+async def once(res: Resources[SnapshotSettings], parts: Components[Snapshot]) -> None:
     """One cycle: tick, collect every server, then upkeep and analysis."""
-    app = _BUILT.pop(id(res))
-    try:
-        await app.scheduler.tick()
-        await app.runner.run(burst=True)
-        await app.maintain()
-        await app.analyse()
-    finally:
-        await app.clients.aclose()
+    app = parts.app
+    await app.scheduler.tick()
+    await app.runner.run(burst=True)
+    await app.maintain()
+    await app.analyse()
 
 
-SERVICE = Service(
+SERVICE: Service[SnapshotSettings, Snapshot] = Service(
     name="snapshot",
     settings_class=SnapshotSettings,
     build=build,

@@ -7,6 +7,7 @@ import asyncio
 import logging
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from traffic_sync.api import make_router
 from traffic_sync.config import TrafficSyncSettings
@@ -26,16 +27,10 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 FINAL_FLUSH_SHARE = 0.8
 
 
-def settings_of(res: Resources) -> TrafficSyncSettings:
-    settings = res.settings
-    if not isinstance(settings, TrafficSyncSettings):
-        raise TypeError("traffic_sync needs TrafficSyncSettings")
-    return settings
-
-
-def make_flusher(
-    res: Resources, settings: TrafficSyncSettings, checkpoint: Checkpoint = no_checkpoint
+def assemble(
+    res: Resources[TrafficSyncSettings], checkpoint: Checkpoint = no_checkpoint
 ) -> Flusher:
+    settings = res.settings
     mover = Mover(
         res.redis,
         TrafficKeys(res.keys),
@@ -61,7 +56,7 @@ def make_flusher(
     )
 
 
-async def final_flush(res: Resources, flusher: Flusher, budget: float) -> None:
+async def final_flush(res: Resources[Any], flusher: Flusher, budget: float) -> None:
     """Flush what the writers left since the last cycle, then publish its events.
 
     Bounded by ``budget`` seconds: whatever is cut off stays in Redis (moved
@@ -78,16 +73,19 @@ async def final_flush(res: Resources, flusher: Flusher, budget: float) -> None:
         log.exception("final flush failed; the data stays in Redis for the next start")
 
 
-def build(res: Resources, checkpoint: Checkpoint = no_checkpoint) -> Components:
+def build(
+    res: Resources[TrafficSyncSettings], checkpoint: Checkpoint = no_checkpoint
+) -> Components[Flusher]:
     """The service's parts; ``checkpoint`` is the flush's fault-injection hook (tests only)."""
-    settings = settings_of(res)
-    flusher = make_flusher(res, settings, checkpoint)
+    settings = res.settings
+    flusher = assemble(res, checkpoint)
 
     async def on_shutdown() -> None:
         budget = settings.shutdown_timeout_seconds * FINAL_FLUSH_SHARE
         await final_flush(res, flusher, budget)
 
     return Components(
+        app=flusher,
         periodic=[Periodic("flush", settings.interval_seconds, flusher.run_cycle)],
         routers=[make_router(res.sessions, res.redis, TrafficKeys(res.keys))],
         on_shutdown=[on_shutdown],
@@ -95,7 +93,7 @@ def build(res: Resources, checkpoint: Checkpoint = no_checkpoint) -> Components:
     )
 
 
-SERVICE = Service(
+SERVICE: Service[TrafficSyncSettings, Flusher] = Service(
     name=NAME,
     settings_class=TrafficSyncSettings,
     build=build,

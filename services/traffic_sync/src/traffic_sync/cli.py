@@ -1,4 +1,4 @@
-"""``python -m traffic_sync status``: the last flush, totals, and what is waiting."""
+"""traffic_sync's own verb, ``status``: the last flush, totals, and what is waiting."""
 
 from __future__ import annotations
 
@@ -7,14 +7,16 @@ import asyncio
 import json
 from typing import Any
 
+from sqlalchemy.orm import Session, sessionmaker
+
 from traffic_sync import repository
 from traffic_sync.config import TrafficSyncSettings
 from traffic_sync.counters import TrafficKeys
+from traffic_sync.flush import Flusher
 from traffic_sync.mover import Mover
 from tributary import redis_client
+from tributary.cli import Command, Invocation
 from tributary.config import ServiceSettings
-from tributary.db import make_engine, make_sessionmaker
-from tributary.service import Service
 from tributary.streams.names import Keys
 
 
@@ -33,22 +35,18 @@ async def redis_status(settings: ServiceSettings, scan: bool) -> dict[str, Any]:
         await redis.aclose()
 
 
-def database_status(service: Service, settings: ServiceSettings) -> dict[str, Any]:
-    engine = make_engine(settings.database_url, schema=service.schema, pool_size=1)
-    try:
-        with make_sessionmaker(engine)() as session:
-            summary = repository.ledger_summary(session)
-            return {
-                "last_batch_applied_at": summary.last_applied_at.isoformat()
-                if summary.last_applied_at
-                else None,
-                "batches_in_ledger": summary.batches,
-                "nodes_flushed_in_ledger": summary.nodes,
-                "rejected_nodes_in_ledger": summary.rejected,
-                "recent_rejects": repository.recent_rejects(session, 10),
-            }
-    finally:
-        engine.dispose()
+def database_status(sessions: sessionmaker[Session]) -> dict[str, Any]:
+    with sessions() as session:
+        summary = repository.ledger_summary(session)
+        return {
+            "last_batch_applied_at": summary.last_applied_at.isoformat()
+            if summary.last_applied_at
+            else None,
+            "batches_in_ledger": summary.batches,
+            "nodes_flushed_in_ledger": summary.nodes,
+            "rejected_nodes_in_ledger": summary.rejected,
+            "recent_rejects": repository.recent_rejects(session, 10),
+        }
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -57,9 +55,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def status(service: Service, settings: ServiceSettings, args: argparse.Namespace) -> int:
-    assert isinstance(settings, TrafficSyncSettings)
-    report = asyncio.run(redis_status(settings, scan=not args.no_scan))
-    report.update(database_status(service, settings))
+def status(inv: Invocation[TrafficSyncSettings, Flusher]) -> int:
+    report = asyncio.run(redis_status(inv.settings, scan=not inv.args.no_scan))
+    with inv.sessions() as sessions:
+        report.update(database_status(sessions))
     print(json.dumps(report, indent=2, default=str))
     return 0
+
+
+COMMANDS: list[Command[TrafficSyncSettings, Flusher]] = [
+    Command("status", "last flush, totals, dirty nodes and pending batches", status, add_arguments),
+]

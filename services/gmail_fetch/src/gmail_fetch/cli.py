@@ -12,21 +12,23 @@ import getpass
 import json
 import os
 import sys
-from typing import cast
+
+from sqlalchemy.engine import Engine
 
 from gmail_fetch import repository as repo
 from gmail_fetch.config import GmailFetchSettings
 from gmail_fetch.crypto import TokenCipher
 from gmail_fetch.repository import Job
+from gmail_fetch.service import GmailFetch
 from tributary import redis_client
-from tributary.cli import Command
-from tributary.config import ServiceSettings
-from tributary.db import make_engine, make_sessionmaker, wait_for_db
+from tributary.cli import Command, Invocation
+from tributary.db import DEFAULT_DB_WAIT_SECONDS, make_sessionmaker
 from tributary.outbox import OutboxRelay
-from tributary.service import Service, migrate
 from tributary.streams.names import Keys
 
 REFRESH_TOKEN_ENV = "GMAIL_FETCH_REFRESH_TOKEN"  # noqa: S105 - a variable name
+
+GmailInvocation = Invocation[GmailFetchSettings, GmailFetch]
 
 
 def _accounts_arguments(parser: argparse.ArgumentParser) -> None:
@@ -58,29 +60,26 @@ def _job_json(job: Job) -> str:
     return json.dumps(job.public(), default=str)
 
 
-def accounts(service: Service, base: ServiceSettings, args: argparse.Namespace) -> int:
-    settings = cast(GmailFetchSettings, base)
+def accounts(inv: GmailInvocation) -> int:
+    settings, args = inv.settings, inv.args
     token = _read_refresh_token()
     if not token:
         print(f"no refresh token: set {REFRESH_TOKEN_ENV} or pipe it on stdin", file=sys.stderr)
         return 2
     encrypted = TokenCipher(settings.encryption_keys()).encrypt(token)
-    engine = make_engine(settings.database_url, schema=service.schema)
-    try:
-        wait_for_db(engine)
-        migrate(service, engine)
-        with make_sessionmaker(engine).begin() as session:
-            new = repo.upsert_account(session, args.user_id, args.email, encrypted)
-    finally:
-        engine.dispose()
+    with (
+        inv.sessions(wait_s=DEFAULT_DB_WAIT_SECONDS, migrate_first=True) as sessions,
+        sessions.begin() as session,
+    ):
+        new = repo.upsert_account(session, args.user_id, args.email, encrypted)
     print(json.dumps({"user_id": args.user_id, "email": args.email, "added": new}))
     return 0
 
 
-async def _publish(settings: GmailFetchSettings, engine: object) -> None:
+async def _publish(settings: GmailFetchSettings, engine: Engine) -> None:
     """Send the job's event now rather than at the running service's next relay poll."""
     redis = redis_client.connect(settings.redis_url.get_secret_value())
-    relay = OutboxRelay(engine, redis, Keys(settings.stream_prefix))  # type: ignore[arg-type]
+    relay = OutboxRelay(engine, redis, Keys(settings.stream_prefix))
     try:
         while await relay.relay_once():
             pass
@@ -89,11 +88,9 @@ async def _publish(settings: GmailFetchSettings, engine: object) -> None:
         await redis.aclose()
 
 
-def jobs(service: Service, base: ServiceSettings, args: argparse.Namespace) -> int:
-    settings = cast(GmailFetchSettings, base)
-    engine = make_engine(settings.database_url, schema=service.schema)
-    try:
-        wait_for_db(engine)
+def jobs(inv: GmailInvocation) -> int:
+    settings, args = inv.settings, inv.args
+    with inv.database(wait_s=DEFAULT_DB_WAIT_SECONDS) as engine:
         sessions = make_sessionmaker(engine)
         if args.action == "show":
             with sessions() as session:
@@ -115,16 +112,14 @@ def jobs(service: Service, base: ServiceSettings, args: argparse.Namespace) -> i
         asyncio.run(_publish(settings, engine))
         print(_job_json(job))
         return 0
-    finally:
-        engine.dispose()
 
 
-COMMANDS: list[Command] = [
-    (
+COMMANDS: list[Command[GmailFetchSettings, GmailFetch]] = [
+    Command(
         "accounts",
         "manage Gmail accounts (accounts add USER_ID EMAIL)",
-        _accounts_arguments,
         accounts,
+        _accounts_arguments,
     ),
-    ("jobs", "create or show analytics jobs", _jobs_arguments, jobs),
+    Command("jobs", "create or show analytics jobs", jobs, _jobs_arguments),
 ]
