@@ -7,6 +7,7 @@ import importlib
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -124,9 +125,29 @@ def test_service_runs_hardened_with_ports_and_restart(pkg: str) -> None:
     assert any(t.startswith("/tmp") for t in entry["tmpfs"])
     assert entry["cap_drop"] == ["ALL"]
     assert any(str(p).endswith(":8000") for p in entry["ports"])
-    assert entry["build"]["dockerfile"] == f"services/{pkg}/Dockerfile"
     assert entry["environment"]["HTTP_PORT"] == "8000"
     assert "jaeger:4318" in entry["environment"]["OTEL_EXPORTER_OTLP_ENDPOINT"]
+
+
+@pytest.mark.parametrize("pkg", sorted(SETTINGS))
+def test_service_image_is_built_from_the_one_dockerfile(pkg: str) -> None:
+    project = tomllib.loads((ROOT / "services" / pkg / "pyproject.toml").read_text())
+    for name in (entry_name(pkg), f"{entry_name(pkg)}-migrate"):
+        entry = service(name)
+        build = entry["build"]
+        assert build["context"] == "."
+        assert build["dockerfile"] == "Dockerfile"
+        assert (ROOT / build["context"] / build["dockerfile"]).is_file()
+        # the label carries the service's own description, as pyproject.toml has it
+        assert build["args"] == {"SERVICE": pkg, "DESCRIPTION": project["project"]["description"]}
+        assert entry["image"] == f"${{TRIBUTARY_REGISTRY:-tributary}}/{pkg}:${{TRIBUTARY_TAG:-dev}}"
+
+
+@pytest.mark.parametrize("pkg", sorted(SETTINGS))
+def test_the_chart_runs_the_image_compose_builds(pkg: str) -> None:
+    """<registry>/<pkg>:<tag> in both: the image built with SERVICE=<pkg> is the one deployed."""
+    values = yaml.safe_load((ROOT / "deploy" / "helm" / "tributary" / "values.yaml").read_text())
+    assert values["services"][pkg]["image"]["repository"] == pkg
 
 
 @pytest.mark.parametrize("pkg", sorted(SETTINGS))
