@@ -30,10 +30,10 @@ from bench._spans import DropExporter
 from tributary.db import ensure_schema, make_engine, make_sessionmaker
 from tributary.events import Event, Registry, encode, make_event
 from tributary.inbox import aprocess_once, inbox_table
+from tributary.keys import Keys
 from tributary.metrics import Metrics
 from tributary.runtime import tune_gc
 from tributary.streams import client
-from tributary.streams.names import Keys
 from tributary.streams.runner import RunnerOptions, StreamRunner
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")

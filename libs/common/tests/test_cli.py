@@ -8,8 +8,8 @@ import pytest
 import redis
 
 from tributary.cli import main
+from tributary.keys import Keys
 from tributary.streams.dlq import dead_letter_fields
-from tributary.streams.names import Keys
 from tributary_testing.sample_service import SERVICE, STREAM
 
 

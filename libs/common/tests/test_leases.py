@@ -20,9 +20,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tributary.errors import LeaseLost
+from tributary.keys import Keys
 from tributary.leases import SAFETY_MARGIN_FRACTION, Lease, run_as_leader
 from tributary.metrics import Metrics
-from tributary.streams.names import Keys
 from tributary_testing.waiting import await_until
 
 #: how often the tests look at a lease's state, in seconds
@@ -224,7 +224,7 @@ HOLDER = """
 import asyncio, sys
 import redis.asyncio as aioredis
 from tributary.leases import Lease
-from tributary.streams.names import Keys
+from tributary.keys import Keys
 
 async def main() -> None:
     client = aioredis.Redis.from_url(sys.argv[1], decode_responses=True)

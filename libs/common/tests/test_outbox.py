@@ -23,11 +23,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from tributary import outbox
 from tributary.db import make_engine, make_sessionmaker
 from tributary.events import Event, decode, encode
+from tributary.keys import Keys
 from tributary.metrics import Metrics
 from tributary.outbox import ENTRY, LEGACY, PAGE, RENDERED, OutboxRelay, OutboxRow, outbox_table
 from tributary.streams import client
 from tributary.streams.dlq import DeadLetters
-from tributary.streams.names import Keys
 from tributary.tracing import parse_traceparent
 from tributary_testing.waiting import await_until
 

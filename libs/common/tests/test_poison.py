@@ -20,10 +20,10 @@ from rich.console import Console
 
 from tributary.cli import main
 from tributary.events import Event, Registry, encode, make_event
+from tributary.keys import Keys
 from tributary.metrics import Metrics
 from tributary.redis_client import connect
 from tributary.streams.dlq import DLQ_PREFIX
-from tributary.streams.names import Keys
 from tributary.streams.runner import RunnerOptions, StreamRunner
 from tributary.tail import tail
 from tributary_testing.poison import BAD_BYTE, Poison, poisons, with_garbage_traceparent

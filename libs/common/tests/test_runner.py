@@ -15,13 +15,13 @@ from pydantic import BaseModel
 
 from tributary.errors import Reject
 from tributary.events import Event, Registry, make_event
+from tributary.keys import Keys
 from tributary.metrics import Metrics, observe_many
 from tributary.redis_client import connect
 from tributary.streams import client
 from tributary.streams.dlq import DeadLetters
 from tributary.streams.message import HandlerCall
 from tributary.streams.middleware import Chain, Middleware
-from tributary.streams.names import Keys
 from tributary.streams.producer import Producer
 from tributary.streams.runner import (
     HandlerOptions,

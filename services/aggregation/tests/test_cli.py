@@ -15,8 +15,8 @@ from aggregation.cli import COMMANDS
 from aggregation.keys import KeyFormat
 from tributary import catalog
 from tributary.cli import main
+from tributary.keys import Keys
 from tributary.service import Service
-from tributary.streams.names import Keys
 
 from .conftest import DAY, rows_of
 

@@ -12,7 +12,7 @@ import pytest
 
 from simulators.outline import OutlineSimulator
 from snapshot.credentials import generate_key
-from tributary.streams.names import Keys
+from tributary.keys import Keys
 
 
 @pytest.fixture

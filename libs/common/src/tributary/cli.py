@@ -21,9 +21,9 @@ from tributary import redis_client
 from tributary.config import ServiceSettings, load_settings
 from tributary.db import make_engine, wait_for_db
 from tributary.errors import ConfigError, ServiceCrashed
+from tributary.keys import Keys
 from tributary.service import Service, migrate, run_once, run_service
 from tributary.streams.dlq import DeadLetters
-from tributary.streams.names import Keys
 from tributary.wire import printable_json
 
 #: exit status for bad configuration (as sysexits' EX_CONFIG would be too obscure)

@@ -22,8 +22,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from tributary.errors import LeaseLost
+from tributary.keys import Keys
 from tributary.metrics import Metrics
-from tributary.streams.names import Keys
 from tributary.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)

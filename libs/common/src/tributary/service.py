@@ -37,12 +37,12 @@ from tributary.http import (
     migrations_check,
     redis_check,
 )
+from tributary.keys import Keys
 from tributary.leases import Lease, run_as_leader
 from tributary.logs import configure_logging
 from tributary.metrics import Metrics
 from tributary.outbox import OutboxRelay, Renderers
 from tributary.runtime import tune_gc
-from tributary.streams.names import Keys
 from tributary.streams.producer import Producer
 from tributary.streams.runner import RunnerOptions, StreamRunner
 from tributary.tasks import cancel_and_wait

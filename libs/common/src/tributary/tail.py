@@ -20,7 +20,7 @@ from rich.text import Text
 from tributary import redis_client
 from tributary.errors import MalformedEvent
 from tributary.events import decode
-from tributary.streams.names import Keys
+from tributary.keys import Keys
 from tributary.wire import printable_json
 
 #: seconds between consumer-group lag lines

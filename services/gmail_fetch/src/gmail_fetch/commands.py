@@ -22,9 +22,9 @@ from tributary import redis_client
 from tributary.cli import Command
 from tributary.config import ServiceSettings
 from tributary.db import make_engine, make_sessionmaker, wait_for_db
+from tributary.keys import Keys
 from tributary.outbox import OutboxRelay
 from tributary.service import Service, migrate
-from tributary.streams.names import Keys
 
 REFRESH_TOKEN_ENV = "GMAIL_FETCH_REFRESH_TOKEN"  # noqa: S105 - a variable name
 

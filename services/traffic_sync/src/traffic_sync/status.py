@@ -14,8 +14,8 @@ from traffic_sync.mover import Mover
 from tributary import redis_client
 from tributary.config import ServiceSettings
 from tributary.db import make_engine, make_sessionmaker
+from tributary.keys import Keys
 from tributary.service import Service
-from tributary.streams.names import Keys
 
 
 async def redis_status(settings: ServiceSettings, scan: bool) -> dict[str, Any]:

@@ -47,13 +47,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tributary.backoff import compute_backoff
 from tributary.db import make_sessionmaker
+from tributary.keys import Keys
 from tributary.metrics import Metrics
 from tributary.outbox.entries import OutboxRow, read_row
 from tributary.outbox.pages import Renderers
 from tributary.outbox.table import OUTBOX, count_unpublished, purge_published
 from tributary.streams import client
 from tributary.streams.dlq import dead_letter_fields
-from tributary.streams.names import Keys
 
 log = logging.getLogger(__name__)
 

@@ -35,12 +35,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tributary.backoff import compute_backoff
 from tributary.events import Registry
+from tributary.keys import Keys
 from tributary.metrics import Metrics
 from tributary.streams.client import Entry
 from tributary.streams.consumer import GroupConsumer, Settlement
 from tributary.streams.housekeeping import Housekeeping
 from tributary.streams.middleware import Chain, Middleware, Retries, default_middleware
-from tributary.streams.names import Keys
 from tributary.streams.options import NO_HANDLER_OPTIONS, HandlerOptions, RunnerOptions
 from tributary.streams.redelivery import Redelivery
 from tributary.streams.worker import BatchHandler, Handler, Worker
