@@ -102,7 +102,7 @@ async def inbox_drain(
     )
     metadata.create_all(engine)
     sessions = make_sessionmaker(engine)
-    options = RunnerOptions(batch_size=BATCH, block_ms=10, housekeeping_interval=3600)
+    options = RunnerOptions(batch_size=BATCH, block_ms=10, housekeeping_interval_s=3600)
     runner = StreamRunner(
         redis, STREAM, "inbox", "c", tracer=tracer, registry=registry, keys=keys,
         options=options, metrics=Metrics(),
@@ -150,7 +150,7 @@ async def main() -> None:
     registry = Registry()
     registry.register("bench.sample", Sample)
     tracer, provider, exporter = make_tracer()
-    options = RunnerOptions(batch_size=BATCH, block_ms=10, housekeeping_interval=3600)
+    options = RunnerOptions(batch_size=BATCH, block_ms=10, housekeeping_interval_s=3600)
     try:
         await fill(redis, key, registry, EVENTS)
         raw = await timed("raw_xreadgroup_xack", EVENTS, lambda: raw_loop(redis, key))

@@ -585,7 +585,7 @@ async def test_run_publishes_on_wake_and_stops_promptly(
     relay = make_relay(sm)
     stop = asyncio.Event()
     # idle far longer than the test's deadlines: only wake() can explain a publish
-    task = asyncio.create_task(relay.run(stop, idle_interval=3600))
+    task = asyncio.create_task(relay.run(stop, idle_interval_s=3600))
 
     async def published(n: int) -> bool:
         return len(await entries(redis_client, keys, FLUSHED)) == n
@@ -629,7 +629,7 @@ async def test_run_survives_a_failing_cycle(
         outbox.add(session, FLUSHED, event(1))
     relay = make_relay(sm, cls=CrashAfterXadd)
     stop = asyncio.Event()
-    task = asyncio.create_task(relay.run(stop, idle_interval=0.01))
+    task = asyncio.create_task(relay.run(stop, idle_interval_s=0.01))
 
     async def marked() -> bool:
         return await relay.backlog() == 0

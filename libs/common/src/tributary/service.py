@@ -110,8 +110,8 @@ class Resources:
             options=options or RunnerOptions(max_deliveries=s.max_deliveries),
         )
 
-    def lease(self, name: str, ttl: float | None = None) -> Lease:
-        kwargs = {} if ttl is None else {"ttl": ttl}
+    def lease(self, name: str, ttl_s: float | None = None) -> Lease:
+        kwargs = {} if ttl_s is None else {"ttl_s": ttl_s}
         return Lease(
             self.redis, self.keys, f"{self.service.name}:{name}", metrics=self.metrics, **kwargs
         )

@@ -92,9 +92,9 @@ class StreamRunner:
         self.options = options = options or RunnerOptions()
         self.retries = Retries(
             options.max_deliveries,
-            options.retry_base,
-            options.retry_max,
-            min(options.outage_retry_max, options.retry_max),
+            options.retry_base_s,
+            options.retry_max_s,
+            min(options.outage_retry_max_s, options.retry_max_s),
         )
         self.middleware = (
             list(middleware)
@@ -127,7 +127,7 @@ class StreamRunner:
             self.consumer,
             self.redelivery,
             metrics,
-            interval=options.housekeeping_interval,
+            interval_s=options.housekeeping_interval_s,
             consumer_idle_ms=options.consumer_idle_ms,
             trim_maxlen=options.trim_maxlen,
         )
