@@ -41,9 +41,9 @@ from alert.service import SERVICE
 from tributary import catalog
 from tributary.db import make_engine, make_sessionmaker
 from tributary.events import encode, make_event
+from tributary.keys import Keys
 from tributary.service import migrate
 from tributary.streams import client
-from tributary.streams.names import Keys
 from tributary_testing.process import ServiceProcesses, failure_text, service_env
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 
 from services.gmail_fetch.tests.harness import Harness, close_harness, make_settings, open_harness
 from simulators.gmail import GmailServer
-from tributary.streams.names import Keys
+from tributary.keys import Keys
 from tributary_testing.infra import delete_prefix
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")

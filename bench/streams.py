@@ -30,10 +30,10 @@ from bench._spans import DropExporter
 from tributary.db import ensure_schema, make_engine, make_sessionmaker
 from tributary.events import Event, Registry, encode, make_event
 from tributary.inbox import aprocess_once, inbox_table
+from tributary.keys import Keys
 from tributary.metrics import Metrics
 from tributary.runtime import tune_gc
 from tributary.streams import client
-from tributary.streams.names import Keys
 from tributary.streams.runner import RunnerOptions, StreamRunner
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -102,7 +102,7 @@ async def inbox_drain(
     )
     metadata.create_all(engine)
     sessions = make_sessionmaker(engine)
-    options = RunnerOptions(batch_size=BATCH, block_ms=10, housekeeping_interval=3600)
+    options = RunnerOptions(batch_size=BATCH, block_ms=10, housekeeping_interval_s=3600)
     runner = StreamRunner(
         redis, STREAM, "inbox", "c", tracer=tracer, registry=registry, keys=keys,
         options=options, metrics=Metrics(),
@@ -150,7 +150,7 @@ async def main() -> None:
     registry = Registry()
     registry.register("bench.sample", Sample)
     tracer, provider, exporter = make_tracer()
-    options = RunnerOptions(batch_size=BATCH, block_ms=10, housekeeping_interval=3600)
+    options = RunnerOptions(batch_size=BATCH, block_ms=10, housekeeping_interval_s=3600)
     try:
         await fill(redis, key, registry, EVENTS)
         raw = await timed("raw_xreadgroup_xack", EVENTS, lambda: raw_loop(redis, key))

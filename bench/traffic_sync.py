@@ -59,10 +59,10 @@ from traffic_sync.service import SERVICE
 from tributary import catalog
 from tributary.db import make_engine, make_sessionmaker
 from tributary.events import new_event_id, utc_now_rfc3339
+from tributary.keys import Keys
 from tributary.outbox import OutboxRelay, add_rendered_pages, outbox_table
 from tributary.runtime import tune_gc
 from tributary.service import migrate
-from tributary.streams.names import Keys
 from tributary.telemetry import Telemetry, setup_telemetry
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")

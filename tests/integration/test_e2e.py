@@ -45,7 +45,7 @@ from simulators.webhook import Delivery
 from traffic_sync.counters import record_traffic
 from tributary import catalog
 from tributary.events import decode
-from tributary.streams.names import Keys
+from tributary.keys import Keys
 from tributary_testing.waiting import wait_until
 
 #: the whole run happens in the module fixture, charged to the first test
@@ -150,7 +150,7 @@ async def unsettled(redis: aioredis.Redis, keys: Keys) -> list[str]:
         for g in groups:
             if int(g["pending"]) or (g.get("lag") or 0):
                 left.append(f"{name}/{g['name']}: pending {g['pending']}, lag {g.get('lag')}")
-    dirty = int(await redis.scard(keys.key("traffic_sync:dirty")))
+    dirty = int(await redis.scard(keys.traffic_dirty))
     if dirty:
         left.append(f"traffic_sync: {dirty} dirty nodes")
     return left

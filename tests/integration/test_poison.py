@@ -20,6 +20,7 @@ from simulators.stack import secrets_env
 from simulators.system import LocalSystem, SystemConfig
 from tributary import catalog
 from tributary.events import encode, make_event
+from tributary.keys import Keys
 from tributary.streams.dlq import DLQ_PREFIX
 from tributary_testing.infra import delete_prefix
 from tributary_testing.poison import Poison, poisons
@@ -73,10 +74,10 @@ class Running:
     def __init__(self, system: LocalSystem, client: redis.Redis, prefix: str) -> None:
         self.system = system
         self.redis = client
-        self.prefix = prefix
+        self.keys = Keys(prefix)
 
     def key(self, stream: str) -> str:
-        return f"{self.prefix}{stream}"
+        return self.keys.stream(stream)
 
     def add(self, stream: str, fields: Mapping[bytes, bytes] | Mapping[str, str]) -> bytes:
         return cast(bytes, self.redis.xadd(self.key(stream), cast(Any, fields)))
@@ -94,7 +95,7 @@ class Running:
 
     def dead_letter_of(self, stream: str, entry_id: bytes) -> dict[bytes, bytes] | None:
         entries = cast(list[tuple[bytes, dict[bytes, bytes]]],
-                       self.redis.xrange(f"{self.key(stream)}.dlq"))  # fmt: skip
+                       self.redis.xrange(self.keys.dlq(stream)))  # fmt: skip
         for _, fields in entries:
             if fields.get(b"dlq.original_id") == entry_id:
                 return fields

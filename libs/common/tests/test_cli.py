@@ -10,8 +10,8 @@ import pytest
 import redis
 
 from tributary.cli import EXIT_CONFIG, Command, Invocation, main
+from tributary.keys import Keys
 from tributary.streams.dlq import dead_letter_fields
-from tributary.streams.names import Keys
 from tributary_testing.sample_service import SERVICE, STREAM
 
 

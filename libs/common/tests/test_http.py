@@ -143,7 +143,7 @@ async def test_readyz_bounds_a_hanging_check() -> None:
     async def fine() -> None:
         return None
 
-    checks = [ReadinessCheck("slow", hang, timeout=0.05), ReadinessCheck("fine", fine)]
+    checks = [ReadinessCheck("slow", hang, timeout_s=0.05), ReadinessCheck("fine", fine)]
     async with client_for(make_app(checks)) as client:
         response = await client.get("/readyz")
 
@@ -174,7 +174,7 @@ async def test_a_blocked_thread_probe_is_not_started_twice() -> None:
         gate.wait(timeout=10)
         return True
 
-    check = migrations_check(applied, timeout=0.05)
+    check = migrations_check(applied, timeout_s=0.05)
     app = make_app([check])
     try:
         async with client_for(app) as client:
@@ -185,7 +185,7 @@ async def test_a_blocked_thread_probe_is_not_started_twice() -> None:
     finally:
         gate.set()
     # the running probe finishes and the next one reports ready
-    patient = ReadinessCheck("migrations", check.probe, timeout=10)
+    patient = ReadinessCheck("migrations", check.probe, timeout_s=10)
     async with client_for(make_app([patient])) as client:
         assert (await client.get("/readyz")).status_code == 200
 

@@ -20,9 +20,9 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from tributary.errors import LeaseLost
+from tributary.keys import Keys
 from tributary.leases import SAFETY_MARGIN_FRACTION, Lease, run_as_leader
 from tributary.metrics import Metrics
-from tributary.streams.names import Keys
 from tributary_testing.waiting import await_until
 
 #: how often the tests look at a lease's state, in seconds
@@ -131,8 +131,8 @@ def forever_job(started: asyncio.Event, cancelled: asyncio.Event) -> Callable[[]
 async def test_acquire_excludes_others_until_released(
     redis_client: aioredis.Redis, keys: Keys
 ) -> None:
-    first = Lease(redis_client, keys, "sched", ttl=1)
-    second = Lease(redis_client, keys, "sched", ttl=1)
+    first = Lease(redis_client, keys, "sched", ttl_s=1)
+    second = Lease(redis_client, keys, "sched", ttl_s=1)
     async with first, second:
         assert await first.acquire()
         assert 0 < await redis_client.pttl(first.key) <= 1000
@@ -151,7 +151,7 @@ async def test_acquire_excludes_others_until_released(
 
 
 async def test_release_deletes_only_its_own_token(redis_client: aioredis.Redis, keys: Keys) -> None:
-    lease = Lease(redis_client, keys, "sched", ttl=5)
+    lease = Lease(redis_client, keys, "sched", ttl_s=5)
     assert await lease.acquire()
     await redis_client.set(lease.key, "someone-else")  # expired and taken meanwhile
     await lease.release()
@@ -164,7 +164,7 @@ async def test_renewal_keeps_the_lease_past_its_ttl(
     # renewals every ttl/3; a renewal up to 0.6 ttl late still keeps the lease (a loop
     # stalled that long by a loaded machine must not fail the test)
     ttl = 1.0
-    async with Lease(redis_client, keys, "sched", ttl=ttl) as lease:
+    async with Lease(redis_client, keys, "sched", ttl_s=ttl) as lease:
         assert await lease.acquire()
         token = await redis_client.get(lease.key)
         until = now() + 3 * ttl
@@ -178,7 +178,7 @@ async def test_two_loops_never_lead_at_the_same_time(
     flaky_clients: list[FlakyRedis], keys: Keys
 ) -> None:
     ttl = 0.5
-    leases = [Lease(client, keys, "tick", ttl=ttl) for client in flaky_clients]
+    leases = [Lease(client, keys, "tick", ttl_s=ttl) for client in flaky_clients]
     active: list[int] = []
     runs: list[tuple[float, float, int]] = []
 
@@ -224,11 +224,11 @@ HOLDER = """
 import asyncio, sys
 import redis.asyncio as aioredis
 from tributary.leases import Lease
-from tributary.streams.names import Keys
+from tributary.keys import Keys
 
 async def main() -> None:
     client = aioredis.Redis.from_url(sys.argv[1], decode_responses=True)
-    lease = Lease(client, Keys(sys.argv[2]), "sched", ttl=float(sys.argv[3]))
+    lease = Lease(client, Keys(sys.argv[2]), "sched", ttl_s=float(sys.argv[3]))
     assert await lease.acquire()
     print("held", flush=True)
     await asyncio.Event().wait()
@@ -253,10 +253,10 @@ async def test_standby_takes_over_at_its_first_try_after_the_dead_holders_key_ex
     try:
         assert holder.stdout is not None
         assert await asyncio.wait_for(holder.stdout.readline(), timeout=30) == b"held\n"
-        standby = TriedLease(redis_client, keys, "sched", ttl=ttl)
+        standby = TriedLease(redis_client, keys, "sched", ttl_s=ttl)
         started, cancelled, stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
         task = asyncio.create_task(
-            run_as_leader(standby, 0.05, forever_job(started, cancelled), stop, grace=0.1)
+            run_as_leader(standby, 0.05, forever_job(started, cancelled), stop, grace_s=0.1)
         )
         alive_until = now() + 2 * ttl  # the live holder keeps renewing; the standby waits
         await eventually(lambda: now() > alive_until or standby.held, "two ttls of standing by")
@@ -292,10 +292,10 @@ async def test_holder_learns_promptly_that_its_lease_was_taken(
 ) -> None:
     # renewals every ttl/3 = 0.5 s; the holder's own deadline would end it at 0.9 ttl
     ttl = 1.5
-    lease = Lease(flaky_clients[0], keys, "sched", ttl=ttl)
+    lease = Lease(flaky_clients[0], keys, "sched", ttl_s=ttl)
     started, cancelled, stop = asyncio.Event(), asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(
-        run_as_leader(lease, 0.05, forever_job(started, cancelled), stop, grace=0.1)
+        run_as_leader(lease, 0.05, forever_job(started, cancelled), stop, grace_s=0.1)
     )
     try:
         await eventually(started.is_set, "first run")
@@ -317,7 +317,7 @@ async def test_wait_lost_returns_when_the_key_is_deleted(
     flaky_clients: list[FlakyRedis], redis_client: aioredis.Redis, keys: Keys
 ) -> None:
     ttl = 1.5
-    async with Lease(flaky_clients[0], keys, "sched", ttl=ttl) as lease:
+    async with Lease(flaky_clients[0], keys, "sched", ttl_s=ttl) as lease:
         assert await lease.acquire()
         since = await just_renewed(flaky_clients[0], lease)
         renewed_at = now()
@@ -335,7 +335,7 @@ async def test_cut_off_holder_gives_up_before_the_key_expires(
     # the holder's deadline is 0.9 ttl, 0.2 s before the key can expire: the margin a
     # late timer of a loaded machine has (the lease's own SAFETY_MARGIN_FRACTION)
     ttl = 2.0
-    async with Lease(flaky_clients[0], keys, "sched", ttl=ttl) as lease:
+    async with Lease(flaky_clients[0], keys, "sched", ttl_s=ttl) as lease:
         lease.lost = lost = StampedEvent()
         sent = now()
         assert await lease.acquire()  # Redis sets the key's ttl after ``sent``
@@ -361,7 +361,7 @@ async def test_job_failures_are_logged_and_the_loop_goes_on(
 
     stop = asyncio.Event()
     task = asyncio.create_task(
-        run_as_leader(Lease(redis_client, keys, "s", ttl=1), 0.05, job, stop)
+        run_as_leader(Lease(redis_client, keys, "s", ttl_s=1), 0.05, job, stop)
     )
     try:
         await eventually(again.is_set, "second run")
@@ -384,8 +384,8 @@ async def test_stop_lets_the_running_job_finish_then_releases(
         await asyncio.sleep(0.05)  # still finishing its work after stop was set
         finished.set()
 
-    lease = Lease(redis_client, keys, "sched", ttl=1)
-    task = asyncio.create_task(run_as_leader(lease, 3600, job, stop, grace=2))
+    lease = Lease(redis_client, keys, "sched", ttl_s=1)
+    task = asyncio.create_task(run_as_leader(lease, 3600, job, stop, grace_s=2))
     await eventually(lambda: runs == 1, "first run, at once")
     await stop_loops(stop, [task])
     assert finished.is_set()
@@ -400,7 +400,7 @@ async def test_held_gauge_follows_the_lease(redis_client: aioredis.Redis, keys: 
     def gauge() -> float | None:
         return metrics.registry.get_sample_value("tributary_lease_held", {"lease": "sched"})
 
-    lease = Lease(redis_client, keys, "sched", ttl=0.6, metrics=metrics)
+    lease = Lease(redis_client, keys, "sched", ttl_s=0.6, metrics=metrics)
     assert gauge() == 0
     assert await lease.acquire()
     assert gauge() == 1

@@ -23,11 +23,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from tributary import outbox
 from tributary.db import make_engine, make_sessionmaker
 from tributary.events import Event, decode, encode
+from tributary.keys import Keys
 from tributary.metrics import Metrics
 from tributary.outbox import ENTRY, LEGACY, PAGE, RENDERED, OutboxRelay, OutboxRow, outbox_table
 from tributary.streams import client
 from tributary.streams.dlq import DeadLetters
-from tributary.streams.names import Keys
 from tributary.tracing import parse_traceparent
 from tributary_testing.waiting import await_until
 
@@ -585,7 +585,7 @@ async def test_run_publishes_on_wake_and_stops_promptly(
     relay = make_relay(sm)
     stop = asyncio.Event()
     # idle far longer than the test's deadlines: only wake() can explain a publish
-    task = asyncio.create_task(relay.run(stop, idle_interval=3600))
+    task = asyncio.create_task(relay.run(stop, idle_interval_s=3600))
 
     async def published(n: int) -> bool:
         return len(await entries(redis_client, keys, FLUSHED)) == n
@@ -629,7 +629,7 @@ async def test_run_survives_a_failing_cycle(
         outbox.add(session, FLUSHED, event(1))
     relay = make_relay(sm, cls=CrashAfterXadd)
     stop = asyncio.Event()
-    task = asyncio.create_task(relay.run(stop, idle_interval=0.01))
+    task = asyncio.create_task(relay.run(stop, idle_interval_s=0.01))
 
     async def marked() -> bool:
         return await relay.backlog() == 0

@@ -21,10 +21,10 @@ from sqlalchemy.engine import Engine
 
 from tributary import outbox
 from tributary.events import Event, decode, encode
+from tributary.keys import Keys
 from tributary.migrate import alembic_config, check_migrations, run_migrations
 from tributary.outbox import ENTRY, LEGACY, PAGE, RENDERED, OutboxRelay
 from tributary.streams import client
-from tributary.streams.names import Keys
 
 HISTORY = Path(__file__).parent / "migrations_outbox"
 VERSION_TABLE = "outbox_sample_alembic_version"

@@ -20,17 +20,17 @@ from rich.console import Console
 
 from tributary.cli import main
 from tributary.events import Event, Registry, encode, make_event
+from tributary.keys import Keys
 from tributary.metrics import Metrics
 from tributary.redis_client import connect
 from tributary.streams.dlq import DLQ_PREFIX
-from tributary.streams.names import Keys
 from tributary.streams.runner import RunnerOptions, StreamRunner
 from tributary.tail import tail
 from tributary_testing.poison import BAD_BYTE, Poison, poisons, with_garbage_traceparent
 from tributary_testing.sample_service import SERVICE, STREAM
 
-FAST = RunnerOptions(batch_size=50, block_ms=20, retry_base=0.01, claim_idle_ms=100,
-                     housekeeping_interval=0.05)  # fmt: skip
+FAST = RunnerOptions(batch_size=50, block_ms=20, retry_base_s=0.01, claim_idle_ms=100,
+                     housekeeping_interval_s=0.05)  # fmt: skip
 
 
 class Reading(BaseModel):

@@ -19,7 +19,7 @@ from opentelemetry.trace import NoOpTracer
 from sqlalchemy.engine import Engine
 
 from tributary.events import make_event
-from tributary.streams.names import Keys
+from tributary.keys import Keys
 from tributary.streams.producer import Producer
 from tributary_testing.process import ServiceProcesses
 from tributary_testing.sample_service import EVENT_TYPE, STREAM

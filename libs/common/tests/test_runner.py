@@ -15,13 +15,13 @@ from pydantic import BaseModel
 
 from tributary.errors import Reject
 from tributary.events import Event, Registry, make_event
+from tributary.keys import Keys
 from tributary.metrics import Metrics, observe_many
 from tributary.redis_client import connect
 from tributary.streams import client
 from tributary.streams.dlq import DeadLetters
 from tributary.streams.message import HandlerCall
 from tributary.streams.middleware import Chain, Middleware
-from tributary.streams.names import Keys
 from tributary.streams.producer import Producer
 from tributary.streams.runner import (
     HandlerOptions,
@@ -36,11 +36,11 @@ from tributary_testing.waiting import await_until
 FAST = RunnerOptions(
     batch_size=50,
     block_ms=20,
-    retry_base=0.01,
-    retry_max=0.05,
+    retry_base_s=0.01,
+    retry_max_s=0.05,
     claim_idle_ms=200,
-    housekeeping_interval=0.05,
-    handler_timeout=5.0,
+    housekeeping_interval_s=0.05,
+    handler_timeout_s=5.0,
 )
 
 
@@ -351,7 +351,7 @@ async def test_restarted_consumer_recovers_its_own_pending_entries_at_once(
     await Producer(redis_client, tracer, keys).publish_many(
         [("readings", reading(registry, float(i))) for i in range(5)]
     )
-    slow_claims = RunnerOptions(block_ms=20, claim_idle_ms=600_000, retry_base=0.01)
+    slow_claims = RunnerOptions(block_ms=20, claim_idle_ms=600_000, retry_base_s=0.01)
     first = runner(redis_client, keys, tracer, registry, consumer="same", options=slow_claims)
     await first.ensure_group()
     # the first life reads everything and dies before acking
@@ -556,7 +556,7 @@ async def test_a_failed_entry_is_retried_while_a_backlog_is_read(
     await Producer(redis_client, tracer, keys).publish_many(
         [("readings", reading(registry, float(i))) for i in range(3000)]
     )
-    options = RunnerOptions(batch_size=50, block_ms=20, retry_base=0.01, retry_max=0.02)
+    options = RunnerOptions(batch_size=50, block_ms=20, retry_base_s=0.01, retry_max_s=0.02)
     r = runner(redis_client, keys, tracer, registry, options=options)
     order: list[float] = []
     failed_once = False
@@ -641,7 +641,7 @@ async def test_a_full_read_sends_the_next_read_while_its_batch_runs(
         value = event.payload(Reading).value
         if value == 0.0:
             # the first batch is still running: the second one is read meanwhile
-            # (within the handler's own deadline: options.handler_timeout is 5 s)
+            # (within the handler's own deadline: options.handler_timeout_s is 5 s)
             async def read_ahead() -> bool:
                 return await _pending(redis_client, keys) >= 100
 
@@ -682,7 +682,7 @@ async def test_entries_read_ahead_are_not_reclaimed_while_their_batch_waits(
     its claims are kept fresh, so another consumer's XAUTOCLAIM leaves it alone."""
     await _publish_readings(redis_client, keys, tracer, registry, 20)
     options = RunnerOptions(batch_size=10, block_ms=20, claim_idle_ms=300,
-                            housekeeping_interval=3600, handler_timeout=5.0)  # fmt: skip
+                            housekeeping_interval_s=3600, handler_timeout_s=5.0)  # fmt: skip
     slow = runner(redis_client, keys, tracer, registry, consumer="slow", options=options)
     other = runner(redis_client, keys, tracer, registry, consumer="other", options=options)
     handled: list[tuple[str, float]] = []
@@ -743,7 +743,7 @@ async def test_a_stream_deleted_while_a_read_waits_is_made_again_and_reading_goe
     registry: Registry, caplog: pytest.LogCaptureFixture,
 ) -> None:  # fmt: skip
     """DEL of the stream under a blocked XREADGROUP answers UNBLOCKED: not a crash."""
-    options = RunnerOptions(batch_size=50, block_ms=5_000, housekeeping_interval=60)
+    options = RunnerOptions(batch_size=50, block_ms=5_000, housekeeping_interval_s=60)
     name = f"{keys.prefix}runner"  # its own connections, told apart from other tests' reads
     own = connect(redis_url, client_name=name)
     r = runner(own, keys, tracer, registry, options=options)
@@ -819,7 +819,7 @@ async def test_a_slow_handler_holds_back_only_its_own_lane(
     job would wait behind the first, and the first waits for the third: a deadlock)."""
     sent = [reading(registry, float(i)) for i in range(6)]
     await Producer(redis_client, tracer, keys).publish_many([("readings", e) for e in sent])
-    options = RunnerOptions(batch_size=50, concurrency=2, handler_timeout=10, block_ms=20)
+    options = RunnerOptions(batch_size=50, concurrency=2, handler_timeout_s=10, block_ms=20)
     r = runner(redis_client, keys, tracer, registry, options=options)
     others_done = asyncio.Event()
     done: list[float] = []
@@ -840,11 +840,11 @@ async def test_a_slow_handler_holds_back_only_its_own_lane(
 async def test_each_call_gets_exactly_its_deadline(
     redis_client: aioredis.Redis, keys: Keys, tracer: Tracer, registry: Registry
 ) -> None:
-    """handler_timeout means each call's own deadline: a call just under it succeeds
+    """handler_timeout_s means each call's own deadline: a call just under it succeeds
     right after another one did in the same lane, a call just over it is cut at it."""
     sent = [reading(registry, v) for v in (0.2, 0.2, 0.45)]
     await Producer(redis_client, tracer, keys).publish_many([("readings", e) for e in sent])
-    options = RunnerOptions(batch_size=50, concurrency=1, handler_timeout=0.3, block_ms=20,
+    options = RunnerOptions(batch_size=50, concurrency=1, handler_timeout_s=0.3, block_ms=20,
                             max_deliveries=1)  # fmt: skip
     r = runner(redis_client, keys, tracer, registry, options=options)
     took: dict[float, float] = {}
@@ -878,7 +878,7 @@ async def test_a_handler_declares_its_own_deadline_delivery_limit_and_dead_lette
     r = runner(redis_client, keys, tracer, registry)  # FAST: 5 deliveries, 5 s deadline
     attempts: dict[str, int] = {"calibrated": 0, "reset": 0}
 
-    @r.handler("device.read", HandlerOptions(timeout=0.05))
+    @r.handler("device.read", HandlerOptions(timeout_s=0.05))
     async def too_slow(event: Event) -> None:
         await asyncio.sleep(1)
 
@@ -902,7 +902,7 @@ async def test_a_handler_declares_its_own_deadline_delivery_limit_and_dead_lette
     assert letters["device.calibrated"].deliveries == 2
     assert letters["device.reset"].deliveries == 1
     with pytest.raises(ValueError, match="positive"):
-        HandlerOptions(timeout=0)
+        HandlerOptions(timeout_s=0)
 
 
 async def test_a_length_trim_walks_only_what_it_removes_in_pages_up_to_a_group_floor(

@@ -7,8 +7,8 @@ from opentelemetry.trace import NoOpTracer
 from rich.console import Console
 
 from tributary.events import make_event
+from tributary.keys import Keys
 from tributary.streams import client
-from tributary.streams.names import Keys
 from tributary.streams.producer import Producer
 from tributary.tail import tail
 

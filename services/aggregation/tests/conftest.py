@@ -19,9 +19,9 @@ from aggregation.models import merchant_usage as usage
 from aggregation.reader import Batch
 from aggregation.service import SERVICE, AggregationApp, assemble
 from tributary.db import make_sessionmaker
+from tributary.keys import Keys
 from tributary.outbox import stored_rows
 from tributary.service import Resources, Service, close_resources, migrate, open_resources
-from tributary.streams.names import Keys
 
 DAY = date(2025, 3, 10)
 

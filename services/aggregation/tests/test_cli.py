@@ -17,8 +17,8 @@ from aggregation.keys import KeyFormat
 from aggregation.service import AggregationApp
 from tributary import catalog
 from tributary.cli import main
+from tributary.keys import Keys
 from tributary.service import Service
-from tributary.streams.names import Keys
 
 from .conftest import DAY, rows_of
 

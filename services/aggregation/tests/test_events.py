@@ -10,8 +10,8 @@ import redis.asyncio as aioredis
 from aggregation.keys import KeyFormat
 from tributary import catalog
 from tributary.events import decode, encode, make_event
+from tributary.keys import Keys
 from tributary.streams import client as streams
-from tributary.streams.names import Keys
 from tributary.tracing import parse_traceparent
 
 from .conftest import DAY, AppFactory, counters, outbox_events

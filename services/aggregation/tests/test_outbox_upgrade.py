@@ -13,10 +13,10 @@ from aggregation.publishing import EVENT_TYPE, STREAM
 from aggregation.service import MIGRATIONS, SERVICE
 from tributary import catalog
 from tributary.events import decode, encode, make_event
+from tributary.keys import Keys
 from tributary.migrate import run_migrations
 from tributary.outbox import ENTRY, OutboxRelay
 from tributary.streams import client
-from tributary.streams.names import Keys
 
 from .conftest import DAY
 

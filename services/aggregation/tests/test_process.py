@@ -17,7 +17,7 @@ from sqlalchemy.engine import Engine
 from aggregation.keys import KeyFormat
 from simulators.ports import free_port
 from tributary import catalog
-from tributary.streams.names import Keys
+from tributary.keys import Keys
 from tributary_testing.process import ServiceProcesses
 from tributary_testing.waiting import wait_until
 

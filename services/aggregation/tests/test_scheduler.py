@@ -83,12 +83,12 @@ async def test_partial_runs_are_retried_with_backoff(
     bad = key_format.counter("m1", TODAY, "broken")
     await redis_client.set(bad, "not a number")
     clock = Clock(at(TODAY, 12))
-    policy = RetryPolicy(base=60, maximum=150, max_attempts=3)
+    policy = RetryPolicy(base_s=60, maximum_s=150, max_attempts=3)
     _, app = await make_app(
         clock=clock,
         interval_seconds=86_400,
-        retry_base_seconds=policy.base,
-        retry_max_seconds=policy.maximum,
+        retry_base_seconds=policy.base_s,
+        retry_max_seconds=policy.maximum_s,
         retry_max_attempts=policy.max_attempts,
     )
     first = await app.scheduler.tick()
@@ -119,7 +119,7 @@ async def test_the_scheduler_is_leader_only_and_can_be_turned_off(
 ) -> None:
     res, _ = await make_app(interval_seconds=600, retry_base_seconds=30)
     parts = build(res)
-    assert [(p.name, p.interval, p.leader_only) for p in parts.periodic] == [
+    assert [(p.name, p.interval_s, p.leader_only) for p in parts.periodic] == [
         ("scheduler", 30, True)
     ]
     assert parts.uses_outbox

@@ -24,8 +24,8 @@ from alert.config import AlertSettings
 from alert.service import SERVICE
 from simulators.ports import free_port
 from tributary.http import HttpServer
+from tributary.keys import Keys
 from tributary.service import Service, assemble_resources, migrate
-from tributary.streams.names import Keys
 from tributary.telemetry import Telemetry, setup_telemetry
 
 from .harness import Harness

@@ -23,7 +23,7 @@ from alert.rules import RuleSpec
 from tributary import catalog
 from tributary.db import make_sessionmaker
 from tributary.events import make_event
-from tributary.streams.names import Keys
+from tributary.keys import Keys
 from tributary.streams.producer import Producer
 from tributary_testing.process import ServiceProcesses
 from tributary_testing.waiting import wait_until

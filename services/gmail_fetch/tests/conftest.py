@@ -8,7 +8,7 @@ import pytest
 
 from gmail_fetch.config import GmailFetchSettings
 from simulators.gmail import GmailServer
-from tributary.streams.names import Keys
+from tributary.keys import Keys
 
 from .harness import Harness, close_harness, make_settings, open_harness
 

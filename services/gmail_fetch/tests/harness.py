@@ -23,8 +23,8 @@ from simulators.gmail import GmailFake, GmailServer
 from tributary import catalog
 from tributary.config import load_settings
 from tributary.http import create_app
+from tributary.keys import Keys
 from tributary.service import Components, Resources, close_resources, migrate, open_resources
-from tributary.streams.names import Keys
 
 API_TOKEN = "test-api-token-0123456789"
 USER = "user-1"

@@ -13,7 +13,7 @@ from gmail_fetch.gmail_api import HistoryDelta, apply_history_record
 from gmail_fetch.quota import QuotaBucket
 from tributary.config import load_settings
 from tributary.errors import ConfigError
-from tributary.streams.names import Keys
+from tributary.keys import Keys
 
 
 class FakeClock:

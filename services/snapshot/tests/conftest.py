@@ -12,8 +12,8 @@ import pytest
 
 from simulators.outline import ManualClock, OutlineSimulator
 from snapshot.service import SERVICE, assemble
+from tributary.keys import Keys
 from tributary.service import close_resources, migrate, open_resources
-from tributary.streams.names import Keys
 
 from .harness import START, Harness, make_settings
 

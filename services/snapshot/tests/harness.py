@@ -18,8 +18,8 @@ from snapshot.credentials import SecretBox, generate_key
 from snapshot.jobs import TickResult
 from snapshot.servers import Registration, register_server
 from snapshot.service import Snapshot, components
+from tributary.keys import Keys
 from tributary.service import Components, Resources
-from tributary.streams.names import Keys
 
 #: an hour boundary: collections at whole hours line up with the hourly buckets
 START = datetime(2026, 1, 5, tzinfo=UTC).timestamp()

@@ -12,7 +12,7 @@ from snapshot.config import SnapshotSettings
 from snapshot.forecast import WINDOW, ageing_series, hours_to_limit, usage_rate
 from tributary.catalog import USAGE_ANOMALIES, USAGE_FORECASTS
 from tributary.events import decode
-from tributary.streams.names import Keys
+from tributary.keys import Keys
 
 from .harness import MB, Harness, make_settings
 

@@ -13,7 +13,7 @@ from cryptography.fernet import Fernet
 
 from simulators.outline import OutlineSimulator
 from snapshot.credentials import generate_key
-from tributary.streams.names import Keys
+from tributary.keys import Keys
 
 
 @pytest.fixture

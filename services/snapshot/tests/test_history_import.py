@@ -19,7 +19,7 @@ from snapshot.anomalies import baseline_series
 from snapshot.credentials import generate_key
 from snapshot.history import ImportSummary, import_history, parse_hour
 from snapshot.maintenance import rebuild_totals
-from tributary.streams.names import Keys
+from tributary.keys import Keys
 
 from .harness import MB, Harness
 

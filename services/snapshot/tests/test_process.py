@@ -16,8 +16,8 @@ import redis
 
 from simulators.ports import free_port
 from snapshot.credentials import generate_key
+from tributary.keys import Keys
 from tributary.leases import DEFAULT_LEASE_TTL_SECONDS
-from tributary.streams.names import Keys
 from tributary_testing.waiting import wait_until
 
 LEASE = re.compile(r'^tributary_lease_held\{lease="snapshot:tick"\} (\S+)$', re.MULTILINE)
@@ -74,7 +74,7 @@ def test_one_instance_schedules_and_the_other_takes_over(
     b, port_b = start("snap-b")
     wait_until(lambda: {_leads(port_a), _leads(port_b)} == {True, False}, [a, b], 60, poll=0.1)
     client = redis.Redis.from_url(redis_url, decode_responses=True)
-    scheduler = keys.key("snapshot:scheduler")
+    scheduler = keys.snapshot_scheduler
     for _ in range(10):  # stays exactly one while both run
         assert [_leads(port_a), _leads(port_b)].count(True) == 1
         time.sleep(0.2)

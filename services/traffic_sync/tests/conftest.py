@@ -22,9 +22,9 @@ from traffic_sync.mover import Mover
 from traffic_sync.service import MIGRATIONS, SERVICE
 from tributary import catalog
 from tributary.db import make_engine, make_sessionmaker
+from tributary.keys import Keys
 from tributary.migrate import run_migrations
 from tributary.service import migrate
-from tributary.streams.names import Keys
 from tributary_testing.process import service_env
 
 

@@ -22,7 +22,7 @@ from traffic_sync.batch import (
 )
 from traffic_sync.counters import DEFAULT_KEY_TTL_SECONDS, TrafficKeys, record_traffic
 from traffic_sync.mover import Mover
-from tributary.streams.names import Keys
+from tributary.keys import Keys
 
 
 def moved(fields: dict[str, str]) -> bytes:

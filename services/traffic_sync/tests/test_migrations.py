@@ -19,10 +19,10 @@ from traffic_sync.service import MIGRATIONS, SERVICE
 from tributary import catalog
 from tributary.db import make_engine
 from tributary.events import new_event_id
+from tributary.keys import Keys
 from tributary.migrate import check_migrations, run_migrations
 from tributary.outbox import RENDERED, OutboxRelay
 from tributary.streams import client
-from tributary.streams.names import Keys
 
 TOTALS = [NodeTotals(n, n, 2 * n, 10 * n, 20 * n, 30 * n, None if n % 2 else 1000)
           for n in range(1, 6)]  # fmt: skip

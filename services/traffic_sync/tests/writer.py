@@ -20,7 +20,7 @@ import time
 import redis.asyncio as aioredis
 
 from traffic_sync.counters import TrafficKeys, record_traffic
-from tributary.streams.names import Keys
+from tributary.keys import Keys
 
 #: increments in flight at once in this process, by default
 DEFAULT_CONCURRENCY = 8

@@ -16,7 +16,7 @@ from rich.text import Text
 
 from simulators.stack import Stack
 from tributary import catalog
-from tributary.streams.names import Keys
+from tributary.keys import Keys
 
 STREAMS = (
     catalog.OUTLINE_COLLECT,
@@ -44,7 +44,7 @@ async def stream_rows(redis: aioredis.Redis, keys: Keys) -> list[StreamRow]:
     for name in STREAMS:
         key = keys.stream(name)
         length = int(await redis.xlen(key))
-        dlq = int(await redis.xlen(keys.stream(f"{name}.dlq")))
+        dlq = int(await redis.xlen(keys.dlq(name)))
         row = StreamRow(name, length, dlq)
         if length:
             try:

@@ -28,7 +28,7 @@ from simulators.dashboard import refresh_forever, render, stream_rows
 from simulators.scenario import Scenario
 from simulators.stack import Stack
 from simulators.system import ServiceFailed, SystemConfig
-from tributary.streams.names import Keys
+from tributary.keys import Keys
 from tributary.tasks import cancel_and_wait
 
 PREFIX = "demo:"

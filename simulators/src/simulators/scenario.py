@@ -28,7 +28,7 @@ import redis.asyncio as aioredis
 from aggregation.tracking import track_usage
 from simulators.outline import FakeOutlineServer, OutlineSimulator
 from traffic_sync.counters import TrafficKeys, record_traffic
-from tributary.streams.names import Keys
+from tributary.keys import Keys
 
 MB = 1_000_000
 GB = 1_000_000_000

@@ -32,6 +32,7 @@ from tributary import redis_client
 from tributary.config import ServiceSettings, load_settings
 from tributary.db import DEFAULT_DB_WAIT_SECONDS, make_engine, make_sessionmaker, wait_for_db
 from tributary.errors import ConfigError, ServiceCrashed
+from tributary.keys import Keys
 from tributary.service import (
     A,
     Components,
@@ -44,7 +45,6 @@ from tributary.service import (
     started,
 )
 from tributary.streams.dlq import DeadLetters
-from tributary.streams.names import Keys
 from tributary.wire import printable_json
 
 #: exit status for bad configuration (as sysexits' EX_CONFIG would be too obscure)

@@ -21,11 +21,11 @@ class MalformedEvent(TributaryError):
 
 
 class Retry(TributaryError):
-    """Raised by a handler to be redelivered later (after ``delay`` seconds if given)."""
+    """Raised by a handler to be redelivered later (after ``delay_s`` seconds if given)."""
 
-    def __init__(self, reason: str = "retry requested", delay: float | None = None) -> None:
+    def __init__(self, reason: str = "retry requested", delay_s: float | None = None) -> None:
         super().__init__(reason)
-        self.delay = delay
+        self.delay_s = delay_s
 
 
 class Reject(TributaryError):

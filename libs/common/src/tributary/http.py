@@ -50,25 +50,25 @@ class ReadinessCheck:
 
     name: str
     probe: Probe
-    timeout: float = DEFAULT_CHECK_TIMEOUT
+    timeout_s: float = DEFAULT_CHECK_TIMEOUT
 
 
 # -- check builders ------------------------------------------------------
 
 
 def redis_check(
-    client: aioredis.Redis, name: str = "redis", timeout: float = DEFAULT_CHECK_TIMEOUT
+    client: aioredis.Redis, name: str = "redis", timeout_s: float = DEFAULT_CHECK_TIMEOUT
 ) -> ReadinessCheck:
     """Ready when Redis answers PING."""
 
     async def probe() -> None:
         await client.ping()
 
-    return ReadinessCheck(name, probe, timeout)
+    return ReadinessCheck(name, probe, timeout_s)
 
 
 def database_check(
-    engine: Engine, name: str = "database", timeout: float = DEFAULT_CHECK_TIMEOUT
+    engine: Engine, name: str = "database", timeout_s: float = DEFAULT_CHECK_TIMEOUT
 ) -> ReadinessCheck:
     """Ready when the database answers ``SELECT 1`` (run in a thread: the engine is sync)."""
 
@@ -76,11 +76,11 @@ def database_check(
         with engine.connect() as conn:
             conn.execute(sa.text("SELECT 1"))
 
-    return ReadinessCheck(name, _ThreadProbe(select_one), timeout)
+    return ReadinessCheck(name, _ThreadProbe(select_one), timeout_s)
 
 
 def migrations_check(
-    fn: Callable[[], bool], name: str = "migrations", timeout: float = DEFAULT_CHECK_TIMEOUT
+    fn: Callable[[], bool], name: str = "migrations", timeout_s: float = DEFAULT_CHECK_TIMEOUT
 ) -> ReadinessCheck:
     """Ready when ``fn()`` (blocking, run in a thread) says the schema is at head."""
 
@@ -88,7 +88,7 @@ def migrations_check(
         if not fn():
             raise RuntimeError("database migrations are not applied")
 
-    return ReadinessCheck(name, _ThreadProbe(applied), timeout)
+    return ReadinessCheck(name, _ThreadProbe(applied), timeout_s)
 
 
 class _ThreadProbe:
@@ -128,10 +128,10 @@ async def _run_check(check: ReadinessCheck) -> dict[str, Any]:
     started = time.perf_counter()
     error: str | None = None
     try:
-        async with asyncio.timeout(check.timeout):
+        async with asyncio.timeout(check.timeout_s):
             await check.probe()
     except TimeoutError:
-        error = f"timed out after {check.timeout:g}s"
+        error = f"timed out after {check.timeout_s:g}s"
     except Exception as exc:  # any failure means "not ready"; the reason is reported
         error = redact(f"{type(exc).__name__}: {exc}")
     result: dict[str, Any] = {
@@ -230,7 +230,7 @@ class HttpServer:
         app: FastAPI,
         host: str,
         port: int,
-        graceful_timeout: int = DEFAULT_GRACEFUL_TIMEOUT,
+        graceful_timeout_s: int = DEFAULT_GRACEFUL_TIMEOUT,
     ) -> None:
         config = uvicorn.Config(
             app,
@@ -241,7 +241,7 @@ class HttpServer:
             ws="none",
             lifespan="on",
             server_header=False,
-            timeout_graceful_shutdown=graceful_timeout,
+            timeout_graceful_shutdown=graceful_timeout_s,
         )
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None

@@ -22,8 +22,8 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from tributary.errors import LeaseLost
+from tributary.keys import Keys
 from tributary.metrics import Metrics
-from tributary.streams.names import Keys
 from tributary.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -58,14 +58,14 @@ class Lease:
         redis: aioredis.Redis,
         keys: Keys,
         name: str,
-        ttl: float = DEFAULT_LEASE_TTL_SECONDS,
+        ttl_s: float = DEFAULT_LEASE_TTL_SECONDS,
         metrics: Metrics | None = None,
     ) -> None:
-        if ttl <= 0:
-            raise ValueError(f"lease ttl must be positive, got {ttl}")
-        self.name, self.key, self.ttl = name, keys.lease(name), ttl
-        self._ttl_ms = max(1, int(ttl * 1000))
-        self._valid_for = ttl * (1 - SAFETY_MARGIN_FRACTION)
+        if ttl_s <= 0:
+            raise ValueError(f"lease ttl_s must be positive, got {ttl_s}")
+        self.name, self.key, self.ttl_s = name, keys.lease(name), ttl_s
+        self._ttl_ms = max(1, int(ttl_s * 1000))
+        self._valid_for = ttl_s * (1 - SAFETY_MARGIN_FRACTION)
         self._redis, self._metrics = redis, metrics
         self._renew_script = redis.register_script(_RENEW)
         self._release_script = redis.register_script(_RELEASE)
@@ -104,7 +104,7 @@ class Lease:
         try:
             await self._release_script(keys=[self.key], args=[self._token])
         except _FAILURES:
-            log.warning("lease %s: release failed; it expires within %ss", self.name, self.ttl)
+            log.warning("lease %s: release failed; it expires within %ss", self.name, self.ttl_s)
 
     async def wait_lost(self) -> None:
         """Return once the lease is lost (taken, expired, Redis unreachable past the deadline)."""
@@ -129,7 +129,7 @@ class Lease:
 
     async def _keep_renewed(self) -> None:
         while True:
-            await asyncio.sleep(max(0.0, min(self.ttl / 3, self._deadline - _now())))
+            await asyncio.sleep(max(0.0, min(self.ttl_s / 3, self._deadline - _now())))
             if not await self._renew_once():
                 self._mark_lost()
                 return
@@ -174,27 +174,27 @@ def _now() -> float:
 
 async def run_as_leader(
     lease: Lease,
-    interval: float,
+    interval_s: float,
     job: Callable[[], Awaitable[None]],
     stop: asyncio.Event,
     *,
-    grace: float = DEFAULT_JOB_GRACE_SECONDS,
+    grace_s: float = DEFAULT_JOB_GRACE_SECONDS,
 ) -> None:
-    """Run ``job`` every ``interval`` seconds while holding ``lease``, standing by otherwise.
+    """Run ``job`` every ``interval_s`` while holding ``lease``, standing by otherwise.
 
     A job still running when the lease is lost is cancelled at once: another
-    replica may already lead. One running when ``stop`` is set gets ``grace``
+    replica may already lead. One running when ``stop`` is set gets ``grace_s``
     seconds to finish, so shutdown stays bounded. The lease is released on the
     way out so a standby takes over without waiting for the ttl.
     """
-    if interval <= 0:
-        raise ValueError(f"interval must be positive, got {interval}")
+    if interval_s <= 0:
+        raise ValueError(f"interval_s must be positive, got {interval_s}")
     try:
         while not stop.is_set():
             if await _try_acquire(lease):
-                await _lead(lease, interval, job, stop, grace)
+                await _lead(lease, interval_s, job, stop, grace_s)
             else:
-                await _wait_any(min(interval, lease.ttl / 3), stop)
+                await _wait_any(min(interval_s, lease.ttl_s / 3), stop)
     finally:
         await lease.release()
 
@@ -209,27 +209,27 @@ async def _try_acquire(lease: Lease) -> bool:
 
 async def _lead(
     lease: Lease,
-    interval: float,
+    interval_s: float,
     job: Callable[[], Awaitable[None]],
     stop: asyncio.Event,
-    grace: float,
+    grace_s: float,
 ) -> None:
     while lease.held and not stop.is_set():
-        due = _now() + interval
-        if not await _run_job(lease, job, stop, grace):
+        due = _now() + interval_s
+        if not await _run_job(lease, job, stop, grace_s):
             return
         await _wait_any(max(0.0, due - _now()), stop, lease.lost)
 
 
 async def _run_job(
-    lease: Lease, job: Callable[[], Awaitable[None]], stop: asyncio.Event, grace: float
+    lease: Lease, job: Callable[[], Awaitable[None]], stop: asyncio.Event, grace_s: float
 ) -> bool:
     """Run one job to its end; False if it had to be cancelled (lease lost, or grace over)."""
     task = asyncio.ensure_future(job())
     try:
         await _wait_any(None, lease.lost, stop, task=task)
         if stop.is_set() and not lease.lost.is_set():
-            await _wait_any(grace, lease.lost, task=task)
+            await _wait_any(grace_s, lease.lost, task=task)
     finally:
         if not task.done():
             await cancel_and_wait(task)

@@ -40,12 +40,12 @@ from tributary.http import (
     migrations_check,
     redis_check,
 )
+from tributary.keys import Keys
 from tributary.leases import Lease, run_as_leader
 from tributary.logs import configure_logging
 from tributary.metrics import Metrics
 from tributary.outbox import OutboxRelay, Renderers
 from tributary.runtime import tune_gc
-from tributary.streams.names import Keys
 from tributary.streams.producer import Producer
 from tributary.streams.runner import RunnerOptions, StreamRunner
 from tributary.tasks import cancel_and_wait
@@ -62,10 +62,10 @@ A = TypeVar("A")
 
 @dataclass(frozen=True)
 class Periodic:
-    """A job run every ``interval`` seconds; by default on the lease holder only."""
+    """A job run every ``interval_s`` seconds; by default on the lease holder only."""
 
     name: str
-    interval: float
+    interval_s: float
     job: Job
     leader_only: bool = True
 
@@ -121,8 +121,8 @@ class Resources(Generic[S]):
             options=options or RunnerOptions(max_deliveries=s.max_deliveries),
         )
 
-    def lease(self, name: str, ttl: float | None = None) -> Lease:
-        kwargs = {} if ttl is None else {"ttl": ttl}
+    def lease(self, name: str, ttl_s: float | None = None) -> Lease:
+        kwargs = {} if ttl_s is None else {"ttl_s": ttl_s}
         return Lease(
             self.redis, self.keys, f"{self.service.name}:{name}", metrics=self.metrics, **kwargs
         )
@@ -238,14 +238,14 @@ async def close_resources(res: Resources[Any]) -> None:
 
 
 async def _periodic_loop(periodic: Periodic, stop: asyncio.Event) -> None:
-    """A job on every replica (not leader-only), every ``interval`` seconds."""
+    """A job on every replica (not leader-only), every ``interval_s`` seconds."""
     while not stop.is_set():
         try:
             await periodic.job()
         except Exception:
             log.exception("periodic job %s failed", periodic.name)
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), periodic.interval)
+            await asyncio.wait_for(stop.wait(), periodic.interval_s)
 
 
 def _tasks(
@@ -254,7 +254,7 @@ def _tasks(
     tasks = [asyncio.create_task(r.run(stop), name=f"consume:{r.stream}") for r in parts.runners]
     for p in parts.periodic:
         coro = (
-            run_as_leader(res.lease(p.name), p.interval, p.job, stop)
+            run_as_leader(res.lease(p.name), p.interval_s, p.job, stop)
             if p.leader_only
             else _periodic_loop(p, stop)
         )

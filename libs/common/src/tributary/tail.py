@@ -20,7 +20,7 @@ from rich.text import Text
 from tributary import redis_client
 from tributary.errors import MalformedEvent
 from tributary.events import decode
-from tributary.streams.names import Keys
+from tributary.keys import Keys
 from tributary.wire import printable_json
 
 #: seconds between consumer-group lag lines
@@ -76,7 +76,7 @@ async def tail(
     *,
     from_start: bool = False,
     count: int | None = None,
-    lag_every: float = DEFAULT_LAG_EVERY_SECONDS,
+    lag_every_s: float = DEFAULT_LAG_EVERY_SECONDS,
 ) -> int:
     """Print entries until ``count`` were printed (None: forever); returns how many."""
     last = {keys.stream(s): "0" if from_start else "$" for s in streams}
@@ -85,7 +85,7 @@ async def tail(
         if time.monotonic() >= next_lag:
             for line in await _group_lines(redis, keys, streams):
                 console.print(line)
-            next_lag = time.monotonic() + lag_every
+            next_lag = time.monotonic() + lag_every_s
         reply: Any = await redis.xread(cast(Any, last), count=100, block=1000)
         for key, entries in reply or []:
             for entry_id, fields in entries:

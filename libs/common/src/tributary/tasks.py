@@ -26,7 +26,7 @@ DEFAULT_RECANCEL_SECONDS = 0.05
 
 async def cancel_and_wait(
     tasks: asyncio.Future[Any] | Iterable[asyncio.Future[Any]],
-    recancel_every: float = DEFAULT_RECANCEL_SECONDS,
+    recancel_every_s: float = DEFAULT_RECANCEL_SECONDS,
 ) -> None:
     """Cancel ``tasks`` and wait until every one is done, cancelling again any that
     swallowed the cancellation. Their outcomes (results, exceptions, cancellations)
@@ -43,7 +43,7 @@ async def cancel_and_wait(
         for task in pending:
             task.cancel()
         try:
-            _, pending = await asyncio.wait(pending, timeout=recancel_every)
+            _, pending = await asyncio.wait(pending, timeout=recancel_every_s)
         except asyncio.CancelledError:
             cancelled = True
             pending = {task for task in pending if not task.done()}

@@ -15,8 +15,8 @@ import redis.asyncio as aioredis
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine, make_url
 
+from tributary.keys import Keys
 from tributary.redis_client import connect
-from tributary.streams.names import Keys
 from tributary_testing.infra import Infrastructure, delete_prefix
 from tributary_testing.process import ServiceProcesses, service_env
 

@@ -5,17 +5,18 @@ UTC), an integer written with INCRBY. :func:`aggregation.tracking.track_usage`
 also adds each key to ``usage-index:{date}``, a set the aggregator reads with
 SSCAN instead of scanning the keyspace (the index name does not match
 ``usage:*``, so a SCAN never mistakes it for a counter). Every key may sit
-behind the deployment's ``STREAM_PREFIX``.
+behind the deployment's ``STREAM_PREFIX``. The names come from
+:mod:`tributary.keys`; this module parses and validates them.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date
 
-COUNTER_NAMESPACE = "usage"
-INDEX_NAMESPACE = "usage-index"
+from tributary.keys import Keys
+
 #: merchant ids and metric names longer than this are refused (and reported as malformed)
 MAX_NAME_LENGTH = 255
 #: PostgreSQL BIGINT bounds; Redis integers are 64-bit too, but SET can store anything
@@ -79,21 +80,25 @@ class KeyFormat:
     """Counter and index key names behind an optional prefix."""
 
     prefix: str = ""
+    keys: Keys = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keys", Keys(self.prefix))
 
     @property
     def counter_prefix(self) -> str:
-        return f"{self.prefix}{COUNTER_NAMESPACE}:"
+        return self.keys.usage_counter_prefix
 
     def counter(self, merchant_id: str, day: date, metric: str) -> str:
-        return f"{self.counter_prefix}{merchant_id}:{day.isoformat()}:{metric}"
+        return self.keys.usage_counter(merchant_id, day.isoformat(), metric)
 
     def index(self, day: date) -> str:
-        return f"{self.prefix}{INDEX_NAMESPACE}:{day.isoformat()}"
+        return self.keys.usage_index(day.isoformat())
 
     def pattern(self, day: date, merchant_id: str | None = None) -> str:
         """MATCH pattern of the counters of ``day`` (of one merchant if given)."""
         merchant = "*" if merchant_id is None else glob_escape(merchant_id)
-        return f"{glob_escape(self.counter_prefix)}{merchant}:{day.isoformat()}:*"
+        return Keys(glob_escape(self.prefix)).usage_counter(merchant, day.isoformat(), "*")
 
     def parse(self, key: str) -> Counter:
         """The counter a key names; ValueError saying what is wrong otherwise."""

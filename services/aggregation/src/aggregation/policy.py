@@ -20,17 +20,17 @@ def final_after(day: date, grace: timedelta) -> datetime:
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Exponential backoff: ``base`` seconds, doubling, capped at ``maximum``."""
+    """Exponential backoff: ``base_s`` seconds, doubling, capped at ``maximum_s``."""
 
-    base: float = 60.0
-    maximum: float = 1800.0
+    base_s: float = 60.0
+    maximum_s: float = 1800.0
     max_attempts: int = 5
 
     def delay(self, attempt: int) -> float:
         """Seconds before retry number ``attempt`` (1-based). Without jitter: one leader
         schedules one retry per day, so there is no crowd to spread out, and operators
         read the exact ``next_retry_at``."""
-        return compute_backoff(attempt, base=self.base, cap=self.maximum, jitter=False)
+        return compute_backoff(attempt, base=self.base_s, cap=self.maximum_s, jitter=False)
 
     def next_at(self, attempt: int, now: datetime) -> datetime | None:
         """When retry ``attempt`` is due; None once attempts are used up."""

@@ -23,8 +23,8 @@ from gmail_fetch.service import GmailFetch
 from tributary import redis_client
 from tributary.cli import Command, Invocation
 from tributary.db import DEFAULT_DB_WAIT_SECONDS, make_sessionmaker
+from tributary.keys import Keys
 from tributary.outbox import OutboxRelay
-from tributary.streams.names import Keys
 
 REFRESH_TOKEN_ENV = "GMAIL_FETCH_REFRESH_TOKEN"  # noqa: S105 - a variable name
 

@@ -6,7 +6,7 @@ resumes it, and the cache makes it skip what the dead one already stored.
 
 - completed: counts, cache hit rate, the account's new historyId;
 - permanent errors (invalid_grant, 403 permissions, 404 user) fail it at once;
-- transient ones send it back to pending and raise ``Retry(delay)`` so the
+- transient ones send it back to pending and raise ``Retry(delay_s=)`` so the
   stream runner redelivers it with backoff, up to ``job_max_attempts``.
 """
 
@@ -223,4 +223,4 @@ class JobRunner:
         step = f"Attempt {job.attempts} failed; retrying in {delay:.0f}s"
         await self.store(repo.requeue_job, job.id, error, step, self.tracer)
         self.metrics.jobs.labels("retried").inc()
-        raise Retry(f"job {job.id} attempt {job.attempts} failed: {error}", delay=delay)
+        raise Retry(f"job {job.id} attempt {job.attempts} failed: {error}", delay_s=delay)

@@ -17,7 +17,7 @@ from typing import cast
 
 from redis.asyncio import Redis
 
-from tributary.streams.names import Keys
+from tributary.keys import Keys
 
 #: quota units of each Gmail method (developers.google.com/gmail/api/reference/quota)
 UNITS = {
@@ -71,7 +71,7 @@ class QuotaBucket:
         self._script = redis.register_script(_TAKE)
 
     def key(self, user_id: str) -> str:
-        return self._keys.key(f"gmail_fetch:quota:{user_id}")
+        return self._keys.gmail_quota(user_id)
 
     async def take(self, user_id: str, units: int) -> float:
         """Take ``units`` (a call bigger than the bucket takes the whole bucket); returns the

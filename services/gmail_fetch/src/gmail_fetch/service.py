@@ -31,10 +31,10 @@ def runner_options(settings: GmailFetchSettings) -> RunnerOptions:
     return RunnerOptions(
         batch_size=settings.max_concurrent_jobs,
         concurrency=settings.max_concurrent_jobs,
-        handler_timeout=settings.job_timeout_seconds + HANDLER_GRACE_SECONDS,
+        handler_timeout_s=settings.job_timeout_seconds + HANDLER_GRACE_SECONDS,
         # a live replica refreshes its jobs' claims every claim_idle / 3
         claim_idle_ms=int(claim_idle * 1000),
-        housekeeping_interval=min(15.0, claim_idle / 2),
+        housekeeping_interval_s=min(15.0, claim_idle / 2),
         max_deliveries=max(settings.max_deliveries, settings.job_max_attempts + 2),
         block_ms=1000,
     )

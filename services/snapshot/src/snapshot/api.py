@@ -23,7 +23,6 @@ from snapshot import analytics
 from snapshot import repository as repo
 from snapshot.credentials import SecretBox
 from snapshot.forecast import find_key, forecast_key
-from snapshot.jobs import SCHEDULER_KEY
 from snapshot.servers import (
     DuplicateServer,
     Registration,
@@ -33,7 +32,7 @@ from snapshot.servers import (
     register_server,
     set_active,
 )
-from tributary.streams.names import Keys
+from tributary.keys import Keys
 from tributary.transactions import Transactions
 from tributary.web.errors import error_response, error_responses
 
@@ -170,7 +169,7 @@ def analytics_router(
     @router.get("/summary", summary="Snapshot count, last collection per server, backoff")
     async def summary() -> dict[str, Any]:
         body = await db.read(analytics.summary, clock())
-        body["scheduler"] = await redis.hgetall(keys.key(SCHEDULER_KEY))
+        body["scheduler"] = await redis.hgetall(keys.snapshot_scheduler)
         return body
 
     return router

@@ -28,14 +28,13 @@ from tributary.catalog import (
     UsageForecastUpdated,
 )
 from tributary.events import Registry, make_event
+from tributary.keys import Keys
 from tributary.outbox import add
-from tributary.streams.names import Keys
 from tributary.streams.producer import Producer
 
 log = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
-SCHEDULER_KEY = "snapshot:scheduler"
 
 
 @dataclass(frozen=True)
@@ -84,7 +83,7 @@ class Scheduler:
         self.metrics.work_items.inc(len(events))
         self.metrics.servers_in_backoff.set(len(waiting))
         await self.redis.hset(
-            self.keys.key(SCHEDULER_KEY),
+            self.keys.snapshot_scheduler,
             mapping={
                 "last_tick": now.isoformat(),
                 "replica": self.replica,

@@ -65,7 +65,7 @@ def runner_options(settings: SnapshotSettings) -> RunnerOptions:
     return RunnerOptions(
         batch_size=settings.collect_concurrency * rounds,
         concurrency=1,  # one batch at a time; the collector runs its servers concurrently
-        handler_timeout=deadline,
+        handler_timeout_s=deadline,
         claim_idle_ms=int(deadline * 2000),
         max_deliveries=settings.max_deliveries,
         trim_maxlen=100_000,

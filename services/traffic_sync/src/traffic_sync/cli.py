@@ -17,7 +17,7 @@ from traffic_sync.mover import Mover
 from tributary import redis_client
 from tributary.cli import Command, Invocation
 from tributary.config import ServiceSettings
-from tributary.streams.names import Keys
+from tributary.keys import Keys
 
 
 async def redis_status(settings: ServiceSettings, scan: bool) -> dict[str, Any]:

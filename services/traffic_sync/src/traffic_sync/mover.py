@@ -6,10 +6,11 @@ it took as one string under the batch's own key ``traffic_sync:batch:{id}``
 (see ``MOVE_SCRIPT`` for the format) and records the batch id
 in ``traffic_sync:batches``, all at once: an HINCRBY that arrives a moment
 later creates a fresh hash, flushed next time. The script builds the nodes'
-key names from their ids (and renames keys of the wrong type into quarantine):
-it touches keys it is not given as KEYS, which a standalone Redis allows and a
+key names from their ids (and renames keys of the wrong type into quarantine),
+from the affixes and prefix :class:`tributary.keys.Keys` gives it in ARGV: it
+touches keys it is not given as KEYS, which a standalone Redis allows and a
 Redis Cluster would not (the index and the node keys would not share a slot
-there anyway). The batch key stays until
+there anyway; their names are the writers'). The batch key stays until
 the database transaction that applied it has committed (:meth:`Mover.finish`);
 a restarted flusher finds it in ``traffic_sync:batches`` (:meth:`Mover.pending`).
 

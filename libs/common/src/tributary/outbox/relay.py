@@ -47,13 +47,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tributary.backoff import compute_backoff
 from tributary.db import make_sessionmaker
+from tributary.keys import Keys
 from tributary.metrics import Metrics
 from tributary.outbox.entries import OutboxRow, read_row
 from tributary.outbox.pages import Renderers
 from tributary.outbox.table import OUTBOX, count_unpublished, purge_published
 from tributary.streams import client
 from tributary.streams.dlq import dead_letter_fields
-from tributary.streams.names import Keys
 
 log = logging.getLogger(__name__)
 
@@ -283,11 +283,11 @@ class OutboxRelay:
             for waiter in waiters:
                 waiter.cancel()
 
-    async def run(self, stop: asyncio.Event, idle_interval: float = 0.5) -> None:
+    async def run(self, stop: asyncio.Event, idle_interval_s: float = 0.5) -> None:
         """Relay until ``stop`` is set, then publish one last batch.
 
         Back to back while there is work; when a cycle finds nothing it waits
-        ``idle_interval`` (or until :meth:`wake`). Failures (database or Redis
+        ``idle_interval_s`` (or until :meth:`wake`). Failures (database or Redis
         down) are logged and retried with a growing pause; they never end the
         loop.
         """
@@ -301,11 +301,11 @@ class OutboxRelay:
             except Exception:
                 failures += 1
                 log.exception("outbox relay cycle failed (%d in a row)", failures)
-                delay = compute_backoff(failures, base=idle_interval * 2, cap=MAX_ERROR_BACKOFF)
+                delay = compute_backoff(failures, base=idle_interval_s * 2, cap=MAX_ERROR_BACKOFF)
                 await self._pause(stop, delay)
                 continue
             if published == 0:
-                await self._pause(stop, idle_interval)
+                await self._pause(stop, idle_interval_s)
         await self._final_batch()
 
     async def _final_batch(self) -> None:

@@ -19,10 +19,10 @@ from typing import Any
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
+from tributary.keys import Keys
 from tributary.streams import client
 from tributary.streams.dlq import dead_letter_fields
 from tributary.streams.message import HandlerCall, Message, Outcome
-from tributary.streams.names import Keys
 from tributary.tasks import cancel_and_wait
 
 

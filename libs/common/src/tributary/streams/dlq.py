@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from redis.asyncio import Redis
 
 from tributary.events import utc_now_rfc3339
+from tributary.keys import Keys
 from tributary.streams import client
-from tributary.streams.names import Keys
 
 DLQ_PREFIX = "dlq."
 #: how many DLQ entries one list/replay call handles by default

@@ -26,7 +26,7 @@ class Housekeeping:
         redelivery: Redelivery,
         metrics: Metrics | None,
         *,
-        interval: float,
+        interval_s: float,
         consumer_idle_ms: int,
         trim_maxlen: int | None,
     ) -> None:
@@ -34,7 +34,7 @@ class Housekeeping:
         self.consumer = consumer
         self.redelivery = redelivery
         self.metrics = metrics
-        self.interval = interval
+        self.interval_s = interval_s
         self.consumer_idle_ms = consumer_idle_ms
         self.trim_maxlen = trim_maxlen
         self._next = 0.0
@@ -46,7 +46,7 @@ class Housekeeping:
     async def run_if_due(self) -> None:
         if time.monotonic() >= self._next:
             await self.run()
-            self._next = time.monotonic() + self.interval
+            self._next = time.monotonic() + self.interval_s
 
     async def run(self) -> None:
         """One round; a Redis error reply is logged, not raised (connection errors are)."""

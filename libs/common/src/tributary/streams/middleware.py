@@ -107,7 +107,7 @@ class Retries(Middleware):
     """Turns a failure into a delayed redelivery, or into a dead letter once deliveries run out.
 
     ``Reject``, malformed payloads and the exception types a handler lists in its
-    ``dead_letter_on`` are dead-lettered at once; ``Retry(delay=)`` chooses its own
+    ``dead_letter_on`` are dead-lettered at once; ``Retry(delay_s=)`` chooses its own
     delay; a handler's ``max_deliveries`` overrides the runner's. Otherwise the delay
     is exponential with full jitter.
 
@@ -121,19 +121,20 @@ class Retries(Middleware):
     def __init__(
         self,
         max_deliveries: int = 5,
-        base: float = DEFAULT_RETRY_BASE_SECONDS,
-        cap: float = DEFAULT_RETRY_MAX_SECONDS,
-        outage_cap: float = DEFAULT_OUTAGE_RETRY_MAX_SECONDS,
+        base_s: float = DEFAULT_RETRY_BASE_SECONDS,
+        cap_s: float = DEFAULT_RETRY_MAX_SECONDS,
+        outage_cap_s: float = DEFAULT_OUTAGE_RETRY_MAX_SECONDS,
     ) -> None:
         self.max_deliveries = max_deliveries
-        self.base = base
-        self.cap = cap
-        self.outage_cap = outage_cap
+        self.base_s = base_s
+        self.cap_s = cap_s
+        self.outage_cap_s = outage_cap_s
         #: outage failures since the last success of this runner
         self.outage_streak = 0
 
-    def backoff(self, deliveries: int, cap: float | None = None) -> float:
-        return compute_backoff(deliveries, base=self.base, cap=self.cap if cap is None else cap)
+    def backoff(self, deliveries: int, cap_s: float | None = None) -> float:
+        cap = self.cap_s if cap_s is None else cap_s
+        return compute_backoff(deliveries, base=self.base_s, cap=cap)
 
     def after_process(self, call: HandlerCall, exc: BaseException | None) -> None:
         if exc is None:
@@ -146,14 +147,14 @@ class Retries(Middleware):
             self.outage_streak += 1
             call.outcome = Outcome.RETRY
             call.state["uncounted"] = True
-            call.delay = self.backoff(min(self.outage_streak, 30), self.outage_cap)
+            call.delay = self.backoff(min(self.outage_streak, 30), self.outage_cap_s)
             return
         if call.deliveries >= (call.options.max_deliveries or self.max_deliveries):
             call.outcome = Outcome.DEAD
             return
         call.outcome = Outcome.RETRY
-        if isinstance(exc, Retry) and exc.delay is not None:
-            call.delay = exc.delay
+        if isinstance(exc, Retry) and exc.delay_s is not None:
+            call.delay = exc.delay_s
         else:
             call.delay = self.backoff(call.deliveries)
 

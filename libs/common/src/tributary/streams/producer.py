@@ -8,9 +8,9 @@ from opentelemetry.trace import Tracer
 from redis.asyncio import Redis
 
 from tributary.events import Event, encode
+from tributary.keys import Keys
 from tributary.metrics import Metrics
 from tributary.streams import client
-from tributary.streams.names import Keys
 from tributary.tracing import start_producer_span
 
 

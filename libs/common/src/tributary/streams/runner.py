@@ -35,12 +35,12 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from tributary.backoff import compute_backoff
 from tributary.events import Registry
+from tributary.keys import Keys
 from tributary.metrics import Metrics
 from tributary.streams.client import Entry
 from tributary.streams.consumer import GroupConsumer, Settlement
 from tributary.streams.housekeeping import Housekeeping
 from tributary.streams.middleware import Chain, Middleware, Retries, default_middleware
-from tributary.streams.names import Keys
 from tributary.streams.options import NO_HANDLER_OPTIONS, HandlerOptions, RunnerOptions
 from tributary.streams.redelivery import Redelivery
 from tributary.streams.worker import BatchHandler, Handler, Worker
@@ -92,9 +92,9 @@ class StreamRunner:
         self.options = options = options or RunnerOptions()
         self.retries = Retries(
             options.max_deliveries,
-            options.retry_base,
-            options.retry_max,
-            min(options.outage_retry_max, options.retry_max),
+            options.retry_base_s,
+            options.retry_max_s,
+            min(options.outage_retry_max_s, options.retry_max_s),
         )
         self.middleware = (
             list(middleware)
@@ -127,7 +127,7 @@ class StreamRunner:
             self.consumer,
             self.redelivery,
             metrics,
-            interval=options.housekeeping_interval,
+            interval_s=options.housekeeping_interval_s,
             consumer_idle_ms=options.consumer_idle_ms,
             trim_maxlen=options.trim_maxlen,
         )

@@ -8,8 +8,8 @@ under its own deadline, inside the middleware chain.
   events of its type in the batch.
 - Run: ``concurrency`` lanes take calls from one queue, a free lane the next call,
   so one slow handler holds back only its own lane.
-- Deadline: each call gets exactly its handler's ``timeout`` (or the runner's
-  ``handler_timeout``). A fresh ``asyncio.timeout`` per call costs more than a no-op
+- Deadline: each call gets exactly its handler's ``timeout_s`` (or the runner's
+  ``handler_timeout_s``). A fresh ``asyncio.timeout`` per call costs more than a no-op
   handler, so a lane keeps one and a timer that fires when the running call is due:
   it cancels that call, or, if the call it was armed for is done, is set again for
   the call now running. A call costs two stores and a comparison.
@@ -44,7 +44,7 @@ class Route:
     fn: Callable[[Any], Awaitable[None]]
     batch: bool
     options: HandlerOptions
-    timeout: float  # seconds; math.inf: none
+    timeout_s: float  # math.inf: none
 
 
 #: a call, its handler, the handler's argument (the event, or a batch handler's list),
@@ -82,9 +82,11 @@ class Worker:
     ) -> None:
         if event_type in self.routes:
             raise ValueError(f"{self.stream}: a handler for {event_type!r} is already registered")
-        timeout = options.timeout if options.timeout is not None else self.options.handler_timeout
+        timeout_s = options.timeout_s
+        if timeout_s is None:
+            timeout_s = self.options.handler_timeout_s
         self.routes[event_type] = Route(
-            fn, batch, options, math.inf if timeout is None else timeout
+            fn, batch, options, math.inf if timeout_s is None else timeout_s
         )
 
     # -- decoding -----------------------------------------------------------------------
@@ -122,11 +124,11 @@ class Worker:
                 batched[event.type].append(msg)
             else:
                 call = self._call([msg], route.options)
-                jobs.append((call, route.fn, event, route.timeout))
+                jobs.append((call, route.fn, event, route.timeout_s))
         for event_type, msgs in batched.items():
             route = routes[event_type]
             call = self._call(msgs, route.options)
-            jobs.append((call, route.fn, call.events, route.timeout))
+            jobs.append((call, route.fn, call.events, route.timeout_s))
         await self._run(jobs)
         settled.extend(job[0] for job in jobs)
         self.chain.after_batch(settled)
