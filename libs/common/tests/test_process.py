@@ -7,7 +7,9 @@ subprocess against the real Redis and PostgreSQL.
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import socket
 import subprocess
 from collections.abc import Callable
 
@@ -183,3 +185,30 @@ def test_a_failed_task_stops_the_service_with_exit_1_and_a_line_saying_why(
     assert proc.returncode == 1
     last = err.decode().strip().splitlines()[-1]
     assert last.startswith(f"sample: consume:{STREAM} failed: ResponseError: WRONGTYPE"), last
+
+
+def test_sigterm_while_waiting_for_the_database_exits_0_at_once(
+    start: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    """A pod told to stop while its database is down leaves at once, cleanly, instead of
+    being killed at the end of its grace period."""
+    with socket.socket() as unused:  # a port nothing listens on: connections are refused
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    proc = start(DATABASE_URL=f"postgresql+psycopg://postgres@127.0.0.1:{port}/test")
+    assert proc.stderr is not None
+    os.set_blocking(proc.stderr.fileno(), False)
+    seen = b""
+
+    def waiting_for_the_database() -> bool:
+        nonlocal seen
+        seen += proc.stderr.read() or b""  # type: ignore[union-attr]
+        return b"database not reachable yet" in seen
+
+    wait_until(waiting_for_the_database, proc, 60, "a 'not reachable yet' warning")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0  # the wait alone would last 60 s
+    os.set_blocking(proc.stderr.fileno(), True)
+    seen += proc.stderr.read()
+    assert b"stopped while waiting for its database" in seen
+    assert b"Traceback" not in seen

@@ -8,6 +8,8 @@ database named in the URL plays that role.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 
@@ -68,24 +70,52 @@ def ensure_schema(engine: Engine, schema: str) -> None:
             conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
 
 
+def _select_one(engine: Engine) -> None:
+    with engine.connect() as conn:
+        conn.execute(sa.text("SELECT 1"))
+
+
+def _retry_delay(
+    attempt: int, deadline: float, timeout: float, exc: sa.exc.OperationalError
+) -> float:
+    """The wait before the next attempt to reach the database; TimeoutError past the deadline."""
+    delay = compute_backoff(attempt, base=DB_WAIT_BASE_SECONDS, cap=DB_WAIT_MAX_SECONDS)
+    if time.monotonic() + delay > deadline:
+        raise TimeoutError(f"database not reachable after {timeout:.0f}s: {exc.orig!s}") from None
+    log.warning("database not reachable yet, retrying in %.1fs", delay)
+    return delay
+
+
 def wait_for_db(engine: Engine, timeout: float = DEFAULT_DB_WAIT_SECONDS) -> None:
     """Block until ``SELECT 1`` succeeds, retrying with backoff; raise after ``timeout``."""
     deadline = time.monotonic() + timeout
     attempt = 0
     while True:
         try:
-            with engine.connect() as conn:
-                conn.execute(sa.text("SELECT 1"))
+            _select_one(engine)
             return
         except sa.exc.OperationalError as exc:
             attempt += 1
-            delay = compute_backoff(attempt, base=DB_WAIT_BASE_SECONDS, cap=DB_WAIT_MAX_SECONDS)
-            if time.monotonic() + delay > deadline:
-                raise TimeoutError(
-                    f"database not reachable after {timeout:.0f}s: {exc.orig!s}"
-                ) from None
-            log.warning("database not reachable yet, retrying in %.1fs", delay)
-            time.sleep(delay)
+            time.sleep(_retry_delay(attempt, deadline, timeout, exc))
+
+
+async def await_db(
+    engine: Engine, stop: asyncio.Event, wait_s: float = DEFAULT_DB_WAIT_SECONDS
+) -> bool:
+    """:func:`wait_for_db` for a process that must still obey SIGTERM while it waits:
+    True once the database answers, False as soon as ``stop`` is set."""
+    deadline = time.monotonic() + wait_s
+    attempt = 0
+    while not stop.is_set():
+        try:
+            await asyncio.to_thread(_select_one, engine)
+            return True
+        except sa.exc.OperationalError as exc:
+            attempt += 1
+            delay = _retry_delay(attempt, deadline, wait_s, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+    return False
 
 
 #: PostgreSQL SQLSTATEs of a transaction that lost a race: serialization failure, deadlock

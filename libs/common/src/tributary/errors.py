@@ -38,3 +38,7 @@ class LeaseLost(TributaryError):
 
 class ServiceCrashed(TributaryError):
     """A task of a running service failed: the service stopped cleanly and exits non-zero."""
+
+
+class StoppedBeforeStart(TributaryError):
+    """SIGTERM/SIGINT arrived while the service was still starting (waiting for a store)."""

@@ -29,8 +29,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tributary import redis_client
 from tributary.config import ServiceSettings
-from tributary.db import make_engine, make_sessionmaker, wait_for_db
-from tributary.errors import ServiceCrashed
+from tributary.db import await_db, make_engine, make_sessionmaker
+from tributary.errors import ServiceCrashed, StoppedBeforeStart
 from tributary.events import Registry
 from tributary.http import (
     HttpServer,
@@ -183,15 +183,28 @@ def _migrations_applied(service: Service[Any, Any], engine: Engine) -> Callable[
     return applied
 
 
-async def open_resources(service: Service[S, Any], settings: S) -> Resources[S]:
-    """Connect to Redis and the database (bounded wait) and build the shared objects."""
+async def open_resources(
+    service: Service[S, Any], settings: S, stop: asyncio.Event | None = None
+) -> Resources[S]:
+    """Connect to Redis and the database (bounded wait) and build the shared objects.
+
+    With ``stop``, the wait for the database ends as soon as it is set, raising
+    :class:`StoppedBeforeStart` (a pod told to stop while its database is down exits
+    at once, cleanly, instead of being killed at the end of its grace period)."""
     telemetry = setup_telemetry(service.name, settings.otel_exporter_otlp_endpoint, set_global=True)
     telemetry.instrument_redis()
     telemetry.instrument_httpx()
     redis = redis_client.connect(settings.redis_url.get_secret_value())
     engine = make_engine(settings.database_url, schema=service.schema)
     telemetry.instrument_engine(engine)
-    await asyncio.to_thread(wait_for_db, engine)
+    try:
+        if not await await_db(engine, stop or asyncio.Event()):
+            raise StoppedBeforeStart(f"{service.name} stopped while waiting for its database")
+    except BaseException:
+        await redis.aclose()
+        engine.dispose()
+        telemetry.shutdown()
+        raise
     return assemble_resources(
         service, settings, redis, engine, telemetry, default_consumer_name(settings)
     )
@@ -304,12 +317,16 @@ def install_signal_handlers(stop: asyncio.Event) -> None:
 
 @contextlib.asynccontextmanager
 async def started(
-    service: Service[S, A], settings: S, *, apply_migrations: bool = True
+    service: Service[S, A],
+    settings: S,
+    *,
+    apply_migrations: bool = True,
+    stop: asyncio.Event | None = None,
 ) -> AsyncIterator[tuple[Resources[S], Components[A]]]:
     """The service's resources opened, its migrations applied and its parts built; on
     exit its ``release`` hooks run and the resources close. ``run``, ``once`` and every
     CLI verb that needs the application start it this one way."""
-    res = await open_resources(service, settings)
+    res = await open_resources(service, settings, stop)
     try:
         if apply_migrations:
             await asyncio.to_thread(migrate, service, res.engine)
@@ -342,23 +359,39 @@ async def run_service(
     configure_logging(settings.log_level, service.name)
     stop = stop or asyncio.Event()
     install_signal_handlers(stop)
-    async with started(service, settings, apply_migrations=apply_migrations) as (res, parts):
-        tune_gc()
-        http = _http_app(res, parts) if settings.http_port else None
-        if http is not None:
-            await http.start()
-        tasks = _tasks(res, parts, stop)
-        log.info("%s running as consumer %s", service.name, res.consumer_name)
-        crashed = await _wait_for_stop_or_crash(stop, tasks)
-        stop.set()
-        await _stop_all(tasks, settings.shutdown_timeout_seconds)
-        for hook in parts.on_shutdown:
-            await asyncio.wait_for(hook(), settings.shutdown_timeout_seconds)
-        if http is not None:
-            await http.stop()
-        log.info("%s stopped", service.name)
+    try:
+        async with started(service, settings, apply_migrations=apply_migrations, stop=stop) as (
+            res,
+            parts,
+        ):
+            crashed = await _serve(res, parts, stop)
+    except StoppedBeforeStart as exc:
+        log.warning("%s", exc)
+        return
     if crashed is not None:
         raise ServiceCrashed(f"{crashed[0]} failed: {type(crashed[1]).__name__}: {crashed[1]}")
+
+
+async def _serve(
+    res: Resources[Any], parts: Components[Any], stop: asyncio.Event
+) -> tuple[str, BaseException] | None:
+    """Run the process's tasks and HTTP API until stop or a crash; then stop them in order."""
+    settings, service = res.settings, res.service
+    tune_gc()
+    http = _http_app(res, parts) if settings.http_port else None
+    if http is not None:
+        await http.start()
+    tasks = _tasks(res, parts, stop)
+    log.info("%s running as consumer %s", service.name, res.consumer_name)
+    crashed = await _wait_for_stop_or_crash(stop, tasks)
+    stop.set()
+    await _stop_all(tasks, settings.shutdown_timeout_seconds)
+    for hook in parts.on_shutdown:
+        await asyncio.wait_for(hook(), settings.shutdown_timeout_seconds)
+    if http is not None:
+        await http.stop()
+    log.info("%s stopped", service.name)
+    return crashed
 
 
 async def _wait_for_stop_or_crash(
