@@ -6,7 +6,7 @@ import random
 import threading
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -180,6 +180,23 @@ def waits_for_lock(engine: Engine, backend: int) -> bool:
         return bool(conn.execute(sa.text(query), {"id": backend}).scalar_one())
 
 
+#: InnoDB serves INFORMATION_SCHEMA.INNODB_TRX from a cache it refreshes only
+#: when nobody read it for 0.1 s: polling faster than that can see the state
+#: from before the wait began for ever
+_LOCK_POLL_S = 0.15
+
+
+def await_lock_wait(engine: Engine, backend: int, claim: Future[set[str]]) -> None:
+    """Return once ``backend`` waits for a row lock; fail at once if ``claim`` ended instead."""
+
+    def waiting() -> bool:
+        if claim.done():
+            raise AssertionError(f"the claim ended without waiting: {claim.result()!r}")
+        return waits_for_lock(engine, backend)
+
+    wait_until(waiting, what="second claim waits for a lock", poll=_LOCK_POLL_S)
+
+
 @pytest.mark.parametrize("first_commits", [True, False])
 def test_claim_waits_for_a_concurrent_claim_of_the_same_ids(
     engine: Engine, sm: sessionmaker[Session], first_commits: bool
@@ -192,7 +209,7 @@ def test_claim_waits_for_a_concurrent_claim_of_the_same_ids(
         assert claim_events(first, GROUP, [a, b]) == {a, b}
         backend = backend_id(second)  # also starts second's snapshot before first commits
         claimed = pool.submit(claim_events, second, GROUP, [a, b, c])
-        wait_until(lambda: waits_for_lock(engine, backend), what="second claim waits for a lock")
+        await_lock_wait(engine, backend, claimed)
         if first_commits:
             first.commit()
         else:
@@ -220,7 +237,7 @@ def test_mysql_claim_race_below_repeatable_read_refuses_to_guess(
             claim_events(first, GROUP, [a])
             backend = backend_id(second)
             claimed = pool.submit(claim_events, second, GROUP, [a, b])
-            wait_until(lambda: waits_for_lock(eng, backend), what="second claim waits for a lock")
+            await_lock_wait(eng, backend, claimed)
             first.commit()
             with pytest.raises(ClaimConflict):
                 claimed.result(timeout=30)
