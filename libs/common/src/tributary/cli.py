@@ -155,6 +155,30 @@ def _check_config(inv: Invocation[Any, Any]) -> int:
     return 0
 
 
+def _retention_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="remove nothing: show what a pass would remove",
+    )
+
+
+async def _retention_async(inv: Invocation[Any, Any]) -> str:
+    from tributary.retention.report import render
+    from tributary.service import retention_sweep
+
+    async with inv.started() as (res, parts):
+        sweep = retention_sweep(res, parts)
+        dry_run = bool(inv.args.dry_run)
+        report = await (sweep.look(dry_run=True) if dry_run else sweep.run_pass())
+    return render(report, dry_run=dry_run)
+
+
+def _retention(inv: Invocation[Any, Any]) -> int:
+    print(asyncio.run(_retention_async(inv)))
+    return 0
+
+
 def _dlq_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=["list", "show", "replay", "purge"])
     parser.add_argument("stream", help="the stream whose <stream>.dlq to use")
@@ -205,6 +229,12 @@ BUILTIN: tuple[Command[Any, Any], ...] = (
     Command("migrate", "apply database migrations and exit", _migrate),
     Command("check-config", "validate the environment and print the settings", _check_config),
     Command("dlq", "list, show, replay or purge dead-lettered entries", _dlq, _dlq_arguments),
+    Command(
+        "retention",
+        "run one retention pass now and print each stream's and table's figures",
+        _retention,
+        _retention_arguments,
+    ),
 )
 
 
