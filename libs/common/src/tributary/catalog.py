@@ -8,10 +8,9 @@ docs/events.md describes each stream for people.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Literal
-
-from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
 

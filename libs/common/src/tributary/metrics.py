@@ -105,12 +105,13 @@ class Metrics:
             registry=self.registry,
         )
 
-
     def _retention_metrics(self) -> None:
         """Footprint and retention (tributary.retention): what each store holds, what the
         lease holder's passes removed."""
         self.stream_length = Gauge(
-            "tributary_stream_length", "Entries in the stream (XLEN).", ("stream",),
+            "tributary_stream_length",
+            "Entries in the stream (XLEN).",
+            ("stream",),
             registry=self.registry,
         )
         self.stream_oldest_age = Gauge(

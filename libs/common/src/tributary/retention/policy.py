@@ -1,7 +1,7 @@
 """What a stream keeps: its retention policy, and the ``STREAM_RETENTION`` setting that
 overrides the catalog's defaults.
 
-A policy keeps entries for an age (``XTRIM MINID`` at now − age) and/or up to a length;
+A policy keeps entries for an age (``XTRIM MINID`` at now - age) and/or up to a length;
 either may be absent. The catalog (:data:`tributary.catalog.STREAMS`) gives each stream
 its default; dead-letter streams share :data:`tributary.catalog.DLQ_RETENTION`.
 

@@ -225,7 +225,7 @@ class Trimmer:
     async def _trim_length(self, key: str, max_len: int, floor: str | None) -> int:
         removed = 0
         while True:
-            args = [max_len, self.slice_entries, floor or ""]
+            args: list[str | int] = [max_len, self.slice_entries, floor or ""]
             n = await self._timed(self._length_slice(keys=[key], args=args))
             removed += n
             if n < self.slice_entries:
@@ -246,6 +246,6 @@ class Trimmer:
             if floor is None:
                 below += excess
             else:
-                args = [floor, below + excess]
+                args: list[str | int] = [floor, below + excess]
                 below = max(below, int(await self._count_below(keys=[key], args=args)))
         return below

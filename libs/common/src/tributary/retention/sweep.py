@@ -167,18 +167,18 @@ class RetentionSweep:
         now = datetime.now(UTC)
         for policy in await self.tables():
             removed = await self._purge(policy, now)
-            figures = await asyncio.to_thread(tables.measure, self.engine, policy, now)
-            figures.removed = removed
-            self._count_table(figures)
-            report.tables.append(figures)
+            measured = await asyncio.to_thread(tables.measure, self.engine, policy, now)
+            measured.removed = removed
+            self._count_table(measured)
+            report.tables.append(measured)
         report.seconds = time.monotonic() - started
         self.passes += 1
         if self.metrics is not None:
             self.metrics.retention_last_pass.set(time.time())
-        removed = {f.stream: f.removed for f in report.streams if f.removed}
-        removed |= {f.table: f.removed for f in report.tables if f.removed}
-        if removed:
-            log.info("retention removed %s in %.1fs", removed, report.seconds, extra=removed)
+        gone = {f.stream: f.removed for f in report.streams if f.removed}
+        gone |= {f.table: f.removed for f in report.tables if f.removed}
+        if gone:
+            log.info("retention removed %s in %.1fs", gone, report.seconds)
         return report
 
     async def _purge(self, policy: TableRetention, now: datetime) -> int:
@@ -204,9 +204,9 @@ class RetentionSweep:
                 report.would_remove[target.stream] = n
         now = datetime.now(UTC)
         for policy in await self.tables():
-            figures = await asyncio.to_thread(tables.measure, self.engine, policy, now)
-            self._set_table_gauges(figures)
-            report.tables.append(figures)
+            measured = await asyncio.to_thread(tables.measure, self.engine, policy, now)
+            self._set_table_gauges(measured)
+            report.tables.append(measured)
             if dry_run:
                 n = await asyncio.to_thread(tables.count_older, self.engine, policy, now)
                 report.would_remove[policy.table] = n
@@ -223,8 +223,9 @@ class RetentionSweep:
                 figures.held_back,
                 figures.stream,
                 self.options.lag_warn_entries,
-                f"; {figures.dropped} entries trimmed past it" if figures.dropped else
-                "; set RETENTION_TRIM_PAST_LAGGING to trim past it",
+                f"; {figures.dropped} entries trimmed past it"
+                if figures.dropped
+                else "; set RETENTION_TRIM_PAST_LAGGING to trim past it",
                 extra={"stream": figures.stream, "group": figures.lagging_group},
             )
         if self.metrics is not None:
