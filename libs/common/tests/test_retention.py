@@ -297,3 +297,12 @@ async def test_a_registered_table_is_purged_by_its_own_age_and_condition(
     await retention.run_pass()
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT event_id FROM inbox")).scalars().all() == ["b"]
+
+
+async def test_a_stream_nobody_wrote_yet_is_passed_over(
+    redis_client: aioredis.Redis, keys: Keys, pg_engine: Engine
+) -> None:
+    target = StreamTarget("alerts", keys.stream("alerts"), catalog.STREAMS["alerts"].retention)
+    report = await sweep(redis_client, pg_engine, [target]).run_pass()
+    assert (report.streams[0].length, report.streams[0].removed) == (0, 0)
+    assert await redis_client.exists(target.key) == 0

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import ResponseError
 
 from tributary.retention.policy import StreamRetention
 from tributary.streams.ids import min_id, next_id, parse_id
@@ -93,7 +94,12 @@ async def group_floors(redis: Redis, key: str) -> list[GroupFloor]:
     pending): no entry is read."""
     floors = []
     length: int | None = None
-    groups: list[dict[str, Any]] = await redis.xinfo_groups(key)
+    try:
+        groups: list[dict[str, Any]] = await redis.xinfo_groups(key)
+    except ResponseError as exc:
+        if "no such key" in str(exc):  # a stream nobody wrote yet
+            return []
+        raise
     for info in groups:
         pending = int(info["pending"])
         if pending > 0:
