@@ -166,7 +166,7 @@ class RetentionSweep:
             report.streams.append(figures)
         now = datetime.now(UTC)
         for policy in await self.tables():
-            removed = await self._purge(policy, now)
+            removed = await self.purge(policy, now)
             measured = await asyncio.to_thread(tables.measure, self.engine, policy, now)
             measured.removed = removed
             self._count_table(measured)
@@ -181,7 +181,8 @@ class RetentionSweep:
             log.info("retention removed %s in %.1fs", gone, report.seconds)
         return report
 
-    async def _purge(self, policy: TableRetention, now: datetime) -> int:
+    async def purge(self, policy: TableRetention, now: datetime) -> int:
+        """Delete the table's rows past the policy's cut, a batch at a time, paced."""
         cut = await asyncio.to_thread(tables.current_cut, self.engine, policy, now)
         n, removed = self.options.batch_rows, 0
         while True:
