@@ -125,7 +125,8 @@ async def test_only_the_lease_holder_runs_the_retention_pass(
             settings = load_settings(
                 SampleSettings, consumer_name=name, retention_interval_seconds=0.05
             )
-            replicas.append(await stack.enter_async_context(started(SERVICE, settings)))
+            service = SERVICE.configured(settings)  # DB_SCHEMA: the test's own schema
+            replicas.append(await stack.enter_async_context(started(service, settings)))
         tasks = [task for res, parts in replicas for task in _tasks(res, parts, stop)]
         try:
             await _two_rounds_removed_by_one(replicas, sample_env, redis_client)
