@@ -9,8 +9,11 @@ import sqlalchemy as sa
 
 from alert.clock import ManualClock
 from alert.models import rule_state
+from alert.repository import resolved_retention
+from alert.samples import SOURCES
 from tributary import catalog
 from tributary.events import encode, make_event
+from tributary.retention.sweep import RetentionSweep
 from tributary.streams import client
 
 from .conftest import T0
@@ -303,20 +306,43 @@ async def test_keep_firing_for_resolves_on_the_tick(harness: Harness, clock: Man
     assert event.resolved_at == T0 + timedelta(seconds=70)
 
 
-async def test_purge_forgets_old_inbox_and_outbox_rows(
+def _count(harness: Harness, table: str) -> int:
+    with harness.res.sessions() as session:
+        return int(session.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one())
+
+
+def _sweep(harness: Harness, hours: float, resolved_days: float) -> RetentionSweep:
+    # model_copy: ages far below what a configuration may set (the DLQ's 7 days)
+    settings = harness.res.settings.model_copy(
+        update={"inbox_retention_hours": hours, "outbox_retention_hours": hours}
+    )
+    return RetentionSweep.for_service(
+        "alert",
+        settings,
+        harness.res.redis,
+        harness.res.engine,
+        harness.res.metrics,
+        consumed=SOURCES,
+        registered=[resolved_retention(timedelta(days=resolved_days))],
+    )
+
+
+async def test_the_retention_pass_forgets_old_inbox_outbox_rows_and_resolved_alerts(
     harness: Harness, clock: ManualClock
 ) -> None:
     harness.add_rule(operator=">", threshold=30)
     await harness.reading("aq-1", 35, clock())
+    await harness.reading("aq-2", 35, clock())
+    await harness.drain()
+    clock.advance(10)
+    await harness.reading("aq-1", 20, clock())  # aq-1 resolves, aq-2 stays open
     await harness.drain()
     await harness.relay()
-    await harness.app.purge()  # nothing is old enough yet
-    with harness.res.sessions() as session:
-        assert session.execute(sa.text("SELECT count(*) FROM inbox")).scalar() == 1
-    harness.app.settings = harness.app.settings.model_copy(
-        update={"inbox_retention_hours": 1e-9, "outbox_retention_hours": 1e-9}
-    )
-    await harness.app.purge()
-    with harness.res.sessions() as session:
-        assert session.execute(sa.text("SELECT count(*) FROM inbox")).scalar() == 0
-        assert session.execute(sa.text("SELECT count(*) FROM outbox")).scalar() == 0
+    await _sweep(harness, 168, 3650).run_pass()  # nothing is old enough yet
+    assert _count(harness, "inbox") == 3
+    assert _count(harness, "alert_events") == 2
+    await _sweep(harness, 1e-9, 1e-9).run_pass()
+    assert _count(harness, "inbox") == 0
+    assert _count(harness, "outbox") == 0
+    (left,) = harness.events()
+    assert left.subject == "aq-2"  # an open alert is never deleted

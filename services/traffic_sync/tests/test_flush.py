@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 import redis
@@ -21,6 +22,8 @@ from traffic_sync.models import flush_ledger, node_traffic, rejects
 from traffic_sync.mover import Mover
 from traffic_sync.repository import NodeTotals
 from tributary.db import make_sessionmaker
+from tributary.retention.sweep import RetentionSweep
+from tributary.retention.tables import TableRetention
 
 from .conftest import FlusherFactory
 from .stored import all_traffic
@@ -297,7 +300,7 @@ async def test_a_failing_batch_stays_pending_without_stopping_the_others(
     assert await redis_is_clean(redis_client, tkeys)
 
 
-async def test_run_cycle_saves_status_and_purges_old_ledger_rows(
+async def test_run_cycle_saves_status_and_the_retention_pass_purges_old_ledger_rows(
     redis_client: aioredis.Redis, tkeys: TrafficKeys, mysql_engine: Engine,
     make_flusher: FlusherFactory,
 ) -> None:  # fmt: skip
@@ -311,6 +314,8 @@ async def test_run_cycle_saves_status_and_purges_old_ledger_rows(
         )  # fmt: skip
     await record_traffic(redis_client, 1, 1, 1, keys=tkeys)
     await make_flusher().run_cycle()
+    ledger = TableRetention(flush_ledger.name, "applied_at", timedelta(days=30))
+    await RetentionSweep(redis_client, mysql_engine, None, [], [ledger]).run_pass()
     with mysql_engine.connect() as conn:
         ids = [r[0] for r in conn.execute(sa.select(flush_ledger.c.batch_id))]
     assert len(ids) == 1

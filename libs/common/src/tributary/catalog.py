@@ -8,12 +8,18 @@ docs/events.md describes each stream for people.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tributary.events import Registry
+from tributary.retention.policy import StreamRetention
+
+if TYPE_CHECKING:
+    # the settings read the catalog (STREAM_RETENTION): it must not cost them the
+    # import of the event machinery (Redis, OpenTelemetry)
+    from tributary.events import Registry
 
 
 class Payload(BaseModel):
@@ -31,6 +37,44 @@ TRAFFIC_FLUSHED = "traffic.flushed"
 USAGE_AGGREGATED = "usage.aggregated"
 DEVICE_READINGS = "device.readings"
 ALERTS = "alerts"
+
+#: seconds in an hour and in a day, for the retention defaults below
+_HOUR, _DAY = 3600.0, 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    """Who writes a stream and how long its entries are kept.
+
+    ``trimmed_by`` is the service whose lease holder trims it: its producer, or for a
+    stream written outside the services (``device.readings``) the service consuming it.
+    The defaults are what an operator would pick; ``STREAM_RETENTION`` overrides them
+    (:mod:`tributary.retention.policy`).
+    """
+
+    trimmed_by: str
+    retention: StreamRetention
+
+
+#: every stream the system writes, with its default retention (docs/operations.md,
+#: "Retention and footprint", explains each choice)
+STREAMS: dict[str, StreamSpec] = {
+    # work items: useless once collected; bounded by length too (a tick per server)
+    OUTLINE_COLLECT: StreamSpec("snapshot", StreamRetention(6 * _HOUR, 100_000)),
+    USAGE_ANOMALIES: StreamSpec("snapshot", StreamRetention(7 * _DAY)),
+    USAGE_FORECASTS: StreamSpec("snapshot", StreamRetention(3 * _DAY)),
+    GMAIL_JOBS: StreamSpec("gmail_fetch", StreamRetention(7 * _DAY)),
+    # read by clients without a group: age alone
+    GMAIL_JOB_EVENTS: StreamSpec("gmail_fetch", StreamRetention(3 * _DAY)),
+    # one entry per node per flush: ~29 million a day at 100,000 nodes
+    TRAFFIC_FLUSHED: StreamSpec("traffic_sync", StreamRetention(6 * _HOUR)),
+    USAGE_AGGREGATED: StreamSpec("aggregation", StreamRetention(2 * _DAY)),
+    DEVICE_READINGS: StreamSpec("alert", StreamRetention(6 * _HOUR)),
+    ALERTS: StreamSpec("alert", StreamRetention(7 * _DAY)),
+}
+
+#: every ``<stream>.dlq``: bounded by length and age (an operator replays within a week)
+DLQ_RETENTION = StreamRetention(7 * _DAY, 10_000)
 
 # -- snapshot ---------------------------------------------------------------------------
 
@@ -165,6 +209,8 @@ EVENT_TYPES: dict[str, tuple[str, type[Payload]]] = {
 
 def default_registry() -> Registry:
     """A registry with every event type of the catalog."""
+    from tributary.events import Registry
+
     registry = Registry()
     for event_type, (_, model) in EVENT_TYPES.items():
         registry.register(event_type, model)

@@ -173,6 +173,14 @@ def _dlq_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=int, default=100)
 
 
+def _retention_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="remove nothing: show what a pass would remove",
+    )
+
+
 #: the verbs every service has; their functions are in :mod:`tributary.verbs`
 BUILTIN: tuple[Command[Any, Any], ...] = (
     Command(
@@ -190,6 +198,12 @@ BUILTIN: tuple[Command[Any, Any], ...] = (
         "list, show, replay or purge dead-lettered entries",
         "tributary.verbs:dlq",
         _dlq_arguments,
+    ),
+    Command(
+        "retention",
+        "run one retention pass now and print each stream's and table's figures",
+        "tributary.verbs:retention",
+        _retention_arguments,
     ),
 )
 

@@ -13,7 +13,14 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tributary.errors import ConfigError
@@ -99,6 +106,92 @@ class ServiceSettings(BaseSettings):
         validation_alias=shared("MAX_DELIVERIES"),
         description="Deliveries of one entry before it goes to <stream>.dlq.",
     )
+
+    # -- retention (tributary.retention; docs/operations.md "Retention and footprint") --
+    retention_enabled: bool = Field(
+        True,
+        validation_alias=shared("RETENTION_ENABLED"),
+        description="Run the retention pass (streams, inbox, outbox, tables) on the lease holder.",
+    )
+    retention_interval_seconds: float = Field(
+        60.0,
+        gt=0,
+        validation_alias=shared("RETENTION_INTERVAL_SECONDS"),
+        description="Seconds between retention passes.",
+    )
+    stream_retention: str = Field(
+        "",
+        validation_alias=shared("STREAM_RETENTION"),
+        description=(
+            "Overrides of the catalog's stream retention: `<stream>=<age>[/<length>],...` "
+            "(age: 90s, 30m, 6h, 7d or -; `dlq` = every <stream>.dlq)."
+        ),
+    )
+    inbox_retention_hours: float = Field(
+        168.0,
+        gt=0,
+        validation_alias=shared("INBOX_RETENTION_HOURS"),
+        description="Processed-event ids are kept this long (at least the DLQ age: replays).",
+    )
+    outbox_retention_hours: float = Field(
+        24.0,
+        gt=0,
+        validation_alias=shared("OUTBOX_RETENTION_HOURS"),
+        description="Published outbox rows are kept this long.",
+    )
+    retention_batch_rows: int = Field(
+        5000,
+        ge=100,
+        validation_alias=shared("RETENTION_BATCH_ROWS"),
+        description="Rows one retention DELETE removes at most (one short transaction each).",
+    )
+    retention_slice_entries: int = Field(
+        10_000,
+        ge=1000,
+        validation_alias=shared("RETENTION_SLICE_ENTRIES"),
+        description="Stream entries one XTRIM removes at most.",
+    )
+    retention_duty_cycle: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        validation_alias=shared("RETENTION_DUTY_CYCLE"),
+        description="Share of its time a pass works; it pauses between slices for the rest.",
+    )
+    retention_lag_warn_entries: int = Field(
+        1_000_000,
+        ge=1,
+        validation_alias=shared("RETENTION_LAG_WARN_ENTRIES"),
+        description="A group holding back more entries than this is lagging (warning, metric).",
+    )
+    retention_trim_past_lagging: bool = Field(
+        False,
+        validation_alias=shared("RETENTION_TRIM_PAST_LAGGING"),
+        description="Trim past a lagging group's unacknowledged entries (they are lost to it).",
+    )
+
+    @field_validator("stream_retention")
+    @classmethod
+    def _known_streams(cls, value: str) -> str:
+        from tributary.catalog import STREAMS
+        from tributary.retention.policy import parse_overrides
+
+        parse_overrides(value, STREAMS)
+        return value
+
+    @model_validator(mode="after")
+    def _inbox_outlives_replays(self) -> ServiceSettings:
+        from tributary.catalog import DLQ_RETENTION, STREAMS
+        from tributary.retention.policy import DLQ_NAME, format_age, parse_overrides
+
+        dlq = parse_overrides(self.stream_retention, STREAMS).get(DLQ_NAME, DLQ_RETENTION)
+        if dlq.max_age_s is None or self.inbox_retention_hours * 3600 < dlq.max_age_s:
+            raise ValueError(
+                f"INBOX_RETENTION_HOURS ({self.inbox_retention_hours:g}) must cover the DLQ "
+                f"age ({format_age(dlq.max_age_s)}): a replayed dead letter whose inbox row "
+                "is gone would take effect twice"
+            )
+        return self
 
     @field_validator("stream_prefix")
     @classmethod

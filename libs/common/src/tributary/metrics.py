@@ -97,10 +97,68 @@ class Metrics:
             ("lease",),
             registry=self.registry,
         )
+        self._retention_metrics()
         self.outbox_backlog = Gauge(
             "tributary_outbox_backlog",
             "Outbox rows not yet published (a page of events counts as one row).",
             ("schema",),
+            registry=self.registry,
+        )
+
+    def _retention_metrics(self) -> None:
+        """Footprint and retention (tributary.retention): what each store holds, what the
+        lease holder's passes removed."""
+        self.stream_length = Gauge(
+            "tributary_stream_length",
+            "Entries in the stream (XLEN).",
+            ("stream",),
+            registry=self.registry,
+        )
+        self.stream_oldest_age = Gauge(
+            "tributary_stream_oldest_entry_age_seconds",
+            "Age of the stream's oldest entry (from its id).",
+            ("stream",),
+            registry=self.registry,
+        )
+        self.stream_held_back = Gauge(
+            "tributary_stream_held_back_entries",
+            "Unacknowledged backlog of the group holding back the stream's retention (0: none).",
+            ("stream",),
+            registry=self.registry,
+        )
+        self.stream_lagging = Gauge(
+            "tributary_retention_lagging_group",
+            "1 while the group holds back more than RETENTION_LAG_WARN_ENTRIES entries.",
+            ("stream", "group"),
+            registry=self.registry,
+        )
+        self.table_rows = Gauge(
+            "tributary_table_rows",
+            "Approximate rows of a table under retention (the database's estimate).",
+            ("table",),
+            registry=self.registry,
+        )
+        self.table_oldest_age = Gauge(
+            "tributary_table_oldest_row_age_seconds",
+            "Age of the oldest row of a table under retention.",
+            ("table",),
+            registry=self.registry,
+        )
+        self.retention_removed = Counter(
+            "tributary_retention_removed",
+            "Stream entries and table rows removed by retention.",
+            ("store", "name"),
+            registry=self.registry,
+        )
+        self.retention_dropped = Counter(
+            "tributary_retention_dropped_unacknowledged",
+            "Entries trimmed past a lagging group (RETENTION_TRIM_PAST_LAGGING): lost to it.",
+            ("stream",),
+            registry=self.registry,
+        )
+        self.retention_last_pass = Gauge(
+            "tributary_retention_last_pass_timestamp_seconds",
+            "When this process last finished a retention pass (unix time).",
             registry=self.registry,
         )
 

@@ -45,6 +45,8 @@ from tributary.leases import Lease, run_as_leader
 from tributary.logs import configure_logging
 from tributary.metrics import Metrics
 from tributary.outbox import OutboxRelay, Renderers
+from tributary.retention.sweep import RetentionSweep
+from tributary.retention.tables import TableRetention
 from tributary.runtime import tune_gc
 from tributary.streams.producer import Producer
 from tributary.streams.runner import RunnerOptions, StreamRunner
@@ -87,6 +89,9 @@ class Components(Generic[A]):
     #: release what ``build`` opened (clients, pools), after ``run``, ``once`` or a verb
     release: Sequence[Job] = ()
     uses_outbox: bool = False
+    #: the service's own tables under retention, purged by the library's pass along with
+    #: its inbox and outbox (:mod:`tributary.retention`)
+    retention: Sequence[TableRetention] = ()
 
 
 @dataclass
@@ -261,11 +266,38 @@ async def _periodic_loop(periodic: Periodic, stop: asyncio.Event) -> None:
             await asyncio.wait_for(stop.wait(), periodic.interval_s)
 
 
+def retention_sweep(res: Resources[Any], parts: Components[Any]) -> RetentionSweep:
+    """The service's stores under retention: the streams it trims (catalog), the DLQs of
+    those and of the streams it consumes, its inbox/outbox and ``parts.retention``."""
+    return RetentionSweep.for_service(
+        res.service.name,
+        res.settings,
+        res.redis,
+        res.engine,
+        res.metrics,
+        consumed=[r.stream for r in parts.runners],
+        registered=parts.retention,
+    )
+
+
+def retention_periodic(res: Resources[Any], parts: Components[Any]) -> Periodic | None:
+    """The retention pass as a leader-only periodic job (None: ``RETENTION_ENABLED`` off)."""
+    if not res.settings.retention_enabled:
+        return None
+    sweep = retention_sweep(res, parts)
+
+    async def retention() -> None:
+        await sweep.run_pass()
+
+    return Periodic("retention", res.settings.retention_interval_seconds, retention)
+
+
 def _tasks(
     res: Resources[Any], parts: Components[Any], stop: asyncio.Event
 ) -> list[asyncio.Task[None]]:
     tasks = [asyncio.create_task(r.run(stop), name=f"consume:{r.stream}") for r in parts.runners]
-    for p in parts.periodic:
+    retention = retention_periodic(res, parts)
+    for p in [*parts.periodic, *([retention] if retention else [])]:
         coro = (
             run_as_leader(res.lease(p.name), p.interval_s, p.job, stop)
             if p.leader_only

@@ -112,3 +112,19 @@ async def _dlq_action(dlq: DeadLetters, args: argparse.Namespace) -> None:
 def dlq(inv: Invocation[Any, Any]) -> int:
     asyncio.run(_dlq_async(inv.settings, inv.args))
     return 0
+
+
+async def _retention_async(inv: Invocation[Any, Any]) -> str:
+    from tributary.retention.report import render
+    from tributary.service import retention_sweep
+
+    async with inv.started() as (res, parts):
+        sweep = retention_sweep(res, parts)
+        dry_run = bool(inv.args.dry_run)
+        report = await (sweep.look(dry_run=True) if dry_run else sweep.run_pass())
+    return render(report, dry_run=dry_run)
+
+
+def retention(inv: Invocation[Any, Any]) -> int:
+    print(asyncio.run(_retention_async(inv)))
+    return 0

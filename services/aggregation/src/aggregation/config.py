@@ -79,6 +79,9 @@ class AggregationSettings(ServiceSettings):
     max_recorded_errors: int = Field(
         1_000, ge=0, description="Malformed keys stored per run (all are counted)."
     )
+    run_retention_days: float = Field(
+        90.0, gt=0, description="Finished runs (and their recorded errors) are kept this long."
+    )
 
     @model_validator(mode="after")
     def _retry_bounds(self) -> AggregationSettings:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,6 +17,7 @@ from aggregation.models import aggregation_run_errors as run_errors
 from aggregation.models import aggregation_runs as runs
 from aggregation.models import merchant_usage as usage
 from aggregation.reader import Malformed
+from tributary.retention.tables import TableRetention
 
 RUNNING, SUCCEEDED, PARTIAL, FAILED = "running", "succeeded", "partial", "failed"
 #: statuses of a run that read and wrote every readable key of its date
@@ -209,10 +210,10 @@ def list_run_errors(session: Session, run_id: int, limit: int = 100) -> list[Mal
     return [Malformed(row.key, row.reason, row.value) for row in session.execute(stmt)]
 
 
-def purge_runs(session: Session, before: datetime) -> int:
-    """Delete finished runs (and their errors) started before ``before``."""
-    stmt = sa.delete(runs).where(runs.c.started_at < before, runs.c.status != RUNNING)
-    return int(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
+def run_retention(max_age: timedelta) -> TableRetention:
+    """Finished runs started more than ``max_age`` ago go (their errors with them: ON
+    DELETE CASCADE); a run still running stays."""
+    return TableRetention(runs.name, "started_at", max_age, where=f"status <> '{RUNNING}'")
 
 
 # -- days -------------------------------------------------------------------------

@@ -18,14 +18,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from aggregation import repository as repo
 from aggregation.aggregator import Aggregator, Clock, RunResult, utc_now
-from tributary.outbox import purge_published
 
 log = logging.getLogger(__name__)
-
-#: finished runs (and their recorded errors) are kept this long
-RUN_RETENTION = timedelta(days=90)
-#: published outbox rows are kept this long (for inspection), then deleted
-OUTBOX_RETENTION = timedelta(days=1)
 
 SCHEDULE, RETRY = "schedule", "retry"
 
@@ -68,8 +62,6 @@ class Scheduler:
                     item.day, trigger=item.trigger, attempt=item.attempt
                 )
             )
-        if is_pass:
-            await asyncio.to_thread(self._housekeeping, now)
         return results
 
     def _due(self, now: datetime, is_pass: bool) -> list[DueRun]:
@@ -87,10 +79,3 @@ class Scheduler:
                 due.setdefault(day, DueRun(day, RETRY, attempts))
         # the newest data first: today matters most to readers
         return sorted(due.values(), key=lambda item: item.day, reverse=True)
-
-    def _housekeeping(self, now: datetime) -> None:
-        with self._sessions.begin() as session:
-            runs = repo.purge_runs(session, now - RUN_RETENTION)
-            events = purge_published(session, OUTBOX_RETENTION, now)
-        if runs or events:
-            log.info("purged %d old runs and %d published outbox rows", runs, events)

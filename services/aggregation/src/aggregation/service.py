@@ -9,6 +9,7 @@ from pathlib import Path
 
 import redis.asyncio as aioredis
 
+from aggregation import repository as repo
 from aggregation.aggregator import Aggregator, AggregatorOptions, Clock, utc_now
 from aggregation.api import router
 from aggregation.config import AggregationSettings
@@ -132,6 +133,7 @@ def build(res: Resources[AggregationSettings]) -> Components[AggregationApp]:
         routers=[router(res.sessions)],
         release=[app.aclose],
         uses_outbox=True,
+        retention=[repo.run_retention(timedelta(days=app.settings.run_retention_days))],
     )
 
 

@@ -6,7 +6,6 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -19,7 +18,7 @@ from alert.notify.notifier import Notifier
 from alert.samples import Sample
 from alert.scheduler import Ticker, TickOutcome
 from tributary.events import Registry
-from tributary.inbox import aprocess_once, purge_processed
+from tributary.inbox import aprocess_once
 from tributary.outbox import OutboxRelay
 from tributary.streams.producer import Producer
 from tributary.streams.runner import StreamRunner
@@ -126,17 +125,3 @@ class AlertApp:
                 self.metrics.transitions.labels(kind).inc(n)
         self._wake(len(outcome.transitions), outcome.notifications)
         return outcome
-
-    async def purge(self) -> None:
-        """Forget processed-event ids and published outbox rows past their retention."""
-        keep = timedelta(hours=self.settings.inbox_retention_hours)
-
-        def purge_inbox() -> int:
-            with self.sessions.begin() as session:
-                return purge_processed(session, keep, group=self.group)
-
-        inbox = await asyncio.to_thread(purge_inbox)
-        published = await self.relay.purge_published(
-            timedelta(hours=self.settings.outbox_retention_hours)
-        )
-        log.info("purged %d inbox rows and %d published outbox rows", inbox, published)

@@ -67,9 +67,8 @@ class AlertSettings(ServiceSettings):
     external_url: str = Field(
         "http://localhost:8000", description="This service's URL, put in webhook payloads."
     )
-    inbox_retention_hours: float = Field(
-        168.0, gt=0, description="Processed-event ids are kept this long (redelivery window)."
-    )
-    outbox_retention_hours: float = Field(
-        24.0, gt=0, description="Published outbox rows are kept this long."
+    resolved_retention_days: float = Field(
+        90.0,
+        gt=0,
+        description="Resolved alert events triggered longer ago than this are deleted.",
     )

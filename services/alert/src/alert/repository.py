@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,6 +21,16 @@ from alert.models import (
     silences,
 )
 from alert.rules import RuleSpec
+from tributary.retention.tables import TableRetention
+
+
+def resolved_retention(max_age: timedelta) -> TableRetention:
+    """Resolved alert events triggered more than ``max_age`` ago (found through the
+    ``triggered_at`` index); an open alert is never deleted, however old."""
+    return TableRetention(
+        alert_events.name, "triggered_at", max_age, where="resolved_at IS NOT NULL"
+    )
+
 
 # -- rules --------------------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -19,6 +20,7 @@ from alert.engine import Evaluator
 from alert.index import RuleCache
 from alert.metrics import AlertMetrics
 from alert.notify.notifier import Notifier
+from alert.repository import resolved_retention
 from alert.samples import SOURCES
 from alert.scheduler import Ticker
 from tributary import catalog
@@ -27,8 +29,6 @@ from tributary.streams.runner import RunnerOptions
 
 NAME = "alert"
 MIGRATIONS = Path(__file__).parent / "migrations"
-#: seconds between purges of old inbox and outbox rows
-PURGE_INTERVAL_SECONDS = 3600.0
 
 
 def assemble(
@@ -92,11 +92,11 @@ def build(res: Resources[AlertSettings]) -> Components[AlertApp]:
         runners=list(app.runners.values()),
         periodic=[
             Periodic("tick", settings.tick_interval_seconds, app.tick),
-            Periodic("purge", PURGE_INTERVAL_SECONDS, app.purge),
         ],
         routers=[api.router(app)],
         tasks=[app.notifier.run],
         uses_outbox=True,
+        retention=[resolved_retention(timedelta(days=settings.resolved_retention_days))],
     )
 
 

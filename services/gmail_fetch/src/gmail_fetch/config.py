@@ -87,6 +87,12 @@ class GmailFetchSettings(ServiceSettings):
     http_timeout_seconds: float = Field(
         30.0, gt=0, description="Timeout of one Gmail HTTP request."
     )
+    cache_retention_days: float = Field(
+        30.0, gt=0, description="Cached messages fetched longer ago than this are deleted."
+    )
+    job_retention_days: float = Field(
+        30.0, gt=0, description="Finished jobs (completed, failed, cancelled) are kept this long."
+    )
 
     @field_validator("token_encryption_keys")
     @classmethod

@@ -69,6 +69,7 @@ analytics_jobs = sa.Table(
         name="ck_analytics_jobs_status",
     ),
     sa.Index("ix_analytics_jobs_user_id_created_at", "user_id", "created_at"),
+    sa.Index("ix_analytics_jobs_finished_at", "finished_at"),
 )
 
 message_cache = sa.Table(
@@ -89,6 +90,7 @@ message_cache = sa.Table(
     sa.Column("history_id", sa.BigInteger, nullable=False),
     sa.Column("fetched_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_message_cache_user_id_internal_date", "user_id", "internal_date"),
+    sa.Index("ix_message_cache_fetched_at", "fetched_at"),
 )
 
 outbox = outbox_table(metadata)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 from gmail_fetch import api, handlers
@@ -13,8 +14,10 @@ from gmail_fetch.crypto import TokenCipher
 from gmail_fetch.gmail_http import GmailExecutor
 from gmail_fetch.jobs import CredentialCache, JobRunner
 from gmail_fetch.metrics import GmailMetrics
+from gmail_fetch.models import analytics_jobs, message_cache
 from gmail_fetch.quota import QuotaBucket
 from tributary import catalog
+from tributary.retention.tables import TableRetention
 from tributary.service import Components, Resources, Service
 from tributary.streams.runner import RunnerOptions, StreamRunner
 from tributary.transactions import Transactions
@@ -38,6 +41,19 @@ def runner_options(settings: GmailFetchSettings) -> RunnerOptions:
         max_deliveries=max(settings.max_deliveries, settings.job_max_attempts + 2),
         block_ms=1000,
     )
+
+
+def retention(settings: GmailFetchSettings) -> list[TableRetention]:
+    """Cached messages by age (a later job fetches them again), finished jobs by age."""
+    return [
+        TableRetention(
+            message_cache.name, "fetched_at", timedelta(days=settings.cache_retention_days)
+        ),
+        # finished_at is set when a job ends: a job still pending or running has none
+        TableRetention(
+            analytics_jobs.name, "finished_at", timedelta(days=settings.job_retention_days)
+        ),
+    ]
 
 
 @dataclass
@@ -85,6 +101,7 @@ def build(res: Resources[GmailFetchSettings]) -> Components[GmailFetch]:
         routers=[router],
         release=[app.close_executor],
         uses_outbox=True,
+        retention=retention(res.settings),
     )
 
 

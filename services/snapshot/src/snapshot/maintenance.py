@@ -1,5 +1,9 @@
 """Leader-only upkeep: hourly rollups, ageing of the window totals, retention, drift check.
 
+Retention here is the domain's: raw snapshots (never past what is rolled up) and hourly
+rollups, in bounded batches. The inbox and outbox are purged by the library's retention
+pass (:mod:`tributary.retention`), like every service's.
+
 Window totals. ``access_keys.used_{24h,7d,30d}`` hold the summed deltas of
 each window so that top-consumer queries read one row per key. A collection
 adds its deltas to all three; this job subtracts, per window, the hourly
@@ -26,16 +30,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from snapshot import repository as repo
 from snapshot.config import OUTLINE_WINDOW_DAYS, SnapshotSettings
 from snapshot.instruments import SnapshotMetrics
-from tributary.inbox import purge_processed
-from tributary.outbox import purge_published
 
 log = logging.getLogger(__name__)
 
 #: rollup waits this long after a bucket ends, so collections in flight land first
 DEFAULT_ROLLUP_GRACE = timedelta(minutes=5)
-#: inbox rows are kept this long (work items older than two ticks are skipped anyway)
-INBOX_RETENTION = timedelta(days=7)
-OUTBOX_RETENTION = timedelta(days=1)
 WINDOWS: dict[str, timedelta] = {
     "24h": timedelta(hours=24),
     "7d": timedelta(days=7),
@@ -209,9 +208,6 @@ def apply_retention(
     result.hourly = _delete_batches(
         sessions, _DELETE_HOURLY, {"cutoff": hourly_cutoff, "n": n}, batches
     )
-    with sessions.begin() as session:
-        result.extra["inbox"] = purge_processed(session, INBOX_RETENTION, now=now)
-        result.extra["outbox"] = purge_published(session, OUTBOX_RETENTION, now=now)
     return result
 
 

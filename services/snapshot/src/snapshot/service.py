@@ -68,7 +68,6 @@ def runner_options(settings: SnapshotSettings) -> RunnerOptions:
         handler_timeout_s=deadline,
         claim_idle_ms=int(deadline * 2000),
         max_deliveries=settings.max_deliveries,
-        trim_maxlen=100_000,
     )
 
 

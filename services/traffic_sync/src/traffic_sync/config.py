@@ -73,6 +73,3 @@ class TrafficSyncSettings(ServiceSettings):
         gt=0,
         description="Days an applied batch id is kept in the ledger (must outlive any crash).",
     )
-    outbox_retention_hours: float = Field(
-        24.0, gt=0, description="Hours published outbox rows are kept before being purged."
-    )

@@ -24,7 +24,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from datetime import timedelta
 
 import sqlalchemy as sa
 from opentelemetry.trace import Tracer
@@ -37,7 +36,6 @@ from traffic_sync.metrics import FlushMetrics
 from traffic_sync.mover import Mover
 from traffic_sync.publishing import queue_flushed
 from traffic_sync.report import CycleReport
-from tributary import outbox
 from tributary.db import is_retryable_conflict
 from tributary.events import Registry, new_event_id
 
@@ -70,8 +68,6 @@ class FlushOptions:
     batch_size: int = DEFAULT_BATCH_SIZE
     concurrency: int = 4
     publish_events: bool = True
-    ledger_retention: timedelta = timedelta(days=30)
-    outbox_retention: timedelta = timedelta(hours=24)
     source: str = "traffic_sync"
 
 
@@ -300,15 +296,9 @@ class Flusher:
     async def save_status(self, report: CycleReport) -> None:
         await self.mover.redis.hset(self.mover.keys.status, mapping=report.as_status())  # type: ignore[arg-type]
 
-    def purge(self) -> tuple[int, int]:
-        """Delete old ledger rows and published outbox rows (blocking)."""
-        with self.sessions.begin() as session:
-            ledger = repository.purge_ledger(session, self.options.ledger_retention)
-            published = outbox.purge_published(session, self.options.outbox_retention)
-        return ledger, published
-
     async def run_cycle(self) -> None:
-        """The periodic job: a flush, the status for ``status``, the purges; never raises."""
+        """The periodic job: a flush and the status for ``status``; never raises. (Old
+        ledger and outbox rows go in the library's retention pass.)"""
         try:
             report = await self.flush()
         except Exception:
@@ -317,6 +307,5 @@ class Flusher:
             return
         try:
             await self.save_status(report)
-            await asyncio.to_thread(self.purge)
         except Exception:
-            log.exception("saving the flush status or purging old rows failed")
+            log.exception("saving the flush status failed")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, NamedTuple, cast
 
 import sqlalchemy as sa
@@ -354,9 +354,3 @@ def recent_rejects(session: Session, limit: int = 20) -> list[dict[str, object]]
         }
         for r in session.execute(stmt)
     ]
-
-
-def purge_ledger(session: Session, older_than: timedelta, now: datetime | None = None) -> int:
-    cutoff = (now or utcnow()) - older_than
-    result = session.execute(sa.delete(flush_ledger).where(flush_ledger.c.applied_at < cutoff))
-    return int(cast("sa.CursorResult[Any]", result).rowcount)

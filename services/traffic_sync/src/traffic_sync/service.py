@@ -14,9 +14,11 @@ from traffic_sync.config import TrafficSyncSettings
 from traffic_sync.counters import TrafficKeys
 from traffic_sync.flush import Checkpoint, Flusher, FlushOptions, no_checkpoint
 from traffic_sync.metrics import FlushMetrics
+from traffic_sync.models import flush_ledger
 from traffic_sync.mover import Mover
 from traffic_sync.publishing import RENDERERS
 from tributary import catalog
+from tributary.retention.tables import TableRetention
 from tributary.service import Components, Periodic, Resources, Service
 
 log = logging.getLogger(__name__)
@@ -47,8 +49,6 @@ def assemble(
             batch_size=settings.batch_size,
             concurrency=settings.apply_concurrency,
             publish_events=settings.publish_events,
-            ledger_retention=timedelta(days=settings.ledger_retention_days),
-            outbox_retention=timedelta(hours=settings.outbox_retention_hours),
             source=res.service.name,
         ),
         wake=res.relay.wake,
@@ -90,6 +90,12 @@ def build(
         routers=[make_router(res.sessions, res.redis, TrafficKeys(res.keys))],
         on_shutdown=[on_shutdown],
         uses_outbox=True,
+        # applied batch ids: a batch id older than any crash recovery is never seen again
+        retention=[
+            TableRetention(
+                flush_ledger.name, "applied_at", timedelta(days=settings.ledger_retention_days)
+            )
+        ],
     )
 
 

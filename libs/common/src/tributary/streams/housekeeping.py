@@ -1,6 +1,6 @@
 """A consumer's periodic chores: reclaim entries stuck on dead consumers, remove consumers
-idle for long with nothing pending, update the pending and lag gauges, trim the stream
-(never past what a group still needs)."""
+idle for long with nothing pending, update the pending and lag gauges. Trimming is not theirs: the
+service's lease holder trims the streams it owns (:mod:`tributary.retention`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,6 @@ from redis.exceptions import ResponseError
 from tributary.metrics import Metrics
 from tributary.streams.consumer import GroupConsumer
 from tributary.streams.redelivery import Redelivery
-from tributary.streams.trim import safe_trim
 
 log = logging.getLogger(__name__)
 
@@ -28,7 +27,6 @@ class Housekeeping:
         *,
         interval_s: float,
         consumer_idle_ms: int,
-        trim_maxlen: int | None,
     ) -> None:
         self.redis = redis
         self.consumer = consumer
@@ -36,7 +34,6 @@ class Housekeeping:
         self.metrics = metrics
         self.interval_s = interval_s
         self.consumer_idle_ms = consumer_idle_ms
-        self.trim_maxlen = trim_maxlen
         self._next = 0.0
 
     def reset(self) -> None:
@@ -54,8 +51,6 @@ class Housekeeping:
             await self.redelivery.reclaim_stuck()
             await self._remove_idle_consumers()
             await self._update_gauges()
-            if self.trim_maxlen is not None:
-                await safe_trim(self.redis, self.consumer.key, maxlen=self.trim_maxlen)
         except ResponseError:
             log.exception("housekeeping failed on %s", self.consumer.stream)
 

@@ -28,7 +28,6 @@ class RunnerOptions:
     retry_max_s: float = 300.0  # longest retry delay
     outage_retry_max_s: float = 15.0  # longest delay between retries while Redis/a database is down
     start_id: str = "0"  # where a new group starts: "0" = everything still in the stream
-    trim_maxlen: int | None = None  # keep at most this many entries (never unacked ones)
     max_entry_chars: int = DEFAULT_MAX_ENTRY_CHARS  # longer entries are dead-lettered unparsed
 
 

@@ -129,7 +129,6 @@ class StreamRunner:
             metrics,
             interval_s=options.housekeeping_interval_s,
             consumer_idle_ms=options.consumer_idle_ms,
-            trim_maxlen=options.trim_maxlen,
         )
         self._inflight: list[str] = []
         self._next_retry_poll = 0.0
