@@ -39,7 +39,7 @@ class Identity:
 ANONYMOUS = Identity("anonymous", frozenset({"*"}), "none")
 
 
-class Unauthenticated(Exception):  # noqa: N818 - it is an outcome, not a bug
+class Unauthenticated(Exception):
     """No usable credentials: a 401. ``error`` is the RFC 6750 code (None: none sent)."""
 
     def __init__(self, description: str, error: str | None = None) -> None:

@@ -24,7 +24,7 @@ MIN_TOKEN_CHARS = 16
 TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
 NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@\-]{0,63}")
 #: a scope a token may be granted: ``service:access``, with ``*`` for either part, or ``*``
-SCOPE = re.compile(r"\*|[a-z_*][a-z0-9_]*:(?:[a-z*][a-z0-9_]*)")
+SCOPE = re.compile(r"\*|[a-z_*][a-z0-9_\-]*:[a-z*][a-z0-9_]*")
 ENTRY_SEPARATORS = re.compile(r"[,\n]")
 
 
