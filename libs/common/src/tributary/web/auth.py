@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.dependencies.models import Dependant
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -113,22 +113,23 @@ class Policy:
     def default(self, methods: Iterable[str]) -> Rule:
         return Rule(scope=self.scope("read" if set(methods) <= SAFE_METHODS else "write"))
 
-    def rule(self, route: BaseRoute, method: str) -> Rule:
-        if isinstance(route, APIRoute):
+    def rule(self, route: RouteContext, method: str) -> Rule:
+        if isinstance(route.original_route, APIRoute):
+            # the effective dependant: with the dependencies of the routers it is included by
             for marker in _markers(route.dependant):
                 if isinstance(marker, Public):
                     return PUBLIC
                 if isinstance(marker, Requires):
                     return Rule(scope=self.scope(marker.access))
             return self.default(route.methods or ())
-        if getattr(route, "path", None) in self.docs_paths and self.docs == "public":
+        if route.path in self.docs_paths and self.docs == "public":
             return PUBLIC
         return self.default([method])
 
 
-def match_route(routes: Sequence[BaseRoute], scope: Scope) -> BaseRoute | None:
-    """The route Starlette's router would pick (or the path's route for a 405)."""
-    partial: BaseRoute | None = None
+def match_route(routes: Sequence[RouteContext], scope: Scope) -> RouteContext | None:
+    """The route FastAPI's router would pick (or the path's route for a 405)."""
+    partial: RouteContext | None = None
     for route in routes:
         found, _ = route.matches(scope)
         if found == Match.FULL:
@@ -176,7 +177,8 @@ class Guard:
         authenticator: Authenticator,
     ) -> None:
         self.app = app
-        self.routes = routes
+        self._routes = routes
+        self._contexts: list[RouteContext] | None = None
         self.policy = policy
         self.authenticator = authenticator
         self.realm = f'Bearer realm="{policy.service}"'
@@ -186,12 +188,14 @@ class Guard:
             await self.app(scope, receive, send)
             return
         method: str = scope["method"]
-        route = match_route(self.routes, scope)
+        if self._contexts is None:  # every route is in place by the first request
+            self._contexts = list(iter_route_contexts(self._routes))
+        route = match_route(self._contexts, scope)
         rule = AUTHENTICATED if route is None else self.policy.rule(route, method)
         if rule.public:
             await self.app(scope, receive, send)
             return
-        template = getattr(route, "path", None) or "(no route)"
+        template = (route.path_format if route is not None else None) or "(no route)"
         audited = method not in SAFE_METHODS
         identity: Identity | None = None
         status = 500
@@ -210,7 +214,7 @@ class Guard:
         scope: Scope,
         receive: Receive,
         send: Send,
-        route: BaseRoute | None,
+        route: RouteContext | None,
         rule: Rule,
         identity: Identity,
     ) -> int:
@@ -221,7 +225,8 @@ class Guard:
                 scope, receive, send
             )
             return 403
-        if isinstance(route, APIRoute) and route.body_field is not None and _has_body(scope):
+        takes_body = route is not None and getattr(route, "body_field", None) is not None
+        if takes_body and _has_body(scope):
             content_type = b"".join(_header(scope, b"content-type"))
             if not is_json(content_type):
                 message = "the request body must be JSON (Content-Type: application/json)"

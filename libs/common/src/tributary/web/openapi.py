@@ -15,7 +15,7 @@ from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
+from fastapi.routing import APIRoute, iter_route_contexts
 from starlette.routing import BaseRoute
 
 from tributary.web.auth import BEARER_SCHEME, OIDC_SCHEME, Policy
@@ -106,8 +106,8 @@ def document_security(
     schemes = _security_schemes(oidc_discovery_url)
     schema.setdefault("components", {})["securitySchemes"] = schemes
     paths = schema.get("paths", {})
-    for route in routes:
-        if not isinstance(route, APIRoute) or route.path_format not in paths:
+    for route in iter_route_contexts(routes):
+        if not isinstance(route.original_route, APIRoute) or route.path_format not in paths:
             continue
         for method in route.methods or ():
             operation = paths[route.path_format].get(method.lower())
