@@ -6,6 +6,7 @@ import io
 import json
 import logging
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -58,7 +59,7 @@ def notes_router(seen: list[str]) -> APIRouter:
     return router
 
 
-def make_app(seen: list[str], tokens: str = TOKENS, **settings: object) -> FastAPI:
+def make_app(seen: list[str], tokens: str = TOKENS, **settings: Any) -> FastAPI:
     access = ApiAccess.from_settings(ServiceSettings(api_tokens=tokens, **settings))
     return create_app("svc-test", Metrics(), routers=[notes_router(seen)], access=access)
 
