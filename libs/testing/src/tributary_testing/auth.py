@@ -17,7 +17,7 @@ from tributary.web.access import ApiAccess
 from tributary.web.identity import Authenticator
 from tributary.web.tokens import parse_api_tokens
 
-TOKEN = "tributary-tests-token-0123456789"
+TOKEN = "tributary-tests-token-0123456789"  # noqa: S105 - a test token, nothing real
 #: the API_TOKENS value holding TOKEN, under the name "tests"
 API_TOKENS = f"tests:{TOKEN}:*"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
