@@ -444,3 +444,17 @@ def test_oidc_settings_are_checked(
         monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError, match=error):
         load_settings(ServiceSettings)
+
+
+@pytest.mark.parametrize("verb", ["check-config", "run"])
+def test_the_cli_refuses_an_open_api_on_a_public_address_with_exit_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], verb: str
+) -> None:
+    from tributary.cli import main
+    from tributary_testing.sample_service import SERVICE
+
+    monkeypatch.setenv("HTTP_HOST", "0.0.0.0")
+    monkeypatch.delenv("API_TOKENS", raising=False)
+    monkeypatch.delenv("OIDC_ISSUER", raising=False)
+    assert main(SERVICE, [verb]) == 2
+    assert "HTTP_HOST=0.0.0.0 is not a loopback address" in capsys.readouterr().err
