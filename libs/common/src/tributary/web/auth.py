@@ -34,7 +34,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from tributary.web.errors import error_response
 from tributary.web.identity import Authenticator, Identity, Unauthenticated
 
-log = logging.getLogger(__name__)
 audit_log = logging.getLogger("tributary.audit")
 
 #: where the Guard leaves the caller's Identity in the ASGI scope
