@@ -65,10 +65,13 @@ COPY --from=build --chown=root:root /app/.venv /app/.venv
 # Read-only root filesystem: no .pyc written at run time (compiled at build), and the
 # only writable place is /tmp (a tmpfs / emptyDir mounted by compose or the chart).
 # TRIBUTARY_SERVICE: the build argument kept for run time, where the entry point reads it.
+# HTTP_HOST: all interfaces, as a container must; the service then refuses to start
+# without API_TOKENS or OIDC_ISSUER (docs/security.md).
 ENV PATH=/app/.venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     TMPDIR=/tmp \
+    HTTP_HOST=0.0.0.0 \
     HTTP_PORT=8000 \
     TRIBUTARY_SERVICE=${SERVICE}
 WORKDIR /app

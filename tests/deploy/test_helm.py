@@ -251,3 +251,41 @@ def test_notes_say_how_to_reach_the_apis_and_tail_a_stream() -> None:
     ]
     assert "port-forward svc/tributary-alert" in notes
     assert "python -m tributary tail" in notes
+
+
+def env_of(deployment: dict[str, Any]) -> dict[str, Any]:
+    container = deployment["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_the_apis_listen_on_all_interfaces_with_tokens_from_the_secret() -> None:
+    documents = render([])
+    for deployment in of_kind(documents, "Deployment"):
+        env = env_of(deployment)
+        assert env["HTTP_HOST"] == "0.0.0.0"
+        assert env["API_TOKENS"]["secretKeyRef"]["key"] == "API_TOKENS"
+        assert env["METRICS_PORT"] == "9090"
+        assert env["HTTP_DOCS"] == "off"
+        assert "OIDC_ISSUER" not in env
+    for service in of_kind(documents, "Service"):
+        assert {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"} in (
+            service["spec"]["ports"]
+        )
+
+
+def test_oidc_and_metrics_behind_a_token() -> None:
+    documents = render(
+        [
+            "api.oidc.issuer=https://id.example.com/realms/ops",
+            "api.oidc.audience=tributary",
+            "api.metricsPort=0",
+            "serviceMonitor.enabled=true",
+        ]
+    )
+    env = env_of(of_kind(documents, "Deployment")[0])
+    assert env["OIDC_ISSUER"] == "https://id.example.com/realms/ops"
+    assert env["OIDC_AUDIENCE"] == "tributary"
+    assert "METRICS_PORT" not in env
+    endpoint = of_kind(documents, "ServiceMonitor")[0]["spec"]["endpoints"][0]
+    assert endpoint["port"] == "http"
+    assert endpoint["authorization"]["credentials"]["key"] == "METRICS_TOKEN"

@@ -22,7 +22,10 @@ ALERT_URL = os.environ.get("ALERT_URL", "http://alert:8000")
 async def main() -> None:
     scenario = Scenario(seed=int(os.environ.get("DEMO_SEED", "7")), prefix=PREFIX)
     redis = aioredis.Redis.from_url(REDIS_URL)
-    async with httpx.AsyncClient(timeout=10) as http:
+    # the token of the first API_TOKENS entry (name:token:scopes)
+    token = os.environ["API_TOKENS"].split(",")[0].strip().split(":")[1]
+    headers = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(timeout=10, headers=headers) as http:
         while True:
             try:
                 await scenario.step(redis, http, ALERT_URL)

@@ -42,10 +42,13 @@ def cli(*args: str, stdin: str | None = None, env: dict[str, str] | None = None)
     return done.stdout
 
 
-def send(url: str, body: object, token: str | None = None, method: str = "POST") -> None:
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
+def api_token() -> str:
+    """The token of the first API_TOKENS entry (name:token:scopes): every API wants one."""
+    return os.environ["API_TOKENS"].split(",")[0].strip().split(":")[1]
+
+
+def send(url: str, body: object, method: str = "POST") -> None:
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {api_token()}"}
     request = urllib.request.Request(
         url, data=json.dumps(body).encode(), headers=headers, method=method
     )
@@ -66,7 +69,6 @@ def outline_servers() -> None:
 
 
 def gmail_users() -> None:
-    token = os.environ["GMAIL_FETCH_API_TOKENS"].split(",")[0].strip()
     for line in (DEMO / "gmail.jsonl").read_text().splitlines():
         user = json.loads(line)
         if "refresh_token" not in user:
@@ -76,7 +78,7 @@ def gmail_users() -> None:
             "gmail_fetch", "accounts", "add", user_id, user["email"],
             env={"GMAIL_FETCH_REFRESH_TOKEN": user["refresh_token"]},
         )  # fmt: skip
-        send(f"{GMAIL_FETCH_URL}/api/analytics/jobs", {"user_id": user_id}, token)
+        send(f"{GMAIL_FETCH_URL}/api/analytics/jobs", {"user_id": user_id})
 
 
 def alerting() -> None:

@@ -202,7 +202,9 @@ async def test_metrics_exposition() -> None:
 
 
 async def test_openapi_schema_lists_probes_and_routes(client: httpx.AsyncClient) -> None:
-    schema = (await client.get("/openapi.json")).json()
+    for path in ("/openapi.json", "/docs", "/redoc"):  # off unless HTTP_DOCS says otherwise
+        assert (await client.get(path)).status_code == 404
+    schema = make_app().openapi()
     assert schema["info"]["title"] == "svc-test"
     assert {"/healthz", "/readyz", "/metrics", "/items"} <= set(schema["paths"])
 
@@ -401,7 +403,11 @@ async def test_a_large_body_over_real_http_gets_a_413_and_the_route_never_runs(
                     yield b"x" * 16 * 1024
                 yield b'"}'
 
-            chunked = await client.post(f"http://127.0.0.1:{port}/notes", content=stream())
+            chunked = await client.post(
+                f"http://127.0.0.1:{port}/notes",
+                content=stream(),
+                headers={"content-type": "application/json"},
+            )
             fine = await client.post(f"http://127.0.0.1:{port}/notes", json={"text": "ok"})
     finally:
         await server.stop()
@@ -536,10 +542,8 @@ async def test_an_unreachable_database_is_a_503(gclient: httpx.AsyncClient) -> N
     }
 
 
-async def test_the_openapi_schema_documents_the_one_error_shape(
-    gclient: httpx.AsyncClient,
-) -> None:
-    schema = (await gclient.get("/openapi.json")).json()
+async def test_the_openapi_schema_documents_the_one_error_shape(guarded: FastAPI) -> None:
+    schema = guarded.openapi()
     error = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
     post = schema["paths"]["/notes"]["post"]["responses"]
     assert {"400", "413", "422", "503"} <= set(post)

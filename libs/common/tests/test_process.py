@@ -13,6 +13,7 @@ import socket
 import subprocess
 from collections.abc import Callable
 
+import httpx
 import pytest
 import redis
 import redis.asyncio as aioredis
@@ -212,3 +213,38 @@ def test_sigterm_while_waiting_for_the_database_exits_0_at_once(
     seen += proc.stderr.read()
     assert b"stopped while waiting for its database" in seen
     assert b"Traceback" not in seen
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_an_open_api_off_loopback_starts_only_when_allowed_and_says_so_every_time(
+    start: Callable[..., subprocess.Popen[bytes]],
+) -> None:
+    api, metrics = free_port(), free_port()
+    open_api = {"HTTP_HOST": "0.0.0.0", "HTTP_PORT": str(api), "API_TOKENS": ""}
+    refused = start("run", **open_api)
+    _, err = refused.communicate(timeout=60)
+    assert refused.returncode == 2
+    assert b"HTTP_HOST=0.0.0.0 is not a loopback address" in err
+
+    proc = start("run", **open_api, HTTP_ALLOW_INSECURE="true", METRICS_PORT=str(metrics))
+
+    def scraped() -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{metrics}/metrics", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(scraped, proc, seconds=60, what="metrics on METRICS_PORT")
+    # /metrics left the API port; the API itself is open (and says so)
+    assert httpx.get(f"http://127.0.0.1:{api}/metrics", timeout=2).status_code == 404
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0
+    assert b"has no authentication" in err
+    assert b"HTTP_ALLOW_INSECURE is set" in err

@@ -18,6 +18,7 @@ from aggregation.keys import KeyFormat
 from simulators.ports import free_port
 from tributary import catalog
 from tributary.keys import Keys
+from tributary_testing.auth import AUTH
 from tributary_testing.process import ServiceProcesses
 from tributary_testing.waiting import wait_until
 
@@ -145,14 +146,14 @@ def test_run_serves_http_schedules_and_stops_on_sigterm(
     wait_until(
         lambda: count(pg_engine, "aggregation_runs WHERE status <> 'running'") >= 2, proc, 60
     )
-    usage = httpx.get(f"{base}/usage", params={"merchant": "shop1"}, timeout=5).json()
+    usage = httpx.get(f"{base}/usage", params={"merchant": "shop1"}, headers=AUTH, timeout=5).json()
     assert [(r["metric"], r["value"]) for r in usage["rows"]] == [("calls", 3)]
-    runs = httpx.get(f"{base}/runs", timeout=5).json()["runs"]
+    runs = httpx.get(f"{base}/runs", headers=AUTH, timeout=5).json()["runs"]
     assert {r["trigger"] for r in runs} == {"schedule"}
-    metrics = httpx.get(f"{base}/metrics", timeout=5).text
+    metrics = httpx.get(f"{base}/metrics", headers=AUTH, timeout=5).text
     assert "aggregation_runs_total" in metrics
     # the process's own HTTP_MAX_BODY_BYTES bounds what its API reads
-    too_large = httpx.request("GET", f"{base}/runs", content=b"x" * 4096, timeout=5)
+    too_large = httpx.request("GET", f"{base}/runs", content=b"x" * 4096, headers=AUTH, timeout=5)
     assert too_large.status_code == 413
     stream = keys.stream(catalog.USAGE_AGGREGATED)
     client = redis.Redis.from_url(redis_url)

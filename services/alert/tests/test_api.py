@@ -14,6 +14,7 @@ from tributary import catalog
 from tributary.events import decode
 from tributary.http import create_app
 from tributary.streams import client
+from tributary.web.access import ApiAccess
 
 from .harness import Harness
 
@@ -26,9 +27,13 @@ RULE = {
 }
 
 
+#: /openapi.json served (no credentials configured: every caller may read it)
+DOCS_ON = ApiAccess(docs="protected")
+
+
 @pytest.fixture
 async def http(harness: Harness) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app("alert", harness.res.metrics, [], [api.router(harness.app)])
+    app = create_app("alert", harness.res.metrics, [], [api.router(harness.app)], access=DOCS_ON)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://alert.test") as c:
         yield c

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from alert import api
-from tributary.http import create_app
+from tributary_testing.auth import AUTH, check_every_operation_needs_a_token, secured_app
 from tributary_testing.fuzz import fuzz_api
 
 from .harness import Harness
@@ -16,7 +16,8 @@ pytestmark = pytest.mark.fuzz
 async def test_fuzzing_the_api_finds_no_server_error_and_no_undocumented_answer(
     harness: Harness,
 ) -> None:
-    app = create_app("alert", harness.res.metrics, [], [api.router(harness.app)])
-    run = await fuzz_api(app)
+    app = secured_app("alert", harness.res.metrics, [api.router(harness.app)])
+    assert await check_every_operation_needs_a_token(app) > 0
+    run = await fuzz_api(app, headers=AUTH)
     assert run.passed, run.output
     print(run.summary())

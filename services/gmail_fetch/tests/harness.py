@@ -25,8 +25,11 @@ from tributary.config import load_settings
 from tributary.http import create_app
 from tributary.keys import Keys
 from tributary.service import Components, Resources, close_resources, migrate, open_resources
+from tributary.web.access import ApiAccess
+from tributary_testing.auth import API_TOKENS, TOKEN
 
-API_TOKEN = "test-api-token-0123456789"
+#: the bearer token the harness's API accepts
+API_TOKEN = TOKEN
 USER = "user-1"
 EMAIL = "alice@example.com"
 
@@ -45,7 +48,7 @@ def make_settings(
         "oauth_client_id": "test-client",
         "oauth_client_secret": "test-secret",
         "token_encryption_keys": Fernet.generate_key().decode(),
-        "api_tokens": API_TOKEN,
+        "api_tokens": API_TOKENS,
         "backoff_base_seconds": 0.005,
         "backoff_max_seconds": 0.05,
         "job_retry_base_seconds": 0.05,
@@ -129,7 +132,9 @@ async def open_harness(settings: GmailFetchSettings, gmail: GmailServer) -> Harn
     for runner in parts.runners:
         # drain() ends after a read that blocked in vain: keep that short in tests
         runner.options = dataclasses.replace(runner.options, block_ms=50)
-    app = create_app(service.name, res.metrics, (), parts.routers)
+    app = create_app(
+        service.name, res.metrics, (), parts.routers, access=ApiAccess.from_settings(settings)
+    )
     http = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gmail-fetch")
     return Harness(res, parts, settings, gmail, http)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from tributary.http import create_app
+from tributary_testing.auth import AUTH, check_every_operation_needs_a_token, secured_app
 from tributary_testing.fuzz import fuzz_api
 
-from .harness import API_TOKEN, Harness
+from .harness import Harness
 
 pytestmark = pytest.mark.fuzz
 
@@ -17,7 +17,8 @@ async def test_fuzzing_the_api_finds_no_server_error_and_no_undocumented_answer(
     harness: Harness,
 ) -> None:
     harness.add_account()
-    app = create_app("gmail_fetch", harness.res.metrics, routers=harness.parts.routers)
-    run = await fuzz_api(app, headers={"Authorization": f"Bearer {API_TOKEN}"})
+    app = secured_app("gmail_fetch", harness.res.metrics, harness.parts.routers)
+    assert await check_every_operation_needs_a_token(app) > 0
+    run = await fuzz_api(app, headers=AUTH)
     assert run.passed, run.output
     print(run.summary())

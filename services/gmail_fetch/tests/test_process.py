@@ -32,7 +32,7 @@ def procs(settings: GmailFetchSettings, pg_schema: str) -> Iterator[ServiceProce
         GMAIL_FETCH_OAUTH_CLIENT_ID=settings.oauth_client_id,
         GMAIL_FETCH_OAUTH_CLIENT_SECRET=settings.oauth_client_secret.get_secret_value(),
         GMAIL_FETCH_TOKEN_ENCRYPTION_KEYS=settings.token_encryption_keys.get_secret_value(),
-        GMAIL_FETCH_API_TOKENS=settings.api_tokens.get_secret_value(),
+        API_TOKENS=settings.api_tokens.get_secret_value(),
         GMAIL_FETCH_CLAIM_IDLE_SECONDS="2",
         GMAIL_FETCH_BATCHES_IN_FLIGHT="1",
     )

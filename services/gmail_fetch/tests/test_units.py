@@ -73,7 +73,7 @@ def test_cipher_round_trips_rotates_and_refuses_foreign_tokens() -> None:
     ("env", "variable"),
     [
         ({"GMAIL_FETCH_TOKEN_ENCRYPTION_KEYS": "not-a-key"}, "GMAIL_FETCH_TOKEN_ENCRYPTION_KEYS"),
-        ({"GMAIL_FETCH_API_TOKENS": "short"}, "GMAIL_FETCH_API_TOKENS"),
+        ({"API_TOKENS": "ops:short:*"}, "API_TOKENS"),
         ({"GMAIL_FETCH_BATCH_SIZE": "101"}, "GMAIL_FETCH_BATCH_SIZE"),
         ({"GMAIL_FETCH_API_ENDPOINT": "ftp://x"}, "GMAIL_FETCH_API_ENDPOINT"),
         ({"GMAIL_FETCH_OAUTH_CLIENT_ID": None}, "GMAIL_FETCH_OAUTH_CLIENT_ID"),
@@ -86,7 +86,7 @@ def test_bad_settings_name_the_variable(
         "GMAIL_FETCH_OAUTH_CLIENT_ID": "client",
         "GMAIL_FETCH_OAUTH_CLIENT_SECRET": "secret",
         "GMAIL_FETCH_TOKEN_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
-        "GMAIL_FETCH_API_TOKENS": "a-long-enough-api-token",
+        "API_TOKENS": "ops:a-long-enough-api-token:*",
     }
     for name, value in {**good, **env}.items():
         if value is None:

@@ -9,13 +9,17 @@ import pytest
 
 from tributary.http import create_app
 from tributary.metrics import Metrics
+from tributary.web.access import ApiAccess
 
 from .harness import MB, Harness
+
+#: /openapi.json served (no credentials configured: every caller may read it)
+DOCS_ON = ApiAccess(docs="protected")
 
 
 @pytest.fixture
 async def client(harness: Harness) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app("snapshot", Metrics(), routers=harness.parts.routers)
+    app = create_app("snapshot", Metrics(), routers=harness.parts.routers, access=DOCS_ON)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
         yield http

@@ -18,6 +18,7 @@ from simulators.ports import free_port
 from snapshot.credentials import generate_key
 from tributary.keys import Keys
 from tributary.leases import DEFAULT_LEASE_TTL_SECONDS
+from tributary_testing.auth import AUTH
 from tributary_testing.waiting import wait_until
 
 LEASE = re.compile(r'^tributary_lease_held\{lease="snapshot:tick"\} (\S+)$', re.MULTILINE)
@@ -59,7 +60,7 @@ def start(
 
 def _leads(port: int) -> bool | None:
     try:
-        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", headers=AUTH, timeout=2).text
     except httpx.HTTPError:
         return None
     match = LEASE.search(text)

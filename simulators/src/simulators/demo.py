@@ -124,6 +124,12 @@ async def run(args: argparse.Namespace) -> int:
             "up: "
             + ", ".join(f"{n} {stack.url(n)}" for n in stack.system.services)
             + f"\nfollow a stream: STREAM_PREFIX={PREFIX} make tail STREAM=alerts"
+            + "\nthe APIs want the demo's token (API_TOKENS entry 'demo', every scope):"
+            + f"\n  export TOKEN={stack.api_token}"
+            + f'\n  curl -H "Authorization: Bearer $TOKEN" {stack.url("alert")}/rules'
+            + '\n  curl -H "Authorization: Bearer $TOKEN" -H "Content-Type: application/json" '
+            + '-d \'{"device_id": "d1", "metric": "temp", "value": 21}\' '
+            + f"{stack.url('alert')}/readings"
         )
         tasks.append(asyncio.create_task(stack.generate(every=args.every, spike_at=args.spike_at)))
         tasks.append(asyncio.create_task(stack.import_spiky_history()))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -54,7 +55,8 @@ def secrets_env() -> dict[str, str]:
     return {
         "SNAPSHOT_ENCRYPTION_KEY": Fernet.generate_key().decode(),
         "GMAIL_FETCH_TOKEN_ENCRYPTION_KEYS": Fernet.generate_key().decode(),
-        "GMAIL_FETCH_API_TOKENS": "demo-api-token-" + Fernet.generate_key().decode()[:24],
+        # one token with every scope of every service (name "demo" in the audit log)
+        "API_TOKENS": "demo:demo-api-token-" + secrets.token_hex(16) + ":*",
         "GMAIL_FETCH_OAUTH_CLIENT_ID": OAUTH_CLIENT[0],
         "GMAIL_FETCH_OAUTH_CLIENT_SECRET": OAUTH_CLIENT[1],
     }
@@ -96,7 +98,10 @@ class Stack:
 
     async def start(self) -> None:
         """Simulators up, services migrated, started and ready, demo data registered."""
-        self.http = httpx.AsyncClient(timeout=10)
+        # every service API wants the token; this client talks to nothing else
+        self.http = httpx.AsyncClient(
+            timeout=10, headers={"Authorization": f"Bearer {self.api_token}"}
+        )
         self.redis = aioredis.Redis.from_url(self.config.redis_url)
         self.webhook = WebhookSink().start()
         fake = GmailFake(client_id=OAUTH_CLIENT[0], client_secret=OAUTH_CLIENT[1])
@@ -143,7 +148,8 @@ class Stack:
 
     @property
     def api_token(self) -> str:
-        return self.secrets["GMAIL_FETCH_API_TOKENS"].split(",")[0]
+        """The bearer token of API_TOKENS (entries are name:token:scopes)."""
+        return self.secrets["API_TOKENS"].split(",")[0].split(":")[1]
 
     async def register(self) -> None:
         await set_up(self.http, self.url("alert"), self.webhook.url)

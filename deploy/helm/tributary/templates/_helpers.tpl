@@ -72,6 +72,29 @@ app.kubernetes.io/component: {{ replace "_" "-" (index . 1) }}
 {{- $secret := include "tributary.secretName" $root -}}
 - name: HTTP_PORT
   value: {{ $svc.service.port | quote }}
+- name: HTTP_HOST
+  value: {{ $root.Values.api.host | quote }}
+- name: HTTP_DOCS
+  value: {{ $root.Values.api.docs | quote }}
+{{- if $root.Values.api.metricsPort }}
+- name: METRICS_PORT
+  value: {{ $root.Values.api.metricsPort | quote }}
+{{- end }}
+- name: API_TOKENS
+  valueFrom:
+    secretKeyRef: {name: {{ $secret }}, key: API_TOKENS, optional: true}
+{{- with $root.Values.api.oidc }}
+{{- if .issuer }}
+- name: OIDC_ISSUER
+  value: {{ .issuer | quote }}
+- name: OIDC_AUDIENCE
+  value: {{ .audience | quote }}
+{{- if .jwksUrl }}
+- name: OIDC_JWKS_URL
+  value: {{ .jwksUrl | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
 - name: REDIS_URL
   valueFrom:
     secretKeyRef: {name: {{ $secret }}, key: REDIS_URL, optional: true}

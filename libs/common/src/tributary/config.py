@@ -11,7 +11,8 @@ names the bad variable, raised as :class:`ConfigError`.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, TypeVar
+import ipaddress
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
 from pydantic import (
     AliasChoices,
@@ -31,6 +32,21 @@ DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+DocsMode = Literal["off", "protected", "public"]
+#: algorithms a JWT may be signed with: asymmetric only (the JWKS is public)
+ASYMMETRIC_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (HTTP_HOST) only listens on this machine's loopback interface."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def shared(name: str) -> AliasChoices:
@@ -71,6 +87,77 @@ class ServiceSettings(BaseSettings):
         le=65535,
         validation_alias=shared("HTTP_PORT"),
         description="Port of the HTTP API (/healthz, /readyz, /metrics); 0 disables it.",
+    )
+    http_host: str = Field(
+        "127.0.0.1",
+        min_length=1,
+        validation_alias=shared("HTTP_HOST"),
+        description="Address the HTTP API listens on; 0.0.0.0 (all) in containers.",
+    )
+    http_allow_insecure: bool = Field(
+        False,
+        validation_alias=shared("HTTP_ALLOW_INSECURE"),
+        description="Serve the API without authentication on a non-loopback HTTP_HOST "
+        "(a warning at every start). Never in production.",
+    )
+    http_docs: DocsMode = Field(
+        "off",
+        validation_alias=shared("HTTP_DOCS"),
+        description="/docs, /redoc and /openapi.json: off, protected (the read scope) or public.",
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        validation_alias=shared("METRICS_PORT"),
+        description="Serve /metrics without credentials on this port only (Prometheus "
+        "scraping the pod); unset: on HTTP_PORT, behind the scope <service>:metrics.",
+    )
+    api_tokens: SecretStr = Field(
+        SecretStr(""),
+        validation_alias=shared("API_TOKENS"),
+        description="Static API tokens, name:token:scopes entries separated by commas or new "
+        "lines (e.g. ops:<token>:alert:read alert:write); several at once for rotation.",
+    )
+    oidc_issuer: str | None = Field(
+        None,
+        validation_alias=shared("OIDC_ISSUER"),
+        description="Accept OAuth 2 / OIDC access tokens (JWTs) from this issuer (its exact "
+        "iss); keys from its discovery document unless OIDC_JWKS_URL is set.",
+    )
+    oidc_audience: str | None = Field(
+        None,
+        validation_alias=shared("OIDC_AUDIENCE"),
+        description="The aud a JWT must carry (required with OIDC_ISSUER).",
+    )
+    oidc_jwks_url: str | None = Field(
+        None,
+        validation_alias=shared("OIDC_JWKS_URL"),
+        description="The issuer's JWKS URL (default: jwks_uri of its discovery document).",
+    )
+    oidc_algorithms: str = Field(
+        "RS256,ES256",
+        validation_alias=shared("OIDC_ALGORITHMS"),
+        description="Comma-separated JWT signature algorithms accepted (asymmetric only).",
+    )
+    oidc_leeway_seconds: float = Field(
+        30.0,
+        ge=0,
+        le=300,
+        validation_alias=shared("OIDC_LEEWAY_SECONDS"),
+        description="Clock skew tolerated on a JWT's exp and nbf, in seconds.",
+    )
+    oidc_jwks_cache_seconds: float = Field(
+        3600.0,
+        gt=0,
+        validation_alias=shared("OIDC_JWKS_CACHE_SECONDS"),
+        description="How long the issuer's key set is used before it is fetched again.",
+    )
+    oidc_jwks_min_refresh_seconds: float = Field(
+        30.0,
+        ge=0,
+        validation_alias=shared("OIDC_JWKS_MIN_REFRESH_SECONDS"),
+        description="Least time between two key set fetches prompted by an unknown key id.",
     )
     http_max_body_bytes: int = Field(
         DEFAULT_MAX_BODY_BYTES,
@@ -193,6 +280,46 @@ class ServiceSettings(BaseSettings):
             )
         return self
 
+    @field_validator("api_tokens")
+    @classmethod
+    def _tokens_parse(cls, value: SecretStr) -> SecretStr:
+        from tributary.web.tokens import parse_api_tokens
+
+        parse_api_tokens(value.get_secret_value())  # ValueError names the entry, not the token
+        return value
+
+    @field_validator("oidc_algorithms")
+    @classmethod
+    def _asymmetric(cls, value: str) -> str:
+        names = [a.strip() for a in value.split(",") if a.strip()]
+        refused = [a for a in names if a not in ASYMMETRIC_ALGORITHMS]
+        if not names or refused:
+            raise ValueError(
+                f"only asymmetric algorithms ({', '.join(sorted(ASYMMETRIC_ALGORITHMS))}); "
+                f"refused: {', '.join(refused) or '(none given)'}"
+            )
+        return ",".join(names)
+
+    @model_validator(mode="after")
+    def _safe_exposure(self) -> Self:
+        if self.oidc_issuer and not self.oidc_audience:
+            raise ValueError("OIDC_AUDIENCE is required with OIDC_ISSUER")
+        if self.http_port and self.http_exposed_without_auth and not self.http_allow_insecure:
+            raise ValueError(
+                f"HTTP_HOST={self.http_host} is not a loopback address and no API "
+                "authentication is configured: set API_TOKENS or OIDC_ISSUER (or "
+                "HTTP_ALLOW_INSECURE=true to serve an open API anyway, never in production)"
+            )
+        return self
+
+    @property
+    def api_auth_configured(self) -> bool:
+        return bool(self.api_tokens.get_secret_value().strip()) or bool(self.oidc_issuer)
+
+    @property
+    def http_exposed_without_auth(self) -> bool:
+        return not self.api_auth_configured and not is_loopback(self.http_host)
+
     @field_validator("stream_prefix")
     @classmethod
     def _prefix_has_no_spaces(cls, value: str) -> str:
@@ -225,6 +352,9 @@ def describe_validation_error(cls: type[BaseSettings], exc: ValidationError) -> 
     """One line naming every bad variable and what is wrong with it."""
     parts = []
     for err in exc.errors(include_url=False, include_input=False):
+        if not err["loc"]:  # a rule across settings: its message names the variables
+            parts.append(err["msg"].removeprefix("Value error, "))
+            continue
         parts.append(f"{_variable_name(cls, err['loc'])}: {err['msg']}")
     return "invalid configuration: " + "; ".join(parts)
 

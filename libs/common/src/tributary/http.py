@@ -29,9 +29,11 @@ from sqlalchemy.engine import Engine
 from tributary.config import DEFAULT_MAX_BODY_BYTES
 from tributary.logs import redact
 from tributary.metrics import Metrics
+from tributary.web.access import ApiAccess
+from tributary.web.auth import Guard, Policy, public, requires
 from tributary.web.errors import install_error_handlers
 from tributary.web.limits import BodyLimit
-from tributary.web.openapi import install_openapi
+from tributary.web.openapi import document_security, install_openapi
 from tributary.web.text import TextGuard
 
 log = logging.getLogger(__name__)
@@ -154,24 +156,40 @@ async def readiness(checks: Sequence[ReadinessCheck]) -> tuple[bool, dict[str, A
 # -- the app -------------------------------------------------------------
 
 
-def _probe_router(metrics: Metrics, checks: Sequence[ReadinessCheck]) -> APIRouter:
+def _probe_router(
+    metrics: Metrics, checks: Sequence[ReadinessCheck], with_metrics: bool
+) -> APIRouter:
     router = APIRouter(tags=["operations"])
 
-    @router.get("/healthz")
+    @router.get("/healthz", dependencies=[public()])
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz")
+    @router.get("/readyz", dependencies=[public()])
     async def readyz() -> JSONResponse:
         ready, results = await readiness(checks)
         body = {"status": "ok" if ready else "unavailable", "checks": results}
         return JSONResponse(status_code=200 if ready else 503, content=body)
 
-    @router.get("/metrics")
+    if with_metrics:
+        router.add_api_route(
+            "/metrics", _prometheus(metrics), methods=["GET"], dependencies=[requires("metrics")]
+        )
+    return router
+
+
+def _prometheus(metrics: Metrics) -> Callable[[], Awaitable[Response]]:
     async def prometheus() -> Response:
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    return router
+    return prometheus
+
+
+def metrics_app(metrics: Metrics) -> FastAPI:
+    """/metrics alone, without credentials: what METRICS_PORT serves (nothing else there)."""
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    app.add_api_route("/metrics", _prometheus(metrics), methods=["GET"])
+    return app
 
 
 def create_app(
@@ -182,22 +200,42 @@ def create_app(
     version: str = "0.1.0",
     *,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    access: ApiAccess | None = None,
 ) -> FastAPI:
     """The service's app: probes, metrics, and its own routers (with an OpenAPI schema).
 
-    Every request passes the shared guards first: a body over ``max_body_bytes``
-    is a 413 before it is read, text no store can keep (NUL, unpaired
-    surrogates) a 422; every error answer has the one documented shape.
+    Every request passes the shared guards first: the credentials and the scope
+    of its route (``access``; none given: no authentication), then a body over
+    ``max_body_bytes`` is a 413 before it is read, text no store can keep (NUL,
+    unpaired surrogates) a 422; every error answer has the one documented shape.
+    /docs, /redoc and /openapi.json exist only if ``access.docs`` says so
+    (``app.openapi()`` works either way).
     """
-    app = FastAPI(title=service_name, version=version)
+    access = access or ApiAccess()
+    docs = access.docs != "off"
+    app = FastAPI(
+        title=service_name,
+        version=version,
+        openapi_url="/openapi.json" if docs else None,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+    )
     install_error_handlers(app)
-    app.include_router(_probe_router(metrics, tuple(checks)))
+    app.include_router(_probe_router(metrics, tuple(checks), access.metrics_on_api))
     for router in routers:
         app.include_router(router)
-    install_openapi(app)
-    # the last added runs first: the size bound before anything reads the body
+    docs_paths = (app.openapi_url, app.docs_url, app.redoc_url, app.swagger_ui_oauth2_redirect_url)
+    policy = Policy(service_name, access.docs, frozenset(p for p in docs_paths if p and docs))
+
+    def security(schema: dict[str, Any]) -> dict[str, Any]:
+        return document_security(schema, app.routes, policy, access.oidc_discovery_url)
+
+    install_openapi(app, security)
+    # the last added runs first: credentials, then the size bound, before anything reads
+    # the body
     app.add_middleware(TextGuard)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
+    app.add_middleware(Guard, routes=app.routes, policy=policy, authenticator=access.authenticator)
     return app
 
 

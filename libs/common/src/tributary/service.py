@@ -37,6 +37,7 @@ from tributary.http import (
     ReadinessCheck,
     create_app,
     database_check,
+    metrics_app,
     migrations_check,
     redis_check,
 )
@@ -52,6 +53,7 @@ from tributary.streams.producer import Producer
 from tributary.streams.runner import RunnerOptions, StreamRunner
 from tributary.tasks import cancel_and_wait
 from tributary.telemetry import Telemetry, setup_telemetry
+from tributary.web.access import ApiAccess
 
 log = logging.getLogger(__name__)
 
@@ -310,7 +312,9 @@ def _tasks(
     return tasks
 
 
-def _http_app(res: Resources[Any], parts: Components[Any]) -> HttpServer:
+def _http_servers(res: Resources[Any], parts: Components[Any]) -> list[HttpServer]:
+    """The API on HTTP_HOST:HTTP_PORT, and /metrics alone on METRICS_PORT if that is set."""
+    settings = res.settings
     checks = [
         redis_check(res.redis),
         database_check(res.engine),
@@ -322,10 +326,29 @@ def _http_app(res: Resources[Any], parts: Components[Any]) -> HttpServer:
         res.metrics,
         checks,
         parts.routers,
-        max_body_bytes=res.settings.http_max_body_bytes,
+        max_body_bytes=settings.http_max_body_bytes,
+        access=ApiAccess.from_settings(settings),
     )
     res.telemetry.instrument_app(app)
-    return HttpServer(app, "0.0.0.0", res.settings.http_port)
+    if settings.http_exposed_without_auth:
+        log.warning(
+            "the HTTP API on %s:%d has no authentication (no API_TOKENS, no OIDC_ISSUER) and "
+            "HTTP_ALLOW_INSECURE is set: anyone who reaches it can read and change everything",
+            settings.http_host,
+            settings.http_port,
+        )
+    elif not settings.api_auth_configured:
+        log.warning(
+            "the HTTP API has no authentication (no API_TOKENS, no OIDC_ISSUER); it listens "
+            "on the loopback address %s only",
+            settings.http_host,
+        )
+    servers = [HttpServer(app, settings.http_host, settings.http_port)]
+    if settings.metrics_port is not None:
+        servers.append(
+            HttpServer(metrics_app(res.metrics), settings.http_host, settings.metrics_port)
+        )
+    return servers
 
 
 async def _stop_all(tasks: list[asyncio.Task[None]], bound: float) -> None:
@@ -410,9 +433,14 @@ async def _serve(
     """Run the process's tasks and HTTP API until stop or a crash; then stop them in order."""
     settings, service = res.settings, res.service
     tune_gc()
-    http = _http_app(res, parts) if settings.http_port else None
-    if http is not None:
-        await http.start()
+    servers = _http_servers(res, parts) if settings.http_port else []
+    for n, server in enumerate(servers):
+        try:
+            await server.start()
+        except OSError:
+            for started_server in servers[:n]:
+                await started_server.stop()
+            raise
     tasks = _tasks(res, parts, stop)
     log.info("%s running as consumer %s", service.name, res.consumer_name)
     crashed = await _wait_for_stop_or_crash(stop, tasks)
@@ -420,8 +448,8 @@ async def _serve(
     await _stop_all(tasks, settings.shutdown_timeout_seconds)
     for hook in parts.on_shutdown:
         await asyncio.wait_for(hook(), settings.shutdown_timeout_seconds)
-    if http is not None:
-        await http.stop()
+    for server in servers:
+        await server.stop()
     log.info("%s stopped", service.name)
     return crashed
 

@@ -3,8 +3,9 @@
 :func:`fuzz_api` serves the app with uvicorn on a free loopback port in the
 running loop and runs ``schemathesis run`` against its ``/openapi.json`` in a
 subprocess: every operation, a fixed seed, a bounded number of examples, and
-the checks that no answer is a 5xx, that every status is documented and that
-every body matches its documented schema.
+the checks that no answer is a 5xx, that every status is documented, that
+every body matches its documented schema and that an operation declaring a
+security requirement refuses a request without the credentials (ignored_auth).
 The figures (operations, cases, seconds) come from schemathesis' JSON report.
 
 schemathesis is a dev dependency; it is run as a program, never imported.
@@ -32,7 +33,12 @@ DEFAULT_SEED = 42
 #: generated cases per operation and phase: enough to find the classics, fast enough for make test
 DEFAULT_MAX_EXAMPLES = 30
 #: a 5xx is a bug; so is an answer (any status) its own schema does not describe
-DEFAULT_CHECKS = ("not_a_server_error", "status_code_conformance", "response_schema_conformance")
+DEFAULT_CHECKS = (
+    "not_a_server_error",
+    "status_code_conformance",
+    "response_schema_conformance",
+    "ignored_auth",
+)
 #: bound on one run, in seconds
 DEFAULT_MAX_SECONDS = 240.0
 #: schemathesis' own output kept in the report of a failed run, in characters
@@ -58,6 +64,7 @@ class FuzzRun:
 
 
 def _command(
+    schema: Path,
     url: str,
     report: Path,
     headers: Mapping[str, str],
@@ -65,7 +72,7 @@ def _command(
     seed: int,
     checks: Sequence[str],
 ) -> list[str]:
-    command = [sys.executable, "-m", "schemathesis.cli", "run", url]
+    command = [sys.executable, "-m", "schemathesis.cli", "run", str(schema), "--url", url]
     command += ["--seed", str(seed), "--max-examples", str(max_examples)]
     command += ["--checks", ",".join(checks), "--workers", "1", "--no-color"]
     command += ["--report", "json", "--report-json-path", str(report)]
@@ -114,15 +121,21 @@ async def fuzz_api(
     checks: Sequence[str] = DEFAULT_CHECKS,
     max_seconds: float = DEFAULT_MAX_SECONDS,
 ) -> FuzzRun:
-    """Serve ``app`` on loopback and fuzz every operation of its OpenAPI schema."""
+    """Serve ``app`` on loopback and fuzz every operation of its OpenAPI schema.
+
+    ``headers`` go with every request: the credentials (``tributary_testing.auth.AUTH``).
+    """
     server = HttpServer(app, "127.0.0.1", 0)
     port = await server.start()
     started = time.perf_counter()
     try:
         with tempfile.TemporaryDirectory(prefix="fuzz-") as tmp:
             report = Path(tmp) / "report.json"
-            url = f"http://127.0.0.1:{port}/openapi.json"
-            command = _command(url, report, headers or {}, max_examples, seed, checks)
+            # from a file: /openapi.json is off unless HTTP_DOCS turns it on
+            schema = Path(tmp) / "openapi.json"
+            schema.write_text(json.dumps(app.openapi()))
+            url = f"http://127.0.0.1:{port}"
+            command = _command(schema, url, report, headers or {}, max_examples, seed, checks)
             exit_code, output = await _run(command, Path(tmp), max_seconds)
             operations, cases = _counts(report)
     finally:

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from collections.abc import Iterable
 
+from tributary_testing.auth import API_TOKENS
+
 
 def service_env(
     *,
@@ -31,6 +33,7 @@ def service_env(
         HTTP_PORT="0",
         SHUTDOWN_TIMEOUT_SECONDS="10",
         LOG_LEVEL="WARNING",
+        API_TOKENS=API_TOKENS,  # requests send tributary_testing.auth.AUTH
     )
     env.update(extra)
     return env

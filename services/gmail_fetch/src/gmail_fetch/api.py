@@ -1,19 +1,18 @@
-"""HTTP API: create, read, list and cancel analytics jobs (bearer token auth).
+"""HTTP API: create, read, list and cancel analytics jobs.
 
 ``POST /api/analytics/jobs`` writes the job and queues ``gmail.job.created``
 in one transaction (outbox); any replica's worker picks it up. Clients follow
 a job with ``GET /api/analytics/jobs/{id}`` or by tailing ``gmail.job-events``.
+Callers authenticate as for every service (``tributary.web.auth``): reads need
+``gmail_fetch:read``, creating and cancelling jobs ``gmail_fetch:write``.
 """
 
 from __future__ import annotations
 
-import hmac
-from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Response
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import APIRouter, HTTPException, Path, Query, Response
 from opentelemetry.trace import Tracer
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -62,35 +61,12 @@ def _view(job: Job) -> JobView:
     return JobView.model_validate(job.public())
 
 
-#: module level: FastAPI resolves the dependency's (string) annotations in this namespace
-BEARER = HTTPBearer(auto_error=False, description="A token of GMAIL_FETCH_API_TOKENS.")
-
-
-def bearer_auth(settings: GmailFetchSettings) -> Callable[..., None]:
-    accepted = [t.encode() for t in settings.bearer_tokens()]
-
-    def authorize(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
-    ) -> None:
-        given = credentials.credentials.encode() if credentials is not None else b""
-        # compare with every token, always: the time taken says nothing about which matched
-        matched = [hmac.compare_digest(given, token) for token in accepted]
-        if credentials is None or not any(matched):
-            raise HTTPException(
-                401, "missing or invalid bearer token", headers={"WWW-Authenticate": "Bearer"}
-            )
-
-    return authorize
-
-
 def make_router(
     settings: GmailFetchSettings, store: Transactions, tracer: Tracer | None
 ) -> APIRouter:
     router = APIRouter(
         prefix="/api/analytics",
         tags=["analytics"],
-        dependencies=[Depends(bearer_auth(settings))],
-        responses=error_responses(401),
     )
 
     @router.post("/jobs", status_code=202, response_model=JobView, responses=NOT_FOUND)

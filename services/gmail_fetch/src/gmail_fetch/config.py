@@ -42,9 +42,6 @@ class GmailFetchSettings(ServiceSettings):
         description="Comma-separated Fernet keys encrypting stored refresh tokens; the first "
         "encrypts, all decrypt (rotation)."
     )
-    api_tokens: SecretStr = Field(
-        description="Comma-separated bearer tokens accepted by the HTTP API."
-    )
     # -- jobs -----------------------------------------------------------------------------
     max_results_cap: int = Field(
         500, ge=1, le=10_000, description="Largest max_results a job may ask for."
@@ -110,14 +107,6 @@ class GmailFetchSettings(ServiceSettings):
                 ) from None
         return value
 
-    @field_validator("api_tokens")
-    @classmethod
-    def _some_token(cls, value: SecretStr) -> SecretStr:
-        tokens = split_list(value.get_secret_value())
-        if not tokens or any(len(t) < 16 for t in tokens):
-            raise ValueError("one or more tokens of at least 16 characters are required")
-        return value
-
     @field_validator("api_endpoint", "token_uri")
     @classmethod
     def _http_url(cls, value: str) -> str:
@@ -142,9 +131,6 @@ class GmailFetchSettings(ServiceSettings):
     @property
     def batch_uri(self) -> str:
         return self.api_endpoint.rstrip("/") + "/" + self.batch_path.lstrip("/")
-
-    def bearer_tokens(self) -> list[str]:
-        return split_list(self.api_tokens.get_secret_value())
 
     def encryption_keys(self) -> list[str]:
         return split_list(self.token_encryption_keys.get_secret_value())

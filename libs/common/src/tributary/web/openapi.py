@@ -10,12 +10,15 @@ itself (404, 409...) are declared on the route with ``error_responses``.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.routing import APIRoute, iter_route_contexts
+from starlette.routing import BaseRoute
 
+from tributary.web.auth import BEARER_SCHEME, OIDC_SCHEME, Policy
 from tributary.web.errors import ErrorBody
 
 #: the operations of the probes (/healthz, /readyz, /metrics) carry this tag
@@ -31,6 +34,11 @@ BODY_ERRORS = {
 }
 PARAMETER_ERRORS = {"422": "Unprocessable: a parameter is missing or invalid"}
 STORE_ERRORS = {"503": "Service Unavailable: a database or Redis is unreachable"}
+AUTH_ERRORS = {
+    "401": "Unauthorized: no valid bearer token (see the WWW-Authenticate header)",
+    "403": "Forbidden: the token lacks the scope this operation needs",
+}
+JSON_ONLY = {"415": "Unsupported Media Type: the body must be application/json"}
 
 
 def _error_content() -> dict[str, Any]:
@@ -74,13 +82,59 @@ def document_errors(schema: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def install_openapi(app: FastAPI) -> None:
-    """Make ``app.openapi()`` (and /openapi.json) document the errors."""
+def _security_schemes(oidc_discovery_url: str | None) -> dict[str, Any]:
+    schemes: dict[str, Any] = {
+        BEARER_SCHEME: {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "A static API token (API_TOKENS) or an OIDC access token (a JWT "
+            "from OIDC_ISSUER). The scopes listed per operation are the ones it needs.",
+        }
+    }
+    if oidc_discovery_url is not None:
+        schemes[OIDC_SCHEME] = {"type": "openIdConnect", "openIdConnectUrl": oidc_discovery_url}
+    return schemes
+
+
+def document_security(
+    schema: dict[str, Any],
+    routes: Sequence[BaseRoute],
+    policy: Policy,
+    oidc_discovery_url: str | None = None,
+) -> dict[str, Any]:
+    """Every operation's security requirement (its scope), as the Guard enforces it."""
+    schemes = _security_schemes(oidc_discovery_url)
+    schema.setdefault("components", {})["securitySchemes"] = schemes
+    paths = schema.get("paths", {})
+    for route in iter_route_contexts(routes):
+        if not isinstance(route.original_route, APIRoute) or route.path_format not in paths:
+            continue
+        for method in route.methods or ():
+            operation = paths[route.path_format].get(method.lower())
+            if operation is None:
+                continue
+            rule = policy.rule(route, method)
+            if rule.public or rule.scope is None:
+                operation.pop("security", None)
+                continue
+            operation["security"] = [{name: [rule.scope]} for name in schemes]
+            responses = operation.setdefault("responses", {})
+            added = AUTH_ERRORS | (JSON_ONLY if "requestBody" in operation else {})
+            for code, description in added.items():
+                responses.setdefault(code, {"description": description})
+    return schema
+
+
+def install_openapi(app: FastAPI, *steps: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    """Make ``app.openapi()`` (and /openapi.json) document the errors (after ``steps``)."""
     build: Callable[[], dict[str, Any]] = app.openapi
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = document_errors(build())
+            schema = build()
+            for step in steps:
+                schema = step(schema)
+            app.openapi_schema = document_errors(schema)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
