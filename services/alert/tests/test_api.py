@@ -81,21 +81,22 @@ async def test_malformed_json_and_bad_ids_are_4xx(http: httpx.AsyncClient) -> No
 
 
 async def test_receivers_never_return_secrets(http: httpx.AsyncClient) -> None:
-    created = await http.post(
-        "/receivers",
-        json={
-            "name": "ops",
-            "kind": "webhook",
-            "url": "https://user:pw@hooks.example/x",
-            "hmac_secret": "top-secret",
-            "headers": {"Authorization": "Bearer abc"},
-        },
-    )
+    receiver = {
+        "name": "ops",
+        "kind": "webhook",
+        "url": "https://user:pw@hooks.example/x",
+        "hmac_secret": "top-secret",
+        "headers": {"Authorization": "Bearer abc"},
+    }
+    refused = await http.post("/receivers", json=receiver)
+    assert refused.status_code == 422  # credentials go in headers, not in the URL
+    assert "url refused (userinfo)" in refused.json()["message"]
+    assert ":pw@" not in refused.text
+    created = await http.post("/receivers", json={**receiver, "url": "https://hooks.example/x"})
     assert created.status_code == 201, created.text
     text = created.text
     assert "top-secret" not in text
     assert "Bearer abc" not in text
-    assert ":pw@" not in text
     body = created.json()
     assert body["has_hmac_secret"] is True
     assert body["header_names"] == ["Authorization"]
