@@ -18,13 +18,14 @@ from fastapi import FastAPI, Request, Response
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy.engine import Engine
 
+from alert import api
 from alert.app import AlertApp
 from alert.clock import ManualClock
 from alert.config import AlertSettings
 from alert.service import SERVICE
 from simulators.ports import free_port
 from tributary.egress import egress_client
-from tributary.http import HttpServer
+from tributary.http import HttpServer, create_app
 from tributary.keys import Keys
 from tributary.service import Service, assemble_resources, migrate
 from tributary.telemetry import Telemetry, setup_telemetry
@@ -97,6 +98,15 @@ async def harness(
     yield harness
     await http.aclose()
     res.relay.close()
+
+
+@pytest.fixture
+async def http(harness: Harness) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the service's HTTP API (in process)."""
+    app = create_app("alert", harness.res.metrics, [], [api.router(harness.app)])
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://alert.test") as c:
+        yield c
 
 
 # -- a real webhook receiver ----------------------------------------------------------------

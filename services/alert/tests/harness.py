@@ -27,8 +27,8 @@ from alert.scheduler import TickOutcome
 from alert.schemas import ReceiverSpec
 from alert.service import assemble
 from tributary import catalog
-from tributary.events import Event, decode, make_event
 from tributary.egress import EgressPolicy, system_resolver
+from tributary.events import Event, decode, make_event
 from tributary.metrics import Metrics
 from tributary.service import Resources
 from tributary.streams import client

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import httpx
 import pytest
 
-from alert import api
 from tributary import catalog
 from tributary.events import decode
-from tributary.http import create_app
 from tributary.streams import client
 
 from .harness import Harness
@@ -24,14 +21,6 @@ RULE = {
     "operator": ">",
     "threshold": 30,
 }
-
-
-@pytest.fixture
-async def http(harness: Harness) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app("alert", harness.res.metrics, [], [api.router(harness.app)])
-    transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://alert.test") as c:
-        yield c
 
 
 async def test_rule_crud(http: httpx.AsyncClient) -> None:

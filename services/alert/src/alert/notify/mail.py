@@ -70,9 +70,7 @@ async def send(d: Delivery, settings: AlertSettings) -> Attempt:
     except aiosmtplib.SMTPResponseException as exc:
         log.warning("delivery %s: SMTP %s %s", d.notification_id, exc.code, exc.message)
         # 5xx: the server refuses for good (bad address...); 4xx: try again later
-        return Attempt(
-            ok=False, retryable=exc.code < 500, status_code=exc.code, error=SMTP_STATUS
-        )
+        return Attempt(ok=False, retryable=exc.code < 500, status_code=exc.code, error=SMTP_STATUS)
     except (aiosmtplib.SMTPException, OSError) as exc:
         log.warning("delivery %s: %s: %s", d.notification_id, type(exc).__name__, exc)
         return Attempt(ok=False, retryable=True, error=egress.classify(exc))
