@@ -7,7 +7,14 @@ checked again at connect time, bounded, and recorded as a fixed failure class.
 - :mod:`~tributary.egress.failures`: failure classes, bounded reads.
 """
 
-from tributary.egress.addresses import IPAddress, IPNetwork, Resolver, refusal, system_resolver
+from tributary.egress.addresses import (
+    IPAddress,
+    IPNetwork,
+    Resolver,
+    UnresolvableHost,
+    refusal,
+    system_resolver,
+)
 from tributary.egress.failures import (
     CONNECT_FAILED,
     FAILURES,
@@ -58,6 +65,7 @@ __all__ = [
     "Resolver",
     "ResponseTooLarge",
     "Target",
+    "UnresolvableHost",
     "classify",
     "egress_client",
     "egress_transport",
