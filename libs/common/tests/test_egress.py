@@ -344,11 +344,12 @@ async def test_connection_failures_read_the_same_whatever_the_port(
         closed = await _failure(client, f"http://127.0.0.1:{free_port()}/")
         redis = await _failure(client, f"http://127.0.0.1:{_port(redis_url)}/")
         filtered = await _failure(client, f"http://127.0.0.1:{filtered_port}/")
-    assert (closed, redis, filtered) == (
-        (CONNECT_FAILED, "ConnectError"),
-        (CONNECT_FAILED, "RemoteProtocolError"),
-        (CONNECT_FAILED, "ConnectTimeout"),
-    )
+    # what went wrong differs (refused; Redis reset or hung up on an HTTP request; SYN
+    # unanswered), what is recorded does not
+    assert closed == (CONNECT_FAILED, "ConnectError")
+    assert redis[0] == CONNECT_FAILED
+    assert redis[1] in {"RemoteProtocolError", "ReadError"}
+    assert filtered == (CONNECT_FAILED, "ConnectTimeout")
 
 
 def test_failure_classes_of_timeouts() -> None:
