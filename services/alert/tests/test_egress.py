@@ -13,9 +13,15 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
+from alert.app import AlertApp
+from alert.config import AlertSettings
+from alert.models import delivery_attempts, notifications
 from simulators.ports import free_port
 from tributary.egress import EgressPolicy, egress_client
+from tributary.service import Service, migrate
 
 from .conftest import Hook
 from .harness import Harness, stub_resolver
@@ -193,3 +199,25 @@ async def test_a_receiver_verifies_the_signature(harness: Harness, hook: Hook) -
     assert not verify_signature(b"s3cret", headers, body, now=sent_at + TOLERANCE_SECONDS + 1)
     replayed = {**headers, "x-tributary-timestamp": str(int(sent_at) + 60)}
     assert not verify_signature(b"s3cret", replayed, body, now=sent_at)
+
+
+async def test_migration_0003_rewrites_stored_answers_to_failure_classes(
+    harness: Harness, hook: Hook, migrated: Engine, service: Service[AlertSettings, AlertApp]
+) -> None:
+    """Attempts recorded before kept the receiver's answer; the upgrade leaves the word."""
+    hook.status = 503
+    harness.add_receiver(**_hook(hook.url))
+    harness.add_rule(operator=">", threshold=30, receivers=["ops"])
+    await fire(harness)
+    await harness.notify()
+    old = "HTTP 503: internal secret message"
+    version = sa.table(service.version_table, sa.column("version_num"))
+    with migrated.begin() as conn:
+        conn.execute(sa.update(delivery_attempts).values(error=old))
+        conn.execute(sa.update(notifications).values(last_error=old))
+        conn.execute(sa.update(version).values(version_num="0002"))
+    migrate(service, migrated)
+    with migrated.connect() as conn:
+        errors = conn.execute(sa.select(delivery_attempts.c.error)).scalars().all()
+        last = conn.execute(sa.select(notifications.c.last_error)).scalars().all()
+    assert (errors, last) == (["http-status"], ["http-status"])
