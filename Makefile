@@ -18,7 +18,11 @@ help:
 
 install:
 	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
-	$(UV) sync --all-packages --locked
+	$(UV) sync --all-packages --locked --compile-bytecode
+	@# the workspace's own code is installed editable, so compiled here: as in the images,
+	@# a process reads bytecode instead of compiling every module at each start
+	@# (python -m <service> --help: 3 s -> 1 s where PYTHONDONTWRITEBYTECODE is set)
+	.venv/bin/python -m compileall -q -j 0 libs/common/src libs/testing/src services/*/src simulators/src
 
 # two pytest-xdist workers (the machine has 2 cores): about a quarter less wall time
 # than one process (README "Tests"); --dist loadscope keeps a module on one worker, so

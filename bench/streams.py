@@ -3,6 +3,10 @@
 Prints one JSON object per measurement and, last, the summary line:
 {"noop_events_per_s": ..., "raw_events_per_s": ..., "inbox_events_per_s": ...}
 
+``runner_one_redis_command_per_event`` is a handler that awaits one ``INCR`` (the
+peers harness's handler); ``bare_redis_incr_16_lanes`` is its ceiling: the same
+INCRs from as many tasks as the runner has lanes, with no runner at all.
+
 Tracing stays on as in production: every handler call gets a consumer span
 (per-event handlers: one span per event, built by tributary.spans), exported
 through the SDK's BatchSpanProcessor to an exporter that drops them.
@@ -85,6 +89,18 @@ async def raw_loop(redis: aioredis.Redis, key: str) -> None:
         await redis.xack(key, "raw", *[i for i, _ in got])
 
 
+async def bare_incr_lanes(redis: aioredis.Redis, counter: str, n: int, lanes: int) -> None:
+    """The ceiling of a per-event handler that awaits one Redis command: ``lanes`` tasks
+    awaiting ``INCR`` in turn on one redis-py client, with no stream, runner or span."""
+    todo = iter(range(n))
+
+    async def lane() -> None:
+        for _ in todo:
+            await redis.incr(counter)
+
+    await asyncio.gather(*(lane() for _ in range(lanes)))
+
+
 async def inbox_drain(
     redis: aioredis.Redis, keys: Keys, registry: Registry, tracer: Tracer
 ) -> None:
@@ -92,7 +108,7 @@ async def inbox_drain(
     schema = f"bench_{uuid.uuid4().hex[:8]}"
     engine = make_engine(DATABASE_URL, schema=schema)
     ensure_schema(engine, schema)
-    metadata = sa.MetaData()
+    metadata = sa.MetaData(schema=schema)  # not a same-named table elsewhere on the path
     inbox_table(metadata)
     effects = sa.Table(
         "effects",
@@ -120,7 +136,7 @@ async def inbox_drain(
         await aprocess_once(sessions, "inbox", list(uploads), write)
 
     try:
-        await runner.drain(timeout=600)
+        await runner.drain(timeout=600, fail_fast=True)
         with engine.connect() as conn:
             written = conn.execute(sa.text("SELECT count(*) FROM effects")).scalar_one()
         assert written == EVENTS, f"inbox bench wrote {written} of {EVENTS}"
@@ -176,6 +192,22 @@ async def main() -> None:
             return None
 
         batch_rate = await timed("runner_noop_batch_handler", EVENTS, batch_runner.drain)
+        counter = keys.key("bench:incr")
+        ceiling = await timed(
+            "bare_redis_incr_16_lanes",
+            EVENTS,
+            lambda: bare_incr_lanes(redis, counter, EVENTS, options.concurrency),
+        )
+        incr_runner = StreamRunner(
+            redis, STREAM, "incr", "c", tracer=tracer, registry=registry, keys=keys,
+            options=options, metrics=Metrics(),
+        )  # fmt: skip
+
+        @incr_runner.handler("bench.sample")
+        async def incr(event: Event) -> None:
+            await redis.incr(counter)
+
+        incr_rate = await timed("runner_one_redis_command_per_event", EVENTS, incr_runner.drain)
         inbox_rate = await timed(
             "runner_inbox_postgresql", EVENTS, lambda: inbox_drain(redis, keys, registry, tracer)
         )
@@ -188,6 +220,10 @@ async def main() -> None:
             "noop_vs_raw": round(noop_rate / raw, 3),
             "noop_batch_events_per_s": round(batch_rate),
             "noop_batch_vs_raw": round(batch_rate / raw, 3),
+            "incr_events_per_s": round(incr_rate),
+            "incr_vs_raw": round(incr_rate / raw, 3),
+            "bare_incr_per_s": round(ceiling),
+            "incr_vs_bare_incr": round(incr_rate / ceiling, 3),
         }
         print(json.dumps(summary))
     finally:

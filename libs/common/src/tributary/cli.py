@@ -2,11 +2,17 @@
 check-config | dlq ...``, plus the service's own verbs.
 
 Each verb is a :class:`Command`: a name, a help line, a function that adds its
-arguments and a function that runs it. They become argparse sub-parsers; the
+arguments and the function that runs it. They become argparse sub-parsers; the
 chosen one runs with an :class:`Invocation`, which gives it the parsed
 arguments, the typed settings (loaded only when the verb asks for them), a
 database session factory and, for verbs that need the whole application, the
 service started as ``run`` starts it.
+
+Saying its usage must not cost a process the import of its runtime (SQLAlchemy,
+FastAPI, Redis, the OpenTelemetry exporters: about a second), so this module
+imports only the standard library. A verb's function, the service and its
+settings class may be given as ``"module:attribute"`` references, imported when a
+verb needs them: ``--help`` imports none, ``check-config`` only the settings.
 
 Configuration errors print one line naming the bad variable and exit 2;
 nothing secret is printed (``check-config`` masks SecretStr values).
@@ -15,53 +21,64 @@ nothing secret is printed (``check-config`` masks SecretStr values).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
-import json
+import importlib
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Generic
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from pydantic import SecretStr
-from sqlalchemy.engine import Engine
-from sqlalchemy.orm import Session, sessionmaker
+from tributary.errors import ConfigError
 
-from tributary import redis_client
-from tributary.config import ServiceSettings, load_settings
-from tributary.db import DEFAULT_DB_WAIT_SECONDS, make_engine, make_sessionmaker, wait_for_db
-from tributary.errors import ConfigError, ServiceCrashed
-from tributary.keys import Keys
-from tributary.service import (
-    A,
-    Components,
-    Resources,
-    S,
-    Service,
-    migrate,
-    run_once,
-    run_service,
-    started,
-)
-from tributary.streams.dlq import DeadLetters
-from tributary.wire import printable_json
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
+    from sqlalchemy.orm import Session, sessionmaker
+
+    from tributary.config import ServiceSettings
+    from tributary.service import Components, Resources, Service
 
 #: exit status for bad configuration (as sysexits' EX_CONFIG would be too obscure)
 EXIT_CONFIG = 2
+
+S = TypeVar("S", bound="ServiceSettings")
+A = TypeVar("A")
+T = TypeVar("T")
+
+#: ``"package.module:attribute"``: something imported only when it is used
+Ref = str
+
+
+def load(ref: Ref) -> Any:
+    """The attribute a :data:`Ref` names, its module imported now."""
+    module, _, attribute = ref.partition(":")
+    if not module or not attribute:
+        raise ValueError(f"not a 'module:attribute' reference: {ref!r}")
+    return getattr(importlib.import_module(module), attribute)
+
+
+def _resolved(value: T | Ref) -> T:
+    return load(value) if isinstance(value, str) else value
 
 
 @dataclass
 class Invocation(Generic[S, A]):
     """One run of a verb: the service, its arguments, and on demand its settings."""
 
-    base: Service[S, A]
+    program: Program[S, A]
     args: argparse.Namespace
+
+    @cached_property
+    def base(self) -> Service[S, A]:
+        """The service, imported now."""
+        return self.program.service()
 
     @cached_property
     def settings(self) -> S:
         """The service's settings from the environment (ConfigError: exit 2)."""
-        return load_settings(self.base.settings_class)
+        from tributary.config import load_settings
+
+        return load_settings(self.program.settings_class())
 
     @cached_property
     def service(self) -> Service[S, A]:
@@ -75,6 +92,9 @@ class Invocation(Generic[S, A]):
         """The service's database through a small pool, for one verb: after waiting up to
         ``wait_s`` for it (None: fail at first use, as a read-only report should), and
         applying the migrations if asked."""
+        from tributary.db import make_engine, wait_for_db
+        from tributary.service import migrate
+
         engine = make_engine(self.settings.database_url, schema=self.service.schema, pool_size=2)
         try:
             if wait_s is not None:
@@ -90,11 +110,15 @@ class Invocation(Generic[S, A]):
         self, *, wait_s: float | None = None, migrate_first: bool = False
     ) -> Iterator[sessionmaker[Session]]:
         """Sessions of :meth:`database`."""
+        from tributary.db import make_sessionmaker
+
         with self.database(wait_s=wait_s, migrate_first=migrate_first) as engine:
             yield make_sessionmaker(engine)
 
     def started(self) -> contextlib.AbstractAsyncContextManager[tuple[Resources[S], Components[A]]]:
         """The service's resources and parts, built as ``run`` builds them (migrated)."""
+        from tributary.service import started
+
         return started(self.service, self.settings)
 
 
@@ -104,55 +128,42 @@ def no_arguments(parser: argparse.ArgumentParser) -> None:
 
 @dataclass(frozen=True)
 class Command(Generic[S, A]):
-    """A verb of ``python -m <service>``."""
+    """A verb of ``python -m <service>``: ``run`` may be a :data:`Ref` to the function."""
 
     name: str
     help: str
-    run: Callable[[Invocation[S, A]], int]
+    run: Callable[[Invocation[S, A]], int] | Ref
     arguments: Callable[[argparse.ArgumentParser], None] = no_arguments
 
-
-def describe_settings(settings: ServiceSettings) -> dict[str, object]:
-    """Settings as printable values, secrets masked."""
-    shown: dict[str, object] = {}
-    for name in type(settings).model_fields:
-        value = getattr(settings, name)
-        shown[name] = "**********" if isinstance(value, SecretStr) else value
-    return shown
+    def __call__(self, invocation: Invocation[S, A]) -> int:
+        run: Callable[[Invocation[S, A]], int] = _resolved(self.run)
+        return run(invocation)
 
 
-def _json_line(value: dict[str, Any]) -> str:
-    """One JSON line; bytes of an entry that are not UTF-8 shown as ``\\xNN`` escapes."""
-    return json.dumps(printable_json(value), ensure_ascii=False)
+@dataclass(frozen=True)
+class Program(Generic[S, A]):
+    """What ``python -m <service>`` is made of, each part imported only when used.
 
+    ``service`` is the :class:`~tributary.service.Service` or a :data:`Ref` to it;
+    ``settings`` its settings class or a Ref to it (default: the service's own, which
+    imports the service to find it).
+    """
 
-# -- the verbs every service has ---------------------------------------------------
+    name: str
+    service_ref: Service[S, A] | Ref
+    settings_ref: type[S] | Ref | None = None
+    commands: Sequence[Command[S, A]] = ()
 
+    def service(self) -> Service[S, A]:
+        service: Service[S, A] = _resolved(self.service_ref)
+        if service.name != self.name:
+            raise ValueError(f"{self.service_ref!r} is service {service.name!r}, not {self.name!r}")
+        return service
 
-def _run(inv: Invocation[Any, Any]) -> int:
-    try:
-        asyncio.run(run_service(inv.service, inv.settings))
-    except ServiceCrashed as exc:
-        print(f"{inv.base.name}: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def _once(inv: Invocation[Any, Any]) -> int:
-    asyncio.run(run_once(inv.service, inv.settings))
-    return 0
-
-
-def _migrate(inv: Invocation[Any, Any]) -> int:
-    with inv.database(wait_s=DEFAULT_DB_WAIT_SECONDS, migrate_first=True):
-        pass
-    print(f"{inv.base.name}: migrations applied")
-    return 0
-
-
-def _check_config(inv: Invocation[Any, Any]) -> int:
-    print(json.dumps(describe_settings(inv.settings), indent=2, default=str))
-    return 0
+    def settings_class(self) -> type[S]:
+        if self.settings_ref is None:
+            return self.service().settings_class
+        return _resolved(self.settings_ref)
 
 
 def _dlq_arguments(parser: argparse.ArgumentParser) -> None:
@@ -162,58 +173,31 @@ def _dlq_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--count", type=int, default=100)
 
 
-@contextlib.asynccontextmanager
-async def _dead_letters(settings: ServiceSettings, stream: str) -> AsyncIterator[DeadLetters]:
-    redis = redis_client.connect(settings.redis_url.get_secret_value())
-    try:
-        yield DeadLetters(redis, stream, Keys(settings.stream_prefix))
-    finally:
-        await redis.aclose()
-
-
-async def _dlq_async(settings: ServiceSettings, args: argparse.Namespace) -> None:
-    async with _dead_letters(settings, args.stream) as dlq:
-        if args.action == "list":
-            for letter in await dlq.page(args.count):
-                row = {
-                    "id": letter.dlq_id,
-                    "type": letter.fields.get("type"),
-                    "group": letter.group,
-                    "deliveries": letter.deliveries,
-                    "error": letter.error,
-                    "time": letter.time,
-                }
-                print(_json_line(row))
-        elif args.action == "show":
-            for entry_id in args.ids:
-                found = await dlq.get(entry_id)
-                print(_json_line(asdict(found) if found else {"id": entry_id, "missing": True}))
-        elif args.action == "replay":
-            print(f"replayed {await dlq.replay(args.ids or None, args.count)}")
-        else:
-            print(f"purged {await dlq.purge(args.ids)}")
-
-
-def _dlq(inv: Invocation[Any, Any]) -> int:
-    asyncio.run(_dlq_async(inv.settings, inv.args))
-    return 0
-
-
+#: the verbs every service has; their functions are in :mod:`tributary.verbs`
 BUILTIN: tuple[Command[Any, Any], ...] = (
-    Command("run", "run consumers, schedulers and the HTTP API until SIGTERM", _run),
-    Command("once", "run one cycle of the service's work and exit", _once),
-    Command("migrate", "apply database migrations and exit", _migrate),
-    Command("check-config", "validate the environment and print the settings", _check_config),
-    Command("dlq", "list, show, replay or purge dead-lettered entries", _dlq, _dlq_arguments),
+    Command(
+        "run", "run consumers, schedulers and the HTTP API until SIGTERM", "tributary.verbs:run"
+    ),
+    Command("once", "run one cycle of the service's work and exit", "tributary.verbs:once"),
+    Command("migrate", "apply database migrations and exit", "tributary.verbs:migrate"),
+    Command(
+        "check-config",
+        "validate the environment and print the settings",
+        "tributary.verbs:check_config",
+    ),
+    Command(
+        "dlq",
+        "list, show, replay or purge dead-lettered entries",
+        "tributary.verbs:dlq",
+        _dlq_arguments,
+    ),
 )
 
 
-def build_parser(
-    service: Service[S, A], commands: Sequence[Command[S, A]] = ()
-) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"python -m {service.name}", description=service.name)
+def build_parser(program: Program[S, A]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"python -m {program.name}", description=program.name)
     sub = parser.add_subparsers(dest="verb", required=True, metavar="COMMAND")
-    for command in (*BUILTIN, *commands):
+    for command in (*BUILTIN, *program.commands):
         verb = sub.add_parser(command.name, help=command.help)
         command.arguments(verb)
         verb.set_defaults(command=command)
@@ -221,14 +205,20 @@ def build_parser(
 
 
 def main(
-    service: Service[S, A],
+    program: Program[S, A] | Service[S, A],
     argv: Sequence[str] | None = None,
     commands: Sequence[Command[S, A]] = (),
 ) -> int:
-    args = build_parser(service, commands).parse_args(argv)
+    """Run the verb ``argv`` names (default: the process's arguments); its exit status.
+
+    A :class:`Service` given directly (tests) becomes a Program with ``commands``.
+    """
+    if not isinstance(program, Program):
+        program = Program(program.name, program, program.settings_class, commands)
+    args = build_parser(program).parse_args(argv)
     command: Command[S, A] = args.command
     try:
-        return command.run(Invocation(service, args))
+        return command(Invocation(program, args))
     except ConfigError as exc:
-        print(f"{service.name}: {exc}", file=sys.stderr)
+        print(f"{program.name}: {exc}", file=sys.stderr)
         return EXIT_CONFIG

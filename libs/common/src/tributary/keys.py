@@ -71,6 +71,10 @@ class Keys:
         """A key whose name other writers share: never changed here alone."""
         return f"{self.prefix}{name}"
 
+    def key(self, name: str) -> str:
+        """A key named by code outside the services (tools, benchmarks), under the prefix."""
+        return self._shared(name)
+
     # -- streams ----------------------------------------------------------------------
 
     def stream(self, stream: str) -> str:

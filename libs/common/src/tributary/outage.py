@@ -13,8 +13,9 @@ that always times out must still reach the dead-letter stream.
 
 from __future__ import annotations
 
+import sys
+
 import redis.exceptions as redis_errors
-import sqlalchemy.exc as sa_errors
 
 #: MySQL client errors of a connection: can't connect (2003), server has gone away
 #: (2006), lost connection during query (2013), lost connection at handshake (2055)
@@ -31,6 +32,21 @@ def _dbapi_connection_failure(orig: BaseException | None) -> bool:
     return len(args) > 0 and args[0] in _MYSQL_CONNECTION_ERRORS
 
 
+def _database_outage(exc: BaseException) -> bool:
+    """A SQLAlchemy pool timeout, or a DBAPI error of a lost or refused connection."""
+    # no SQLAlchemy error can exist in a process that never imported SQLAlchemy (a
+    # worker without a database): do not import it (0.1 s at start-up) to find out
+    if "sqlalchemy.exc" not in sys.modules:
+        return False
+    import sqlalchemy.exc as sa_errors
+
+    if isinstance(exc, sa_errors.TimeoutError):  # the pool had no connection to give
+        return True
+    return isinstance(exc, sa_errors.DBAPIError) and (
+        exc.connection_invalidated or _dbapi_connection_failure(exc.orig)
+    )
+
+
 def is_dependency_outage(exc: BaseException) -> bool:
     """True when ``exc`` (or what caused it) is a Redis or database connection failure."""
     seen: set[int] = set()
@@ -44,11 +60,7 @@ def is_dependency_outage(exc: BaseException) -> bool:
             | redis_errors.BusyLoadingError,
         ):
             return True
-        if isinstance(current, sa_errors.TimeoutError):  # the pool had no connection to give
-            return True
-        if isinstance(current, sa_errors.DBAPIError) and (
-            current.connection_invalidated or _dbapi_connection_failure(current.orig)
-        ):
+        if _database_outage(current):
             return True
         current = current.__cause__ or current.__context__
     return False

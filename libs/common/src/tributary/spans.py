@@ -50,7 +50,6 @@ from time import time_ns
 from typing import Any, cast
 
 from opentelemetry.attributes import BoundedAttributes
-from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event as SpanEvent
@@ -395,6 +394,9 @@ def _probe() -> bool:
 
 def comparable(span: ReadableSpan) -> bytes:
     """The span as OTLP encodes it, with what must differ (its id and times) blanked."""
+    # the OTLP encoder (protobuf) is a start-up cost a worker that exports nothing skips
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
     request = encode_spans([span])
     encoded = request.resource_spans[0].scope_spans[0].spans[0]
     encoded.span_id = b""

@@ -19,24 +19,23 @@ from __future__ import annotations
 import logging
 import weakref
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-import httpx
-import redis
-import redis.asyncio as aioredis
-from fastapi import FastAPI
 from opentelemetry import metrics, trace
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
-from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
-from opentelemetry.instrumentation.redis import RedisInstrumentor
-from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.trace import Tracer
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
+
+if TYPE_CHECKING:
+    # imported where used, not here: a worker that serves no HTTP, exports no
+    # spans or opens no database must not pay their import time at start-up
+    # (FastAPI, httpx, SQLAlchemy and their instrumentations: ~0.2 s)
+    import httpx
+    import redis
+    import redis.asyncio as aioredis
+    from fastapi import FastAPI
+    from sqlalchemy.engine import Engine
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +46,6 @@ TRACES_PATH = "/v1/traces"
 #: probes and scrapes are not worth a trace each. A comma-separated list of
 #: regexes searched in the full URL, so anchored: /api/metrics is still traced
 DEFAULT_EXCLUDED_URLS = r"^[a-z]+://[^/]+/(healthz|readyz|metrics)/?(\?|$)"
-
-RedisClient = redis.Redis | aioredis.Redis
-HttpxClient = httpx.Client | httpx.AsyncClient
 
 
 class _Instrumentor(Protocol):
@@ -89,6 +85,8 @@ def setup_telemetry(
     exporters: list[SpanExporter] = []
     processors: list[SpanProcessor] = []
     if otlp_endpoint:
+        from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
         exporters.append(OTLPSpanExporter(endpoint=traces_endpoint(otlp_endpoint)))
         processors.append(BatchSpanProcessor(exporters[-1]))
     if exporter is not None:
@@ -148,29 +146,35 @@ class Telemetry:
         instrumentor.instrument(tracer_provider=self.provider)
         Telemetry._global_owners[kind] = self
 
-    def _release_global(self, instrumentor: _Instrumentor) -> None:
-        kind = type(instrumentor)
-        if Telemetry._global_owners.get(kind) is not self:
-            return
-        del Telemetry._global_owners[kind]
-        if instrumentor.is_instrumented_by_opentelemetry:
-            instrumentor.uninstrument()
+    def _release_globals(self) -> None:
+        """Uninstrument every process-wide instrumentor this Telemetry owns."""
+        for kind, owner in list(Telemetry._global_owners.items()):
+            if owner is not self:
+                continue
+            del Telemetry._global_owners[kind]
+            instrumentor = kind()
+            if instrumentor.is_instrumented_by_opentelemetry:
+                instrumentor.uninstrument()
 
     # -- instrumentations ------------------------------------------------
 
-    def instrument_redis(self, client: RedisClient | None = None) -> None:
+    def instrument_redis(self, client: redis.Redis | aioredis.Redis | None = None) -> None:
         """Trace Redis commands: every client (default) or just ``client``.
 
         Use one or the other: a client instrumented both ways reports twice.
         """
+        from opentelemetry.instrumentation.redis import RedisInstrumentor
+
         if client is None:
             self._own_global(RedisInstrumentor())
         elif not getattr(client, "_is_instrumented_by_opentelemetry", False):
             RedisInstrumentor.instrument_client(client, tracer_provider=self.provider)
             self._clients.add(client)
 
-    def instrument_httpx(self, client: HttpxClient | None = None) -> None:
+    def instrument_httpx(self, client: httpx.Client | httpx.AsyncClient | None = None) -> None:
         """Trace outgoing httpx requests: every client (default) or just ``client``."""
+        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
         if client is None:
             self._own_global(HTTPXClientInstrumentor())
         elif not getattr(client, "_is_instrumented_by_opentelemetry", False):
@@ -185,6 +189,8 @@ class Telemetry:
         singleton that also patches ``create_engine`` and refuses a second
         engine once instrumented.
         """
+        from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+
         if engine in self._engines:
             return
         meter = metrics.get_meter(__name__)
@@ -197,6 +203,8 @@ class Telemetry:
 
     def instrument_app(self, app: FastAPI, excluded_urls: str = DEFAULT_EXCLUDED_URLS) -> None:
         """Trace requests served by ``app`` (probes and scrapes excluded)."""
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
         if getattr(app, "_is_instrumented_by_opentelemetry", False):
             return
         FastAPIInstrumentor.instrument_app(
@@ -206,17 +214,19 @@ class Telemetry:
 
     def uninstrument(self) -> None:
         """Undo every instrumentation this Telemetry made (tests; shutdown)."""
-        self._release_global(RedisInstrumentor())
-        self._release_global(HTTPXClientInstrumentor())
+        self._release_globals()
         for engine in list(self._engines):
             _remove_engine_listeners(engine)
         self._engines.clear()
         for client in list(self._clients):
             _uninstrument_client(client)
         self._clients.clear()
-        for app in list(self._apps):
-            FastAPIInstrumentor.uninstrument_app(app)
-        self._apps.clear()
+        if self._apps:
+            from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
+
+            for app in list(self._apps):
+                FastAPIInstrumentor.uninstrument_app(app)
+            self._apps.clear()
 
     def shutdown(self, timeout: float = 5.0) -> None:
         """Export what is buffered (bounded by ``timeout`` seconds), then stop.
@@ -235,9 +245,14 @@ class Telemetry:
 def _uninstrument_client(client: Any) -> None:
     if not getattr(client, "_is_instrumented_by_opentelemetry", False):
         return
-    if isinstance(client, httpx.Client | httpx.AsyncClient):
+    # a client of a library that was never imported cannot be here: import what it is
+    if type(client).__module__.startswith("httpx"):
+        from opentelemetry.instrumentation.httpx import HTTPXClientInstrumentor
+
         HTTPXClientInstrumentor.uninstrument_client(client)
     else:
+        from opentelemetry.instrumentation.redis import RedisInstrumentor
+
         RedisInstrumentor.uninstrument_client(client)
 
 
@@ -247,6 +262,9 @@ def _remove_engine_listeners(engine: Engine) -> None:
     EngineTracer records them in a class-level list but can only remove all
     of them at once, which would strip other Telemetry objects' engines too.
     """
+    from opentelemetry.instrumentation.sqlalchemy.engine import EngineTracer
+    from sqlalchemy import event
+
     registered: list[tuple[Any, str, Any]] = EngineTracer._remove_event_listener_params
     for entry in list(registered):
         target_ref, identifier, func = entry

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from aggregation.cli import COMMANDS
-from aggregation.service import SERVICE
+from aggregation.cli import PROGRAM
 from tributary.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(SERVICE, commands=COMMANDS))
+    sys.exit(main(PROGRAM))

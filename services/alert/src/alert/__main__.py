@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from alert.cli import COMMANDS
-from alert.service import SERVICE
+from alert.cli import PROGRAM
 from tributary.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(SERVICE, commands=COMMANDS))
+    sys.exit(main(PROGRAM))

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from gmail_fetch.cli import COMMANDS
-from gmail_fetch.service import SERVICE
+from gmail_fetch.cli import PROGRAM
 from tributary.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(SERVICE, commands=COMMANDS))
+    sys.exit(main(PROGRAM))

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from snapshot.cli import COMMANDS
-from snapshot.service import SERVICE
+from snapshot.cli import PROGRAM
 from tributary.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(SERVICE, commands=COMMANDS))
+    sys.exit(main(PROGRAM))

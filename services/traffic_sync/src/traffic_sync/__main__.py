@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import sys
 
-from traffic_sync.cli import COMMANDS
-from traffic_sync.service import SERVICE
+from traffic_sync.cli import PROGRAM
 from tributary.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main(SERVICE, commands=COMMANDS))
+    sys.exit(main(PROGRAM))
