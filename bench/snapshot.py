@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import ipaddress
 import json
 import os
 import statistics
@@ -56,6 +57,7 @@ from snapshot.maintenance import floor_hour, rebuild_totals
 from snapshot.pinning import pinned_context
 from snapshot.servers import parse_registration, register_server
 from snapshot.service import SERVICE, Snapshot, assemble, components
+from tributary.egress import EgressPolicy
 from tributary.http import create_app
 from tributary.metrics import Metrics
 from tributary.runtime import tune_gc
@@ -73,6 +75,9 @@ RAW_KEYS = int(os.environ.get("BENCH_RAW_KEYS", "1000"))
 ROLLUP_KEYS = int(os.environ.get("BENCH_ROLLUP_KEYS", "10000"))
 DAYS = int(os.environ.get("BENCH_DAYS", "30"))
 REPEAT = int(os.environ.get("BENCH_QUERY_REPEAT", "7"))
+#: where the simulated Outline servers listen: allow-listed, as an operator would
+SIMULATOR_NETWORK = "127.0.0.0/8"
+SIMULATOR_EGRESS = EgressPolicy.of([ipaddress.ip_network(SIMULATOR_NETWORK)])
 CONCURRENCY = int(os.environ.get("BENCH_CONCURRENCY", "32"))
 CONNECTIONS = int(os.environ.get("BENCH_CONNECTIONS", "1"))
 
@@ -147,7 +152,7 @@ async def fetch_floor(servers: list[tuple[ApiUrl, str]]) -> tuple[float, float]:
 
     async def pinned(url: ApiUrl, pin: str) -> httpx.AsyncClient:
         async with limit:
-            context = await pinned_context(url, pin, 10)
+            context = await pinned_context(url, pin, 10, SIMULATOR_EGRESS)
         return httpx.AsyncClient(verify=context, trust_env=False)
 
     asks = [("/access-keys", None), ("/metrics/transfer", None),
@@ -295,6 +300,7 @@ async def main() -> None:
         encryption_key=generate_key(), redis_url=REDIS_URL, database_url=DATABASE_URL,
         stream_prefix=prefix, http_port=0, collect_concurrency=CONCURRENCY, log_level="WARNING",
         connections_per_server=CONNECTIONS,
+        egress_allow_networks=SIMULATOR_NETWORK,  # the simulated servers listen on loopback
     )  # fmt: skip
     service = dataclasses.replace(SERVICE, schema=schema)
     folder = tempfile.TemporaryDirectory()

@@ -204,6 +204,21 @@ def test_existing_secret_and_otel() -> None:
     assert env["DATABASE_URL"]["valueFrom"]["secretKeyRef"]["key"] == "TRAFFIC_SYNC_DATABASE_URL"
 
 
+def test_egress_allow_lists_reach_every_service() -> None:
+    documents = render(
+        [
+            "egress.allowNetworks[0]=10.20.0.0/16",
+            "egress.allowNetworks[1]=fd12:3456::/48",
+            "egress.allowHosts[0]=receiver.monitoring.svc.cluster.local",
+        ]
+    )
+    for deployment in of_kind(documents, "Deployment"):
+        env = {e["name"]: e for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert env["EGRESS_ALLOW_NETWORKS"]["value"] == "10.20.0.0/16,fd12:3456::/48"
+        assert env["EGRESS_ALLOW_HOSTS"]["value"] == "receiver.monitoring.svc.cluster.local"
+        assert env["EGRESS_MAX_RESPONSE_BYTES"]["value"] == "33554432"
+
+
 def test_chart_made_secret_is_a_hook_before_the_migrations() -> None:
     documents = render(COMBINATIONS["chart-made-secret"])
     (secret,) = of_kind(documents, "Secret")
@@ -229,6 +244,9 @@ def test_service_monitor() -> None:
         "otel.endpoint=jaeger:4318",
         "global.image.pullPolicy=Sometimes",
         "services.alert.env.bad-name=1",
+        "egress.allowNetworks[0]=10.0.0.0",
+        "egress.allowHosts[0]=http://sink/",
+        "egress.maxResponseBytes=12",
     ],
 )
 def test_schema_rejects_bad_values(bad: str) -> None:

@@ -18,17 +18,20 @@ from fastapi import FastAPI, Request, Response
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from sqlalchemy.engine import Engine
 
+from alert import api
 from alert.app import AlertApp
 from alert.clock import ManualClock
 from alert.config import AlertSettings
 from alert.service import SERVICE
 from simulators.ports import free_port
-from tributary.http import HttpServer
+from tributary.egress import egress_client
+from tributary.http import HttpServer, create_app
 from tributary.keys import Keys
 from tributary.service import Service, assemble_resources, migrate
 from tributary.telemetry import Telemetry, setup_telemetry
+from tributary.web.access import ApiAccess
 
-from .harness import Harness
+from .harness import Harness, egress_policy
 
 #: a Monday, noon UTC
 T0 = datetime(2025, 1, 6, 12, 0, tzinfo=UTC)
@@ -63,6 +66,8 @@ def settings(postgres_url: str, redis_url: str, keys: Keys, pg_schema: str) -> A
         webhook_timeout_seconds=2,
         max_deliveries=2,
         read_block_ms=5,
+        # the tests' webhook receivers listen on loopback: allow-listed, as an operator would
+        EGRESS_ALLOW_NETWORKS="127.0.0.0/8",
     )
 
 
@@ -86,13 +91,30 @@ async def harness(
     telemetry: Telemetry,
     clock: ManualClock,
 ) -> AsyncIterator[Harness]:
-    http = httpx.AsyncClient()
+    # the client the notifier builds for itself, with the tests' stub DNS
+    http = egress_client(egress_policy(settings), timeout=settings.webhook_timeout_seconds)
     telemetry.instrument_httpx(http)
     res = assemble_resources(service, settings, redis_client, migrated, telemetry, "test-0")
     harness = Harness(res, clock, http)
     yield harness
     await http.aclose()
     res.relay.close()
+
+
+@pytest.fixture
+async def http(harness: Harness) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of the service's HTTP API (in process), /openapi.json served (no
+    credentials configured: every caller may read it)."""
+    app = create_app(
+        "alert",
+        harness.res.metrics,
+        [],
+        [api.router(harness.app)],
+        access=ApiAccess(docs="protected"),
+    )
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://alert.test") as c:
+        yield c
 
 
 # -- a real webhook receiver ----------------------------------------------------------------
@@ -106,6 +128,8 @@ class Hook:
     calls: list[dict[str, Any]] = field(default_factory=list)
     status: int = 200
     delay: float = 0.0
+    #: the body of its answers
+    answer: bytes = b""
 
     @property
     def bodies(self) -> list[dict[str, Any]]:
@@ -125,7 +149,7 @@ async def hook() -> AsyncIterator[Hook]:
         )
         if state.delay:
             await asyncio.sleep(state.delay)
-        return Response(status_code=state.status)
+        return Response(state.answer, status_code=state.status)
 
     server = HttpServer(app, "127.0.0.1", 0)
     port = await server.start()

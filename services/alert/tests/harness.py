@@ -8,6 +8,7 @@ an injected clock, so tests need no sleeps.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -26,6 +27,7 @@ from alert.scheduler import TickOutcome
 from alert.schemas import ReceiverSpec
 from alert.service import assemble
 from tributary import catalog
+from tributary.egress import EgressPolicy, system_resolver
 from tributary.events import Event, decode, make_event
 from tributary.metrics import Metrics
 from tributary.service import Resources
@@ -38,6 +40,23 @@ def top_of_window() -> float:
     return 1.0 - 1e-9
 
 
+#: what the tests' stub DNS knows: receivers "somewhere public" (DNS is third-party)
+PUBLIC_HOSTS = {"hooks.example": "93.184.216.34", "h.example": "93.184.216.34"}
+
+
+def stub_resolver(host: str, port: int) -> Sequence[str]:
+    """The stub zone first, then the system's resolver (localhost...)."""
+    if host in PUBLIC_HOSTS:
+        return [PUBLIC_HOSTS[host]]
+    return system_resolver(host, port)
+
+
+def egress_policy(settings: AlertSettings) -> EgressPolicy:
+    """The settings' policy (the tests allow-list their loopback receivers there), with
+    the stub DNS."""
+    return EgressPolicy.from_settings(settings, resolver=stub_resolver)
+
+
 class Harness:
     def __init__(
         self, res: Resources[AlertSettings], clock: ManualClock, http: httpx.AsyncClient
@@ -45,12 +64,22 @@ class Harness:
         self.res = res
         self.clock = clock
         self.http = http
-        self.app = assemble(res, clock=clock, http_client=http, jitter=top_of_window)
+        self.egress = egress_policy(res.settings)
+        self.app = self._assemble()
+
+    def _assemble(self) -> AlertApp:
+        return assemble(
+            self.res,
+            clock=self.clock,
+            http_client=self.http,
+            jitter=top_of_window,
+            egress=self.egress,
+        )
 
     def restart(self) -> AlertApp:
         """A fresh app on the same database and streams (nothing kept in memory)."""
         self.res = dataclasses.replace(self.res, metrics=Metrics())
-        self.app = assemble(self.res, clock=self.clock, http_client=self.http, jitter=top_of_window)
+        self.app = self._assemble()
         return self.app
 
     # -- input ----------------------------------------------------------------------------

@@ -95,6 +95,8 @@ def make_settings(redis_url: str, postgres_url: str, keys: Keys, **extra: Any) -
         "consumer_name": "snapshot-test",
         "http_timeout_seconds": 5.0,
         "anomaly_min_bytes": 10 * MB,
+        # the simulated Outline servers listen on loopback: allow-listed, as an operator would
+        "egress_allow_networks": "127.0.0.0/8",
     }
     values.update(extra)
     return SnapshotSettings(**values)

@@ -7,6 +7,9 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 
+from snapshot.api import servers_router
+from snapshot.credentials import SecretBox
+from tributary.egress import EgressPolicy
 from tributary.http import create_app
 from tributary.metrics import Metrics
 from tributary.web.access import ApiAccess
@@ -152,3 +155,36 @@ async def test_a_registration_body_over_the_limit_is_a_413(client: httpx.AsyncCl
     response = await client.post("/servers", json=body)
     assert response.status_code == 413
     assert len(response.content) < 1000
+
+
+@pytest.mark.parametrize(
+    ("api_url", "needle"),
+    [
+        ("https://169.254.169.254:443/secret", "apiUrl refused (address): "),
+        ("https://10.0.0.5:8080/secret", "private address"),
+        ("https://[fd00:ec2::254]/secret", "private address"),
+        ("https://2852039166/secret", "link-local address"),
+        ("https://127.0.0.1:6379/secret", "loopback address"),
+        ("https://[::ffff:127.0.0.1]/secret", "loopback (embedded in IPv6) address"),
+        ("https://100.64.0.1/secret", "shared (CGNAT) address"),
+        ("http://93.184.216.34/secret", "must start with https://"),
+    ],
+)
+async def test_registrations_of_refused_addresses_are_a_422(
+    harness: Harness, api_url: str, needle: str
+) -> None:
+    """The default policy (nothing allow-listed): an apiUrl is a user-given URL."""
+    router = servers_router(
+        harness.res.sessions,
+        SecretBox(harness.settings.encryption_key),
+        harness.now,
+        EgressPolicy(),
+    )
+    transport = httpx.ASGITransport(app=create_app("snapshot", Metrics(), routers=[router]))
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        body = {"apiUrl": api_url, "certSha256": "A" * 64}
+        response = await http.post("/servers", json=body)
+        assert response.status_code == 422, response.text
+        assert needle in response.json()["message"]
+        assert "secret" not in response.text
+        assert (await http.get("/servers")).json() == []

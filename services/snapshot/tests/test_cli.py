@@ -19,11 +19,14 @@ from tributary.keys import Keys
 @pytest.fixture
 def env(redis_url: str, postgres_url: str, pg_schema: str, keys: Keys) -> dict[str, str]:
     base = {
-        k: v for k, v in os.environ.items() if not k.startswith(("SNAPSHOT_", "OTEL_", "DB_SCHEMA"))
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SNAPSHOT_", "OTEL_", "DB_SCHEMA", "EGRESS_"))
     }
     base.update(
         REDIS_URL=redis_url, DATABASE_URL=postgres_url, STREAM_PREFIX=keys.prefix,
         DB_SCHEMA=pg_schema, SNAPSHOT_ENCRYPTION_KEY=generate_key(), LOG_LEVEL="WARNING",
+        EGRESS_ALLOW_NETWORKS="127.0.0.0/8",  # the simulated Outline servers
     )  # fmt: skip
     return base
 

@@ -41,13 +41,15 @@ async def test_a_changed_certificate_is_refused_after_a_good_collection(harness:
 async def test_pinned_context_verifies_instead_of_trusting_anything(harness: Harness) -> None:
     server = await harness.sim.add_server()
     url = parse_api_url(server.api_url)
-    der = await peer_certificate(url, 5)
+    der = await peer_certificate(url, 5, harness.app.clients.egress)
     assert fingerprint(der) == server.certificate.sha256
-    context = await pinned_context(url, server.certificate.sha256, 5)
+    context = await pinned_context(url, server.certificate.sha256, 5, harness.app.clients.egress)
     import ssl
 
     assert context.verify_mode == ssl.CERT_REQUIRED
     other = await harness.sim.add_server()
     with pytest.raises(CollectError) as caught:
-        await pinned_context(parse_api_url(other.api_url), server.certificate.sha256, 5)
+        await pinned_context(
+            parse_api_url(other.api_url), server.certificate.sha256, 5, harness.app.clients.egress
+        )
     assert caught.value.kind == "certificate"

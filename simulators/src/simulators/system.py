@@ -31,7 +31,10 @@ SERVICES: dict[str, str] = {
     "gmail_fetch": "gmail_fetch",
 }
 #: the variables of a developer's shell that must not leak into a service under our control
-_DROPPED = ("OTEL_", *(f"{name.upper()}_" for name in SERVICES))
+_DROPPED = ("OTEL_", "EGRESS_", *(f"{name.upper()}_" for name in SERVICES))
+#: where the local stack's fakes listen (webhook sink, Outline servers): loopback, which
+#: user-given URLs may reach only when allow-listed (docs/security.md, "Outbound requests")
+LOCAL_EGRESS_NETWORKS = "127.0.0.0/8"
 
 
 @dataclass
@@ -48,6 +51,8 @@ class SystemConfig:
     schemas: dict[str, str] = field(default_factory=dict)
     otlp_endpoint: str | None = None
     log_level: str = "INFO"
+    #: EGRESS_ALLOW_NETWORKS of every service
+    egress_allow_networks: str = LOCAL_EGRESS_NETWORKS
     #: extra environment for every service, then per service
     env: dict[str, str] = field(default_factory=dict)
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
@@ -86,6 +91,7 @@ class LocalSystem:
             CONSUMER_NAME=f"{name}-local-1",
             SHUTDOWN_TIMEOUT_SECONDS="10",
             PYTHONUNBUFFERED="1",
+            EGRESS_ALLOW_NETWORKS=cfg.egress_allow_networks,
         )
         if name in cfg.schemas:
             env["DB_SCHEMA"] = cfg.schemas[name]

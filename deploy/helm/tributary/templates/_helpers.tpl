@@ -110,6 +110,16 @@ app.kubernetes.io/component: {{ replace "_" "-" (index . 1) }}
 - name: OTEL_EXPORTER_OTLP_ENDPOINT
   value: {{ $root.Values.otel.endpoint | quote }}
 {{- end }}
+{{- with $root.Values.egress }}
+- name: EGRESS_ALLOW_NETWORKS
+  value: {{ join "," (.allowNetworks | default list) | quote }}
+- name: EGRESS_ALLOW_HOSTS
+  value: {{ join "," (.allowHosts | default list) | quote }}
+{{- with .maxResponseBytes }}
+- name: EGRESS_MAX_RESPONSE_BYTES
+  value: {{ . | int64 | toString | quote }}
+{{- end }}
+{{- end }}
 {{- range $key, $value := $root.Values.global.env }}
 {{- if not (hasKey $svc.env $key) }}
 - name: {{ $key }}

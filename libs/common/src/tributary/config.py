@@ -12,6 +12,7 @@ names the bad variable, raised as :class:`ConfigError`.
 from __future__ import annotations
 
 import ipaddress
+import re
 from typing import Any, ClassVar, Literal, Self, TypeVar
 
 from pydantic import (
@@ -30,6 +31,9 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_DATABASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 #: largest request body read by default, in bytes: far above any body a service takes
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
+#: largest response body read from a user-given URL by default, in bytes
+DEFAULT_EGRESS_MAX_RESPONSE_BYTES = 32 * 1024 * 1024
+_HOST_NAME = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,62}))*$")
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 DocsMode = Literal["off", "protected", "public"]
@@ -320,6 +324,43 @@ class ServiceSettings(BaseSettings):
     def http_exposed_without_auth(self) -> bool:
         return not self.api_auth_configured and not is_loopback(self.http_host)
 
+    egress_allow_networks: str = Field(
+        "",
+        validation_alias=shared("EGRESS_ALLOW_NETWORKS"),
+        description="Networks (CIDR, comma-separated) that requests to user-given URLs "
+        "(webhooks, Outline apiUrls) may reach although loopback, private, link-local...",
+    )
+    egress_allow_hosts: str = Field(
+        "",
+        validation_alias=shared("EGRESS_ALLOW_HOSTS"),
+        description="Host names (comma-separated) that requests to user-given URLs may "
+        "reach whatever they resolve to.",
+    )
+    egress_max_response_bytes: int = Field(
+        DEFAULT_EGRESS_MAX_RESPONSE_BYTES,
+        ge=1024,
+        validation_alias=shared("EGRESS_MAX_RESPONSE_BYTES"),
+        description="Largest response body read from a user-given URL, in bytes.",
+    )
+
+    @field_validator("egress_allow_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for item in split_list(value):
+            try:
+                ipaddress.ip_network(item)
+            except ValueError as exc:
+                raise ValueError(f"{item!r} is not a network in CIDR notation ({exc})") from None
+        return value
+
+    @field_validator("egress_allow_hosts")
+    @classmethod
+    def _hosts(cls, value: str) -> str:
+        for item in split_list(value):
+            if not _HOST_NAME.match(item.lower().rstrip(".")):
+                raise ValueError(f"{item!r} is not a host name")
+        return value
+
     @field_validator("stream_prefix")
     @classmethod
     def _prefix_has_no_spaces(cls, value: str) -> str:
@@ -329,6 +370,11 @@ class ServiceSettings(BaseSettings):
 
 
 S = TypeVar("S", bound=BaseSettings)
+
+
+def split_list(value: str) -> list[str]:
+    """The items of a comma- (or space-) separated setting."""
+    return [item for item in re.split(r"[,\s]+", value) if item]
 
 
 def _variable_name(cls: type[BaseSettings], loc: tuple[int | str, ...]) -> str:

@@ -22,6 +22,7 @@ from alert.schemas import (
     WindowOut,
     WindowSpec,
 )
+from tributary.egress import EgressPolicy, RefusedUrl
 from tributary.logs import redact
 from tributary.transactions import Transactions
 from tributary.web.errors import error_responses
@@ -90,10 +91,20 @@ def _receivers_read(db: Transactions) -> APIRouter:
     return router
 
 
+async def _check_url(policy: EgressPolicy, url: str) -> None:
+    """422 naming the egress rule a webhook URL breaks (the URL itself is not echoed)."""
+    try:
+        await policy.avet_url(url)
+    except RefusedUrl as exc:
+        raise HTTPException(UNPROCESSABLE, f"url refused ({exc.rule}): {exc}") from None
+
+
 def _receivers_write(app: AlertApp, db: Transactions) -> APIRouter:
     router = APIRouter(prefix="/receivers", tags=["receivers"])
 
     async def save(spec: ReceiverSpec, receiver_id: int | None = None) -> ReceiverOut:
+        if spec.url is not None:
+            await _check_url(app.egress, spec.url)
         try:
             row = await db(repository.save_receiver, spec.row(), app.clock(), receiver_id)
         except IntegrityError:

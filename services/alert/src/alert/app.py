@@ -17,6 +17,7 @@ from alert.metrics import AlertMetrics
 from alert.notify.notifier import Notifier
 from alert.samples import Sample
 from alert.scheduler import Ticker, TickOutcome
+from tributary.egress import EgressPolicy
 from tributary.events import Registry
 from tributary.inbox import aprocess_once
 from tributary.outbox import OutboxRelay
@@ -57,6 +58,8 @@ class AlertApp:
     metrics: AlertMetrics
     relay: OutboxRelay
     producer: Producer
+    #: what receivers' URLs may reach (checked when saved, and by the notifier's client)
+    egress: EgressPolicy
     runners: dict[str, StreamRunner] = field(default_factory=dict)
 
     async def process(

@@ -24,6 +24,7 @@ from alert.repository import resolved_retention
 from alert.samples import SOURCES
 from alert.scheduler import Ticker
 from tributary import catalog
+from tributary.egress import EgressPolicy
 from tributary.service import Components, Periodic, Resources, Service
 from tributary.streams.runner import RunnerOptions
 
@@ -37,9 +38,11 @@ def assemble(
     clock: Clock = utc_now,
     http_client: httpx.AsyncClient | None = None,
     jitter: Callable[[], float] = random.random,
+    egress: EgressPolicy | None = None,
 ) -> AlertApp:
-    """The service's parts; tests inject a clock and an HTTP client."""
+    """The service's parts; tests inject a clock, an HTTP client and the egress policy."""
     settings = res.settings
+    policy = egress or EgressPolicy.from_settings(settings)
     cache = RuleCache()
     emitter = Emitter(res.telemetry.tracer, res.service.registry, clock)
     metrics = AlertMetrics(res.metrics.registry)
@@ -67,10 +70,12 @@ def assemble(
             metrics,
             http_client,
             jitter,
+            policy,
         ),
         metrics=metrics,
         relay=res.relay,
         producer=res.producer,
+        egress=policy,
     )
     options = RunnerOptions(
         batch_size=settings.batch_size,

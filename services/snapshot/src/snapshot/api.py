@@ -8,6 +8,7 @@ and its errors never quote the apiUrl. Every error answer has the shared shape
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 from datetime import datetime
@@ -31,7 +32,9 @@ from snapshot.servers import (
     public_view,
     register_server,
     set_active,
+    vet_destination,
 )
+from tributary.egress import EgressPolicy
 from tributary.keys import Keys
 from tributary.transactions import Transactions
 from tributary.web.errors import error_response, error_responses
@@ -42,16 +45,20 @@ Clock = Callable[[], datetime]
 NOT_FOUND = error_responses(404)
 
 
-def servers_router(sessions: sessionmaker[Session], box: SecretBox, clock: Clock) -> APIRouter:
+def servers_router(
+    sessions: sessionmaker[Session], box: SecretBox, clock: Clock, egress: EgressPolicy
+) -> APIRouter:
     router = APIRouter(prefix="/servers", tags=["servers"])
     db = Transactions(sessions)
-    _registration_route(router, db, box, clock)
+    _registration_route(router, db, box, clock, egress)
     _read_routes(router, db, clock)
     _state_routes(router, db, clock)
     return router
 
 
-def _registration_route(router: APIRouter, db: Transactions, box: SecretBox, clock: Clock) -> None:
+def _registration_route(
+    router: APIRouter, db: Transactions, box: SecretBox, clock: Clock, egress: EgressPolicy
+) -> None:
     schema = Registration.model_json_schema(by_alias=True)
     body = {"required": True, "content": {"application/json": {"schema": schema}}}
 
@@ -70,6 +77,7 @@ def _registration_route(router: APIRouter, db: Transactions, box: SecretBox, clo
             return error_response(400, "body is not valid JSON")
         try:
             registration = parse_registration(raw)
+            await asyncio.to_thread(vet_destination, egress, registration)
         except RegistrationError as exc:
             return error_response(422, f"invalid registration: {exc}")
 

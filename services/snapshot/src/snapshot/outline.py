@@ -26,6 +26,8 @@ from typing_extensions import TypedDict
 
 from snapshot.credentials import ApiUrl
 from snapshot.pinning import CertificateMismatch, CollectError, check_connection, pinned_context
+from tributary import egress
+from tributary.egress import EgressPolicy, ResponseTooLarge, egress_client, read_bounded
 
 log = logging.getLogger(__name__)
 
@@ -229,8 +231,12 @@ class OutlineClients:
         concurrency: int,
         connections_per_server: int = 1,
         clock: Callable[[], datetime] | None = None,
+        *,
+        egress: EgressPolicy,
     ) -> None:
         self.timeout = timeout
+        #: apiUrls are user-given: every connection goes to an address this allows
+        self.egress = egress
         self.connections = connections_per_server
         self._limit = asyncio.Semaphore(concurrency)
         self._clients: dict[str, _Pinned] = {}
@@ -257,19 +263,13 @@ class OutlineClients:
                 return pinned.client
             await self.forget(server_id)
             async with self._limit:
-                context = await pinned_context(url, pin, self.timeout)
+                context = await pinned_context(url, pin, self.timeout, self.egress)
             limits = httpx.Limits(
                 max_connections=self.connections,
                 max_keepalive_connections=self.connections,
                 keepalive_expiry=KEEPALIVE_SECONDS,
             )
-            client = httpx.AsyncClient(
-                verify=context,
-                timeout=httpx.Timeout(self.timeout),
-                limits=limits,
-                trust_env=False,
-                follow_redirects=False,
-            )
+            client = egress_client(self.egress, timeout=self.timeout, verify=context, limits=limits)
             self._clients[server_id] = _Pinned(pin, client)
             return client
 
@@ -346,18 +346,29 @@ class OutlineClients:
         *,
         optional: bool = False,
     ) -> bytes | None:
-        """The body of a 200 answer (None: 404 on an ``optional`` endpoint)."""
+        """The body of a 200 answer (None: 404 on an ``optional`` endpoint), read up to the
+        egress policy's ``max_response_bytes``."""
         async with self._limit:
             response = await self._send(client, url, path, params)
+            try:
+                self._check_pin(response, pin)
+                if optional and response.status_code == 404:
+                    return None
+                if response.status_code != 200:
+                    raise CollectError("http", f"GET {path}: HTTP {response.status_code}")
+                return await self._read(response, path)
+            finally:
+                await response.aclose()
+
+    async def _read(self, response: httpx.Response, path: str) -> bytes:
         try:
-            self._check_pin(response, pin)
-            if optional and response.status_code == 404:
-                return None
-            if response.status_code != 200:
-                raise CollectError("http", f"GET {path}: HTTP {response.status_code}")
-            return response.content
-        finally:
-            await response.aclose()
+            return await read_bounded(response, self.egress.max_response_bytes)
+        except ResponseTooLarge as exc:
+            raise CollectError("too-large", f"GET {path}: {exc}") from None
+        except httpx.TimeoutException:
+            raise CollectError("timeout", f"GET {path}: timed out") from None
+        except httpx.HTTPError as exc:
+            raise CollectError("connect", f"GET {path}: {type(exc).__name__}") from None
 
     def _check_pin(self, response: httpx.Response, pin: str) -> None:
         """Check each connection's certificate once (asking for it is not cheap)."""
@@ -370,15 +381,18 @@ class OutlineClients:
     async def _send(
         self, client: httpx.AsyncClient, url: ApiUrl, path: str, params: dict[str, str] | None
     ) -> httpx.Response:
+        request = client.build_request("GET", url.url(path), params=params)
         try:
             try:
-                return await client.get(url.url(path), params=params)
+                return await client.send(request, stream=True)
             except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
                 # a kept-alive connection the server had just closed: GETs are safe to repeat
-                return await client.get(url.url(path), params=params)
+                return await client.send(request, stream=True)
         except httpx.TimeoutException:
             raise CollectError("timeout", f"GET {path}: timed out") from None
         except httpx.ConnectError as exc:
+            if egress.classify(exc) == egress.REFUSED_ADDRESS:
+                raise CollectError("refused-address", f"GET {path}: {exc}") from None
             text = str(exc)
             if "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in text:
                 # the certificate changed since it was pinned: let the probe say how
@@ -393,7 +407,7 @@ class OutlineClients:
         if pinned is None:
             return
         try:
-            await pinned_context(url, pinned.pin, self.timeout)
+            await pinned_context(url, pinned.pin, self.timeout, self.egress)
         except CertificateMismatch:
             raise
         except CollectError:

@@ -21,6 +21,7 @@ import hashlib
 import ssl
 
 from snapshot.credentials import ApiUrl
+from tributary.egress import EgressPolicy, RefusedAddress, UnresolvableHost
 
 
 class CollectError(Exception):
@@ -45,22 +46,43 @@ def fingerprint(der: bytes) -> str:
     return hashlib.sha256(der).hexdigest().upper()
 
 
-async def peer_certificate(url: ApiUrl, timeout: float) -> bytes:  # noqa: ASYNC109
+async def _connect_checked(
+    url: ApiUrl, policy: EgressPolicy, probe: ssl.SSLContext
+) -> asyncio.StreamWriter:
+    """A TLS connection to an address of the apiUrl's host that the egress policy allows
+    (checked now, after resolution: the address connected to is the one checked)."""
+    try:
+        addresses = await policy.aaddresses(url.host, url.port)
+    except RefusedAddress as exc:
+        raise CollectError("refused-address", str(exc)) from None
+    except UnresolvableHost:
+        raise CollectError("connect", "cannot connect") from None
+    for ip in addresses:
+        try:
+            _, writer = await asyncio.open_connection(
+                str(ip), url.port, ssl=probe, server_hostname=url.host
+            )
+            return writer
+        except ssl.SSLError:
+            raise  # it answered: a certificate matter, not a connection one
+        except OSError:
+            continue
+    # the same words whatever failed (refused, unreachable...): no port-scanning oracle
+    raise CollectError("connect", "cannot connect")
+
+
+async def peer_certificate(url: ApiUrl, timeout: float, policy: EgressPolicy) -> bytes:  # noqa: ASYNC109
     """The DER certificate the server presents (read only; nothing is sent or trusted)."""
     probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     probe.check_hostname = False
     probe.verify_mode = ssl.CERT_NONE  # reading the certificate to compare it with the pin
     try:
         async with asyncio.timeout(timeout):
-            _, writer = await asyncio.open_connection(url.host, url.port, ssl=probe)
+            writer = await _connect_checked(url, policy, probe)
     except TimeoutError:
         raise CollectError("timeout", "TLS handshake timed out") from None
-    except ssl.SSLError as exc:
-        raise CollectError("certificate", f"TLS handshake failed: {exc.reason}") from None
-    except OSError as exc:
-        raise CollectError(
-            "connect", f"cannot connect: {exc.strerror or type(exc).__name__}"
-        ) from None
+    except ssl.SSLError:
+        raise CollectError("certificate", "TLS handshake failed") from None
     try:
         ssl_object = writer.get_extra_info("ssl_object")
         der = ssl_object.getpeercert(binary_form=True) if ssl_object is not None else None
@@ -74,9 +96,14 @@ async def peer_certificate(url: ApiUrl, timeout: float) -> bytes:  # noqa: ASYNC
     return bytes(der)
 
 
-async def pinned_context(url: ApiUrl, pin: str, timeout: float) -> ssl.SSLContext:  # noqa: ASYNC109
+async def pinned_context(
+    url: ApiUrl,
+    pin: str,
+    timeout: float,  # noqa: ASYNC109
+    policy: EgressPolicy,
+) -> ssl.SSLContext:
     """A verifying TLS context that trusts exactly the pinned certificate."""
-    der = await peer_certificate(url, timeout)
+    der = await peer_certificate(url, timeout, policy)
     presented = fingerprint(der)
     if presented != pin:
         raise CertificateMismatch(pin, presented)

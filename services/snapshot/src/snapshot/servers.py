@@ -19,6 +19,7 @@ from snapshot.credentials import (
     url_digest,
 )
 from snapshot.models import servers
+from tributary.egress import HTTPS_ONLY, EgressPolicy, RefusedUrl
 
 
 class RegistrationError(ValueError):
@@ -53,6 +54,19 @@ def parse_registration(raw: Any) -> Registration:
             for e in exc.errors(include_url=False, include_input=False, include_context=False)
         ]
         raise RegistrationError("; ".join(problems)) from None
+
+
+def vet_destination(policy: EgressPolicy, registration: Registration) -> None:
+    """The egress rules: https only, and no loopback, private, link-local... address
+    unless the operator allow-lists it. Blocking (DNS): run before the transaction."""
+    try:
+        parse_api_url(registration.api_url)
+    except InvalidApiUrl as exc:
+        raise RegistrationError(str(exc)) from None
+    try:
+        policy.vet_url(registration.api_url.strip(), HTTPS_ONLY)
+    except RefusedUrl as exc:
+        raise RegistrationError(f"apiUrl refused ({exc.rule}): {exc}") from None
 
 
 def register_server(

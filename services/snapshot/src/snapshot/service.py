@@ -19,6 +19,7 @@ from snapshot.jobs import Analysis, Scheduler
 from snapshot.maintenance import Maintenance
 from snapshot.outline import OutlineClients
 from tributary import catalog
+from tributary.egress import EgressPolicy
 from tributary.service import Components, Periodic, Resources, Service
 from tributary.streams.runner import RunnerOptions, StreamRunner
 
@@ -79,7 +80,10 @@ def assemble(
     res.telemetry.provider.add_span_processor(RedactUrlSpans())
     metrics = SnapshotMetrics(res.metrics.registry)
     clients = OutlineClients(
-        settings.http_timeout_seconds, settings.http_concurrency, settings.connections_per_server
+        settings.http_timeout_seconds,
+        settings.http_concurrency,
+        settings.connections_per_server,
+        egress=EgressPolicy.from_settings(settings),
     )
     tracer = res.telemetry.tracer
     collector = Collector(
@@ -130,7 +134,7 @@ def components(
             Periodic("analysis", s.analysis_interval_seconds, app.analyse),
         ],
         routers=[
-            servers_router(res.sessions, SecretBox(s.encryption_key), clock),
+            servers_router(res.sessions, SecretBox(s.encryption_key), clock, app.clients.egress),
             analytics_router(res.sessions, clock, res.redis, res.keys),
         ],
         release=[app.clients.aclose],

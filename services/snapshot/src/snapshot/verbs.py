@@ -24,9 +24,11 @@ from snapshot.servers import (
     public_view,
     register_server,
     set_active,
+    vet_destination,
 )
 from snapshot.service import Snapshot
 from tributary.cli import Invocation
+from tributary.egress import EgressPolicy
 
 SnapshotInvocation = Invocation[SnapshotSettings, Snapshot]
 #: how long a verb waits for the database, in seconds
@@ -72,6 +74,7 @@ def servers(inv: SnapshotInvocation) -> int:
         if args.action == "add":
             try:
                 registration = parse_registration(_registration_input(args))
+                vet_destination(EgressPolicy.from_settings(settings), registration)
                 with sessions.begin() as session:
                     row = register_server(
                         session, SecretBox(settings.encryption_key), registration, _now()

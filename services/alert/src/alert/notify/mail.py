@@ -1,13 +1,22 @@
-"""Email receivers over SMTP (aiosmtplib)."""
+"""Email receivers over SMTP (aiosmtplib): the operator's server, not a user-given URL."""
 
 from __future__ import annotations
 
+import logging
 from email.message import EmailMessage
 
 import aiosmtplib
 
 from alert.config import AlertSettings
 from alert.notify.delivery import Attempt, Delivery
+from tributary import egress
+
+log = logging.getLogger(__name__)
+
+#: failure classes an attempt records, as webhooks do (tributary.egress.failures); the
+#: server's words go to the log, which only the operator reads
+RECIPIENTS_REFUSED = "recipients-refused"
+SMTP_STATUS = "smtp-status"
 
 
 def build_message(d: Delivery, sender: str, external_url: str) -> EmailMessage:
@@ -56,15 +65,13 @@ async def send(d: Delivery, settings: AlertSettings) -> Attempt:
         )
     except aiosmtplib.SMTPRecipientsRefused as exc:
         refused = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)
-        return Attempt(ok=False, retryable=False, error=f"recipients refused: {refused}")
+        log.warning("delivery %s: recipients refused: %s", d.notification_id, refused)
+        return Attempt(ok=False, retryable=False, error=RECIPIENTS_REFUSED)
     except aiosmtplib.SMTPResponseException as exc:
+        log.warning("delivery %s: SMTP %s %s", d.notification_id, exc.code, exc.message)
         # 5xx: the server refuses for good (bad address...); 4xx: try again later
-        return Attempt(
-            ok=False,
-            retryable=exc.code < 500,
-            status_code=exc.code,
-            error=f"SMTP {exc.code}: {exc.message}",
-        )
+        return Attempt(ok=False, retryable=exc.code < 500, status_code=exc.code, error=SMTP_STATUS)
     except (aiosmtplib.SMTPException, OSError) as exc:
-        return Attempt(ok=False, retryable=True, error=f"{type(exc).__name__}: {exc}")
+        log.warning("delivery %s: %s: %s", d.notification_id, type(exc).__name__, exc)
+        return Attempt(ok=False, retryable=True, error=egress.classify(exc))
     return Attempt(ok=True, status_code=250)

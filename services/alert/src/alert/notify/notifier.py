@@ -36,6 +36,7 @@ from alert.notify import mail, webhook
 from alert.notify.delivery import Attempt, Delivery
 from alert.notify.suppression import Suppression
 from tributary.backoff import compute_backoff
+from tributary.egress import EgressPolicy, egress_client
 from tributary.logs import redact
 from tributary.tracing import parse_traceparent
 
@@ -57,6 +58,7 @@ class Notifier:
         metrics: AlertMetrics | None = None,
         client: httpx.AsyncClient | None = None,
         jitter: Callable[[], float] = random.random,
+        egress: EgressPolicy | None = None,
     ) -> None:
         self.sessions = sessions
         self.jitter = jitter  # draws in [0, 1) spreading retries over their backoff window
@@ -66,6 +68,7 @@ class Notifier:
         self.tracer = tracer
         self.metrics = metrics
         self.client = client
+        self.egress = egress or EgressPolicy.from_settings(settings)
         self._wake = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -98,7 +101,9 @@ class Notifier:
         if self.client is not None:
             yield self.client
             return
-        async with httpx.AsyncClient(follow_redirects=False) as client:
+        # receivers' URLs are user-given: every connection is checked (tributary.egress)
+        timeout = self.settings.webhook_timeout_seconds
+        async with egress_client(self.egress, timeout=timeout) as client:
             yield client
 
     async def run_once(self) -> int:
@@ -174,9 +179,9 @@ class Notifier:
                 started = time.perf_counter()
                 try:
                     attempt = await self._send(d)
-                except Exception as exc:  # a receiver bug must not end the round
+                except Exception:  # a receiver bug must not end the round
                     log.exception("delivery %s crashed", d.notification_id)
-                    attempt = Attempt(ok=False, retryable=True, error=f"{type(exc).__name__}")
+                    attempt = Attempt(ok=False, retryable=True, error="internal-error")
                 elapsed = (time.perf_counter() - started) * 1000
                 if not attempt.ok:
                     span.set_status(trace.Status(trace.StatusCode.ERROR, attempt.error or ""))

@@ -7,6 +7,7 @@ receiver can check both origin and freshness (replays).
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -17,6 +18,7 @@ from typing import Any
 import httpx
 
 from alert.notify.delivery import Attempt, Delivery
+from tributary import egress
 
 #: Alertmanager's "zero" endsAt for alerts still firing
 ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -80,6 +82,8 @@ async def post(
     default_timeout: float,
     timestamp: int,
 ) -> Attempt:
+    """POST the alert; the outcome is the status and a fixed failure class (never the
+    response body, never the error's text: see tributary.egress.failures)."""
     config = d.config
     body = encode_body(alertmanager_payload(d, external_url))
     headers = {"Content-Type": "application/json", "User-Agent": "tributary-alert"}
@@ -89,17 +93,20 @@ async def post(
         headers[SIGNATURE_HEADER] = sign(d.secret, timestamp, body)
     timeout = float(config.get("timeout_seconds") or default_timeout)
     try:
-        response = await client.post(
-            str(config["url"]), content=body, headers=headers, timeout=timeout
-        )
-    except httpx.TimeoutException:
-        return Attempt(ok=False, retryable=True, error=f"timed out after {timeout:g}s")
-    except httpx.HTTPError as exc:
-        return Attempt(ok=False, retryable=True, error=f"{type(exc).__name__}: {exc}")
-    code = response.status_code
-    if 200 <= code < 300:
+        # the whole exchange is bounded, not each read: a peer dripping bytes gains nothing;
+        # the body is never read (nothing of it is kept)
+        async with (
+            asyncio.timeout(timeout),
+            client.stream(
+                "POST", str(config["url"]), content=body, headers=headers, timeout=timeout
+            ) as response,
+        ):
+            code = response.status_code
+    except (httpx.HTTPError, TimeoutError) as exc:
+        failed = egress.classify(exc)
+        return Attempt(ok=False, retryable=failed != egress.REFUSED_ADDRESS, error=failed)
+    failure = egress.status_failure(code)
+    if failure is None:
         return Attempt(ok=True, status_code=code)
     retryable = code >= 500 or code in RETRYABLE_STATUSES
-    return Attempt(
-        ok=False, retryable=retryable, status_code=code, error=f"HTTP {code}: {response.text[:200]}"
-    )
+    return Attempt(ok=False, retryable=retryable, status_code=code, error=failure)
