@@ -22,6 +22,7 @@ from tributary.web.access import ApiAccess
 from tributary.web.auth import requires
 from tributary.web.identity import Authenticator
 from tributary.web.tokens import parse_api_tokens, scope_granted
+from tributary_testing.asgi import Exchange
 
 OLD = "old-token-0123456789abcdef"
 NEW = "new-token-0123456789abcdef"
@@ -178,35 +179,6 @@ async def test_a_body_that_is_not_json_is_a_415(client: httpx.AsyncClient, seen:
     assert seen == ["ok", "ok", "deleted 1"]
 
 
-class Exchange:
-    """One POST by hand over ASGI, counting the reads of its (large) body."""
-
-    def __init__(self, headers: list[tuple[bytes, bytes]], chunks: int = 64) -> None:
-        self.reads = 0
-        self.chunks = chunks
-        self.scope = {
-            "type": "http",
-            "method": "POST",
-            "path": "/notes",
-            "raw_path": b"/notes",
-            "query_string": b"",
-            "headers": [(b"content-type", b"application/json"), *headers],
-            "http_version": "1.1",
-            "scheme": "http",
-            "server": ("test", 80),
-            "client": ("test", 1),
-            "root_path": "",
-        }
-        self.sent: list[dict[str, object]] = []
-
-    async def receive(self) -> dict[str, object]:
-        self.reads += 1
-        return {"type": "http.request", "body": b" " * 16 * 1024, "more_body": True}
-
-    async def send(self, message: dict[str, object]) -> None:
-        self.sent.append(message)
-
-
 @pytest.mark.parametrize(
     "headers",
     [[], [(b"authorization", b"Bearer wrong-token-0123456789abc")]],
@@ -215,7 +187,7 @@ class Exchange:
 async def test_the_credential_is_checked_before_a_byte_of_the_body_is_read(
     seen: list[str], headers: list[tuple[bytes, bytes]]
 ) -> None:
-    exchange = Exchange([(b"transfer-encoding", b"chunked"), *headers])
+    exchange = Exchange([b" " * 16 * 1024] * 64, [(b"transfer-encoding", b"chunked"), *headers])
     await make_app(seen)(exchange.scope, exchange.receive, exchange.send)  # type: ignore[arg-type]
     assert exchange.sent[0]["status"] == 401
     assert exchange.reads == 0

@@ -27,6 +27,7 @@ from tributary.http import (
 )
 from tributary.metrics import Metrics
 from tributary.web.params import RowId
+from tributary_testing.asgi import Exchange
 
 
 class Item(BaseModel):
@@ -321,40 +322,6 @@ def guarded(seen: list[str]) -> FastAPI:
 async def gclient(guarded: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     async with client_for(guarded) as client:
         yield client
-
-
-class Exchange:
-    """An ASGI request by hand: the body in chunks, and what was read of it."""
-
-    def __init__(self, chunks: list[bytes], headers: list[tuple[bytes, bytes]]) -> None:
-        self.chunks = chunks
-        self.reads = 0
-        self.scope = {
-            "type": "http",
-            "method": "POST",
-            "path": "/notes",
-            "raw_path": b"/notes",
-            "query_string": b"",
-            "headers": [(b"content-type", b"application/json"), *headers],
-            "http_version": "1.1",
-            "scheme": "http",
-            "server": ("test", 80),
-            "client": ("test", 1),
-            "root_path": "",
-        }
-        self.sent: list[dict[str, object]] = []
-
-    async def receive(self) -> dict[str, object]:
-        self.reads += 1
-        chunk = self.chunks.pop(0)
-        return {"type": "http.request", "body": chunk, "more_body": bool(self.chunks)}
-
-    async def send(self, message: dict[str, object]) -> None:
-        self.sent.append(message)
-
-    @property
-    def status(self) -> object:
-        return self.sent[0]["status"]
 
 
 DECLARED = b'{"text": "' + b"x" * LIMIT + b'"}'
