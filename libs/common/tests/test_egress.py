@@ -38,6 +38,7 @@ from tributary.egress import (
 from tributary.egress.addresses import UnresolvableHost, system_resolver
 from tributary.errors import ConfigError
 from tributary.http import HttpServer
+from tributary_testing.dns import Rebinder
 
 LOOPBACK = ipaddress.ip_network("127.0.0.0/8")
 #: what the stub DNS knows (example.com's address stands for "somewhere public")
@@ -235,17 +236,6 @@ async def sink() -> AsyncIterator[Sink]:
     state.port = await server.start()
     yield state
     await server.stop()
-
-
-class Rebinder:
-    """DNS that answers a public address first and loopback afterwards."""
-
-    def __init__(self) -> None:
-        self.answers = 0
-
-    def __call__(self, host: str, port: int) -> list[str]:
-        self.answers += 1
-        return ["93.184.216.34"] if self.answers == 1 else ["127.0.0.1"]
 
 
 async def test_dns_rebinding_is_refused_at_connect_and_nothing_is_sent(sink: Sink) -> None:

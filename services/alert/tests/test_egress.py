@@ -22,6 +22,7 @@ from alert.models import delivery_attempts, notifications
 from simulators.ports import free_port
 from tributary.egress import EgressPolicy, egress_client
 from tributary.service import Service, migrate
+from tributary_testing.dns import Rebinder
 
 from .conftest import Hook
 from .harness import Harness, stub_resolver
@@ -87,17 +88,6 @@ def _hook(url: str, name: str = "ops") -> dict[str, str]:
 
 
 # -- when delivering ----------------------------------------------------------------------------
-
-
-class Rebinder:
-    """DNS answering a public address when the receiver is saved, loopback afterwards."""
-
-    def __init__(self) -> None:
-        self.answers = 0
-
-    def __call__(self, host: str, port: int) -> list[str]:
-        self.answers += 1
-        return ["93.184.216.34"] if self.answers == 1 else ["127.0.0.1"]
 
 
 async def test_dns_rebinding_is_refused_at_connect_and_nothing_is_sent(
