@@ -20,32 +20,19 @@ import subprocess
 import time
 from pathlib import Path
 
-SERVICES = ["snapshot", "gmail_fetch", "traffic_sync", "alert", "aggregation"]
+from tributary_testing.startup import PEERS_WORKER, SERVICES
+
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "7"))
 TARGET_S = 0.5
-
-#: the imports of ../shared/peers/workers/tributary_app.py's worker, and its telemetry
-WORKER = """
-import redis.asyncio
-from opentelemetry.sdk.trace.export import SpanExporter
-from tributary.events import Registry, make_event
-from tributary.logs import configure_logging
-from tributary.metrics import Metrics
-from tributary.runtime import tune_gc
-from tributary.streams.producer import Producer
-from tributary.streams.runner import RunnerOptions, StreamRunner
-from tributary.telemetry import setup_telemetry
-setup_telemetry("bench", None, set_global=True)
-"""
 
 #: what check-config needs to find in the environment, with nothing secret in it
 ENV = {
     "REDIS_URL": "redis://127.0.0.1:6379/0",
     "DATABASE_URL": "postgresql+psycopg://127.0.0.1/test",
     "SNAPSHOT_ENCRYPTION_KEY": "x" * 43 + "=",
-    "GMAIL_FETCH_ENCRYPTION_KEY": "x" * 43 + "=",
-    "GMAIL_FETCH_CLIENT_ID": "bench",
-    "GMAIL_FETCH_CLIENT_SECRET": "bench",
+    "GMAIL_FETCH_TOKEN_ENCRYPTION_KEYS": "x" * 43 + "=",
+    "GMAIL_FETCH_OAUTH_CLIENT_ID": "bench",
+    "GMAIL_FETCH_OAUTH_CLIENT_SECRET": "bench",
 }
 
 
@@ -56,7 +43,9 @@ def seconds(argv: list[str], cwd: Path) -> float:
     runs = []
     for n in range(ROUNDS + 1):
         started = time.perf_counter()
-        subprocess.run(argv, cwd=cwd, env=env, capture_output=True, check=False, timeout=120)
+        done = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, timeout=120)
+        if done.returncode != 0:  # a command that failed early would look fast
+            raise SystemExit(f"{' '.join(argv)} exited {done.returncode}: {done.stderr[-500:]!r}")
         if n:
             runs.append(time.perf_counter() - started)
     return statistics.median(runs)
@@ -72,7 +61,7 @@ def main() -> None:
     for service in SERVICES:
         for verb in ("--help", "check-config"):
             figures[f"{service} {verb}"] = seconds([python, "-m", service, verb], root)
-    figures["worker imports"] = seconds([python, "-c", WORKER], root)
+    figures["worker imports"] = seconds([python, "-c", PEERS_WORKER], root)
     figures["python -c pass"] = seconds([python, "-c", "pass"], root)
     for name, value in figures.items():
         print(json.dumps({"command": name, "median_s": round(value, 3)}))

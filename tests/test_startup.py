@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from tributary_testing.startup import PEERS_WORKER, SERVICES
+
 ROOT = Path(__file__).resolve().parents[1]
-SERVICES = ["snapshot", "gmail_fetch", "traffic_sync", "alert", "aggregation"]
 
 #: what saying the usage never needs
 RUNTIME = ("sqlalchemy", "fastapi", "starlette", "redis", "httpx", "opentelemetry", "pydantic")
@@ -33,22 +34,6 @@ WEB_AND_DATABASE = (
     "opentelemetry.instrumentation",
     "opentelemetry.exporter",
 )
-
-#: the imports of ../shared/peers/workers/tributary_app.py's worker, as it runs them
-WORKER = """
-import redis.asyncio
-from opentelemetry.sdk.trace.export import SpanExporter
-from tributary.events import Registry, make_event
-from tributary.logs import configure_logging
-from tributary.metrics import Metrics
-from tributary.runtime import tune_gc
-from tributary.keys import Keys
-from tributary.streams.producer import Producer
-from tributary.streams.runner import RunnerOptions, StreamRunner
-from tributary.telemetry import setup_telemetry
-setup_telemetry("bench", None, set_global=True)
-"""
-
 
 #: runs a module as ``python -m`` does, then prints every module imported, at exit
 #: (``-X importtime`` misses modules that ``importlib.import_module`` loads)
@@ -100,6 +85,6 @@ def test_check_config_imports_the_settings_only(service: str) -> None:
 
 
 def test_a_stream_worker_imports_neither_the_web_stack_nor_the_database() -> None:
-    modules = imported(None, code=WORKER)
+    modules = imported(None, code=PEERS_WORKER)
     assert "tributary.streams.runner" in modules
     assert offending(modules, WEB_AND_DATABASE) == []
