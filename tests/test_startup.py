@@ -88,3 +88,12 @@ def test_a_stream_worker_imports_neither_the_web_stack_nor_the_database() -> Non
     modules = imported(None, code=PEERS_WORKER)
     assert "tributary.streams.runner" in modules
     assert offending(modules, WEB_AND_DATABASE) == []
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_declared_program_is_the_service_and_its_settings(service: str) -> None:
+    """The references the CLI imports lazily name the service and its own settings class."""
+    from tributary.cli import load
+
+    program = load(f"{service}.cli:PROGRAM")
+    assert program.service().name == service  # raises if the settings class differs

@@ -158,6 +158,8 @@ class Program(Generic[S, A]):
         service: Service[S, A] = _resolved(self.service_ref)
         if service.name != self.name:
             raise ValueError(f"{self.service_ref!r} is service {service.name!r}, not {self.name!r}")
+        if self.settings_ref is not None and service.settings_class is not self.settings_class():
+            raise ValueError(f"{self.settings_ref!r} is not the settings class of {self.name}")
         return service
 
     def settings_class(self) -> type[S]:
