@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pydantic_settings import BaseSettings
 
 from tributary.config import ServiceSettings, load_settings, render_settings_table
+from tributary.redis_client import RedisTarget
 from tributary.tail import run_tail
 
 
@@ -44,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     settings = load_settings(ServiceSettings)
     return run_tail(
-        settings.redis_url.get_secret_value(),
+        RedisTarget.of(settings),
         settings.stream_prefix,
         args.streams,
         from_start=args.from_start,

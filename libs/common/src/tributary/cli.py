@@ -92,10 +92,13 @@ class Invocation(Generic[S, A]):
         """The service's database through a small pool, for one verb: after waiting up to
         ``wait_s`` for it (None: fail at first use, as a read-only report should), and
         applying the migrations if asked."""
-        from tributary.db import make_engine, wait_for_db
+        from tributary.db import DatabaseTls, make_engine, wait_for_db
         from tributary.service import migrate
 
-        engine = make_engine(self.settings.database_url, schema=self.service.schema, pool_size=2)
+        tls = DatabaseTls.of(self.settings)
+        engine = make_engine(
+            self.settings.database_url, schema=self.service.schema, pool_size=2, tls=tls
+        )
         try:
             if wait_s is not None:
                 wait_for_db(engine, timeout=wait_s)

@@ -12,6 +12,7 @@ names the bad variable, raised as :class:`ConfigError`.
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from typing import Any, ClassVar, Literal, Self, TypeVar
 
@@ -37,6 +38,7 @@ _HOST_NAME = re.compile(r"^[a-z0-9_]([a-z0-9_-]{0,62})(\.[a-z0-9_]([a-z0-9_-]{0,
 
 LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
 DocsMode = Literal["off", "protected", "public"]
+DatabaseTlsMode = Literal["disable", "require", "verify-ca", "verify-full"]
 #: algorithms a JWT may be signed with: asymmetric only (the JWKS is public)
 ASYMMETRIC_ALGORITHMS = frozenset(
     {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
@@ -58,6 +60,15 @@ def shared(name: str) -> AliasChoices:
     return AliasChoices(name)
 
 
+def _check_tls_files(what: str, ca: str | None, cert: str | None, key: str | None) -> None:
+    """Each named file is readable, and a client certificate comes with its key."""
+    if bool(cert) != bool(key):
+        raise ValueError(f"{what}_TLS_CERT_FILE and {what}_TLS_KEY_FILE go together")
+    for name, path in (("CA", ca), ("CERT", cert), ("KEY", key)):
+        if path and not os.access(path, os.R_OK):
+            raise ValueError(f"{what}_TLS_{name}_FILE={path}: not a readable file")
+
+
 class ServiceSettings(BaseSettings):
     """Settings every service has. Subclass and set ``model_config`` with an env_prefix."""
 
@@ -76,6 +87,59 @@ class ServiceSettings(BaseSettings):
         SecretStr(DEFAULT_DATABASE_URL),
         validation_alias=shared("DATABASE_URL"),
         description="SQLAlchemy URL of the service's database.",
+    )
+    redis_username: str | None = Field(
+        None,
+        validation_alias=shared("REDIS_USERNAME"),
+        description="Redis ACL user (default: the URL's, else `default`); docs/security.md "
+        "gives each service's ACL.",
+    )
+    redis_password: SecretStr | None = Field(
+        None,
+        validation_alias=shared("REDIS_PASSWORD"),
+        description="Password of the Redis user (default: the URL's); keeps it out of the URL.",
+    )
+    redis_tls_ca_file: str | None = Field(
+        None,
+        validation_alias=shared("REDIS_TLS_CA_FILE"),
+        description="PEM file of the CA(s) that sign the Redis server's certificate "
+        "(rediss:// only; default: the system's trust store).",
+    )
+    redis_tls_cert_file: str | None = Field(
+        None,
+        validation_alias=shared("REDIS_TLS_CERT_FILE"),
+        description="Client certificate (PEM) for a Redis that requires one (tls-auth-clients).",
+    )
+    redis_tls_key_file: str | None = Field(
+        None,
+        validation_alias=shared("REDIS_TLS_KEY_FILE"),
+        description="Private key (PEM) of REDIS_TLS_CERT_FILE.",
+    )
+    redis_tls_check_hostname: bool = Field(
+        True,
+        validation_alias=shared("REDIS_TLS_CHECK_HOSTNAME"),
+        description="Check that the Redis server's certificate names the host of REDIS_URL.",
+    )
+    database_tls_mode: DatabaseTlsMode | None = Field(
+        None,
+        validation_alias=shared("DATABASE_TLS_MODE"),
+        description="TLS to the database: disable, require (encrypted, unverified), verify-ca "
+        "or verify-full (CA and host name checked); default: the driver's.",
+    )
+    database_tls_ca_file: str | None = Field(
+        None,
+        validation_alias=shared("DATABASE_TLS_CA_FILE"),
+        description="PEM file of the CA(s) that sign the database server's certificate.",
+    )
+    database_tls_cert_file: str | None = Field(
+        None,
+        validation_alias=shared("DATABASE_TLS_CERT_FILE"),
+        description="Client certificate (PEM) for databases that authenticate clients by one.",
+    )
+    database_tls_key_file: str | None = Field(
+        None,
+        validation_alias=shared("DATABASE_TLS_KEY_FILE"),
+        description="Private key (PEM) of DATABASE_TLS_CERT_FILE.",
     )
     stream_prefix: str = Field(
         "",
@@ -303,6 +367,27 @@ class ServiceSettings(BaseSettings):
                 f"refused: {', '.join(refused) or '(none given)'}"
             )
         return ",".join(names)
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> Self:
+        _check_tls_files("REDIS", self.redis_tls_ca_file, self.redis_tls_cert_file,
+                         self.redis_tls_key_file)  # fmt: skip
+        redis_tls = self.redis_url.get_secret_value().startswith("rediss://")
+        if not redis_tls and (self.redis_tls_ca_file or self.redis_tls_cert_file):
+            raise ValueError("REDIS_TLS_* files need a rediss:// REDIS_URL (TLS)")
+        _check_tls_files("DATABASE", self.database_tls_ca_file, self.database_tls_cert_file,
+                         self.database_tls_key_file)  # fmt: skip
+        if self.database_tls_mode in ("verify-ca", "verify-full") and not (
+            self.database_tls_ca_file
+        ):
+            raise ValueError(
+                f"DATABASE_TLS_MODE={self.database_tls_mode} needs DATABASE_TLS_CA_FILE"
+            )
+        if self.database_tls_mode == "disable" and (
+            self.database_tls_ca_file or self.database_tls_cert_file
+        ):
+            raise ValueError("DATABASE_TLS_* files are given but DATABASE_TLS_MODE=disable")
+        return self
 
     @model_validator(mode="after")
     def _safe_exposure(self) -> Self:

@@ -12,6 +12,8 @@ import asyncio
 import contextlib
 import logging
 import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from pydantic import SecretStr
@@ -19,6 +21,9 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from tributary.backoff import compute_backoff
+
+if TYPE_CHECKING:
+    from tributary.config import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +44,76 @@ def is_postgres(engine: Engine) -> bool:
     return engine.dialect.name == "postgresql"
 
 
+@dataclass(frozen=True, slots=True)
+class DatabaseTls:
+    """TLS to the database (``DATABASE_TLS_*``), in libpq's terms for both drivers:
+    ``require`` encrypts, ``verify-ca`` checks the certificate against the CA,
+    ``verify-full`` checks the host name too."""
+
+    mode: str | None = None
+    ca_file: str | None = None
+    cert_file: str | None = None
+    key_file: str | None = None
+
+    @classmethod
+    def of(cls, settings: ServiceSettings) -> DatabaseTls:
+        return cls(
+            settings.database_tls_mode,
+            settings.database_tls_ca_file,
+            settings.database_tls_cert_file,
+            settings.database_tls_key_file,
+        )
+
+    def connect_args(self, backend: str) -> dict[str, object]:
+        """The driver's connection arguments (psycopg: libpq's ``ssl*``; PyMySQL: ``ssl``)."""
+        if self.mode is None:
+            return {}
+        if backend == "postgresql":
+            args: dict[str, object] = {"sslmode": self.mode}
+            files = {"sslrootcert": self.ca_file, "sslcert": self.cert_file}
+            files["sslkey"] = self.key_file
+            return args | {k: v for k, v in files.items() if v}
+        if backend == "mysql" and self.mode == "disable":
+            return {"ssl_disabled": True}
+        if backend == "mysql":
+            ssl: dict[str, object] = {
+                "verify_mode": self.mode in ("verify-ca", "verify-full"),
+                "check_hostname": self.mode == "verify-full",
+            }
+            for name, path in (("ca", self.ca_file), ("cert", self.cert_file)):
+                if path:
+                    ssl[name] = path
+            if self.key_file:
+                ssl["key"] = self.key_file
+            return {"ssl": ssl}
+        return {}
+
+
 def make_engine(
-    url: str | SecretStr | URL, schema: str | None = None, pool_size: int = 10, **kwargs: object
+    url: str | SecretStr | URL,
+    schema: str | None = None,
+    pool_size: int = 10,
+    tls: DatabaseTls | None = None,
+    **kwargs: object,
 ) -> Engine:
-    """An engine for ``url``; on PostgreSQL, ``schema`` leads the search path."""
+    """An engine for ``url``; on PostgreSQL, ``schema`` leads the search path.
+
+    Statement parameters are kept out of error messages (``hide_parameters``): an
+    error's text reaches logs, DLQ entries and job records, and a parameter can be a
+    secret (an encrypted apiUrl, a webhook key, a token)."""
     parsed = _url(url)
-    connect_args: dict[str, object] = {}
-    if parsed.get_backend_name() == "postgresql" and schema:
+    backend = parsed.get_backend_name()
+    connect_args: dict[str, object] = dict(tls.connect_args(backend)) if tls else {}
+    if backend == "postgresql" and schema:
         connect_args["options"] = f"-csearch_path={schema},public"
-    if parsed.get_backend_name() == "mysql":
+    if backend == "mysql":
         connect_args["charset"] = "utf8mb4"
     return sa.create_engine(
         parsed,
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_pre_ping=True,
+        hide_parameters=True,
         connect_args=connect_args,
         **kwargs,
     )
@@ -63,11 +123,23 @@ def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(engine, expire_on_commit=False)
 
 
+def create_schema(conn: sa.Connection, schema: str) -> None:
+    """Create a PostgreSQL schema unless it exists.
+
+    Looked up first: a least-privilege role owns its schema but may not create
+    schemas in the database, and PostgreSQL checks that right even for
+    ``CREATE SCHEMA IF NOT EXISTS`` of one that exists (docs/security.md)."""
+    known = sa.text("SELECT 1 FROM pg_namespace WHERE nspname = :schema")
+    if conn.execute(known, {"schema": schema}).first() is None:
+        quoted = conn.dialect.identifier_preparer.quote_identifier(schema)
+        conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {quoted}"))
+
+
 def ensure_schema(engine: Engine, schema: str) -> None:
     """Create the service's schema (PostgreSQL) if it does not exist yet."""
     if is_postgres(engine):
         with engine.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
+            create_schema(conn, schema)
 
 
 def _select_one(engine: Engine) -> None:

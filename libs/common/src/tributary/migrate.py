@@ -44,7 +44,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
-from tributary.db import make_engine
+from tributary.db import create_schema, make_engine
 from tributary.errors import ConfigError
 
 DEFAULT_VERSION_TABLE = "alembic_version"
@@ -105,7 +105,7 @@ def _postgres_prepared(conn: Connection, schema: str | None, version_table: str)
     conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"), {"name": lock})
     conn.execute(sa.text("SET LOCAL lock_timeout TO DEFAULT"))
     if schema:
-        conn.execute(sa.text(f"CREATE SCHEMA IF NOT EXISTS {_quote(conn, schema)}"))
+        create_schema(conn, schema)
         # tables are schema-free: make sure they land next to the version table
         conn.execute(sa.text(f"SET LOCAL search_path TO {_quote(conn, schema)}, public"))
     yield

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tributary import redis_client
 from tributary.config import ServiceSettings
-from tributary.db import await_db, make_engine, make_sessionmaker
+from tributary.db import DatabaseTls, await_db, make_engine, make_sessionmaker
 from tributary.errors import ServiceCrashed, StoppedBeforeStart
 from tributary.events import Registry
 from tributary.http import (
@@ -201,8 +201,8 @@ async def open_resources(
     telemetry = setup_telemetry(service.name, settings.otel_exporter_otlp_endpoint, set_global=True)
     telemetry.instrument_redis()
     telemetry.instrument_httpx()
-    redis = redis_client.connect(settings.redis_url.get_secret_value())
-    engine = make_engine(settings.database_url, schema=service.schema)
+    redis = redis_client.connect(redis_client.RedisTarget.of(settings))
+    engine = make_engine(settings.database_url, schema=service.schema, tls=DatabaseTls.of(settings))
     telemetry.instrument_engine(engine)
     try:
         if not await await_db(engine, stop or asyncio.Event()):

@@ -98,7 +98,7 @@ async def tail(
 
 
 def run_tail(
-    redis_url: str,
+    target: redis_client.RedisTarget | str,
     prefix: str,
     streams: Sequence[str],
     *,
@@ -106,7 +106,7 @@ def run_tail(
     count: int | None,
 ) -> int:
     async def go() -> int:
-        redis = redis_client.connect(redis_url)
+        redis = redis_client.connect(target)
         try:
             return await tail(
                 redis, Keys(prefix), streams, Console(), from_start=from_start, count=count

@@ -80,7 +80,7 @@ async def _dlq_async(settings: ServiceSettings, args: argparse.Namespace) -> Non
     from tributary.keys import Keys
     from tributary.streams.dlq import DeadLetters
 
-    redis = redis_client.connect(settings.redis_url.get_secret_value())
+    redis = redis_client.connect(redis_client.RedisTarget.of(settings))
     try:
         await _dlq_action(DeadLetters(redis, args.stream, Keys(settings.stream_prefix)), args)
     finally:

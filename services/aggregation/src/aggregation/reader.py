@@ -231,13 +231,13 @@ class _HiredisPackedConnection(aioredis.Connection):
             return super().pack_command(*args)
 
 
-def counter_client(url: str) -> aioredis.Redis:
+def counter_client(target: redis_client.RedisTarget | str) -> aioredis.Redis:
     """A client for counter keys and values written by others.
 
     Bytes that are not UTF-8 must not fail a whole run: they are decoded with
     ``surrogateescape`` (and reported as malformed keys or values).
     """
-    client = redis_client.connect(url)
+    client = redis_client.connect(target)
     pool = client.connection_pool
     if HIREDIS_AVAILABLE and pool.connection_class is aioredis.Connection:  # plain TCP only
         pool.connection_class = _HiredisPackedConnection

@@ -21,6 +21,7 @@ from aggregation.reader import Batch, CounterReader, ReadOptions, counter_client
 from aggregation.scheduler import Scheduler
 from aggregation.writer import UsageWriter
 from tributary import catalog
+from tributary.redis_client import RedisTarget
 from tributary.service import Components, Periodic, Resources, Service
 
 NAME = "aggregation"
@@ -31,13 +32,13 @@ class CounterClient:
     """The Redis client of counter reads (:func:`aggregation.reader.counter_client`),
     opened on first use. Separate from the shared client: it decodes leniently."""
 
-    def __init__(self, url: str) -> None:
-        self._url = url
+    def __init__(self, target: RedisTarget) -> None:
+        self._target = target
         self._client: aioredis.Redis | None = None
 
     def get(self) -> aioredis.Redis:
         if self._client is None:
-            self._client = counter_client(self._url)
+            self._client = counter_client(self._target)
         return self._client
 
     async def aclose(self) -> None:
@@ -66,7 +67,7 @@ def assemble(
     after_read: Callable[[Batch], Awaitable[None]] | None = None,
 ) -> AggregationApp:
     settings = res.settings
-    client = CounterClient(settings.redis_url.get_secret_value())
+    client = CounterClient(RedisTarget.of(settings))
     keys = KeyFormat(settings.stream_prefix)
     reader = CounterReader(
         client.get,

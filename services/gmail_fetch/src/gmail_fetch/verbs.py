@@ -54,7 +54,7 @@ def accounts(inv: GmailInvocation) -> int:
 
 async def _publish(settings: GmailFetchSettings, engine: Engine) -> None:
     """Send the job's event now rather than at the running service's next relay poll."""
-    redis = redis_client.connect(settings.redis_url.get_secret_value())
+    redis = redis_client.connect(redis_client.RedisTarget.of(settings))
     relay = OutboxRelay(engine, redis, Keys(settings.stream_prefix))
     try:
         while await relay.relay_once():

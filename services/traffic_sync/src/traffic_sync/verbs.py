@@ -20,7 +20,7 @@ from tributary.keys import Keys
 
 
 async def redis_status(settings: ServiceSettings, scan: bool) -> dict[str, Any]:
-    redis = redis_client.connect(settings.redis_url.get_secret_value())
+    redis = redis_client.connect(redis_client.RedisTarget.of(settings))
     try:
         mover = Mover(redis, TrafficKeys(Keys(settings.stream_prefix)))
         last = {str(k): str(v) for k, v in (await redis.hgetall(mover.keys.status)).items()}
