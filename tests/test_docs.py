@@ -46,6 +46,21 @@ def test_settings_table_matches_its_model(path: Path, target: str, table: str) -
     )
 
 
+PRIVILEGES = re.compile(r"<!-- privileges: (\S+) -->\n(.*?)\n<!-- /privileges -->", re.S)
+
+
+def test_security_md_shows_each_service_s_privileges_as_the_code_grants_them() -> None:
+    from tributary.privileges import HOMES, render
+
+    found = dict(PRIVILEGES.findall((ROOT / "docs" / "security.md").read_text()))
+    assert set(found) == set(HOMES)
+    for service, block in found.items():
+        assert block == render(service), (
+            f"docs/security.md: the privileges of {service} are stale; "
+            f"regenerate with: python -m tributary privileges {service}"
+        )
+
+
 KEYS_TABLE = re.compile(r"<!-- redis-keys -->\n(.*?)\n<!-- /redis-keys -->", re.S)
 KEY_CELL = re.compile(r"^\| `([^`]+)` \|", re.M)
 #: members of Keys that build no key name of the system: the prefix, the reverse of

@@ -33,7 +33,7 @@ class Databases:
 
 @pytest.fixture(scope="module")
 def e2e_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    server = RedisServer(tmp_path_factory.mktemp("redis"), acl_file=True)
     server.start()
     yield server
     server.close()

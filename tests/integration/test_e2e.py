@@ -13,6 +13,14 @@ exporting spans to an in-test OTLP receiver. The scenario of
 then lets the system settle and compares every service's tables with an oracle
 computed from what the generators wrote. The run happens once (module fixture);
 each test checks one promise of it.
+
+Every service runs as its own least-privilege user, as docs/security.md tells an
+operator to make them (:mod:`tributary.privileges`): a Redis ACL user limited to its
+keys and commands, a PostgreSQL role that owns only its schema (traffic_sync: a MariaDB
+user with rights on its database only). Whatever a service lacks shows up as a failure
+here. Every secret the run handed out (passwords, tokens, keys, the Outline secret
+paths, the webhook's HMAC key and header) is then looked for in every log line,
+``/metrics`` page, API response and dead letter.
 """
 
 from __future__ import annotations
@@ -20,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import uuid
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -32,6 +41,7 @@ import redis.asyncio as aioredis
 import sqlalchemy as sa
 
 from simulators.otlp import OtlpReceiver
+from simulators.ports import free_port
 from simulators.redis_server import RedisServer
 from simulators.scenario import (
     BUSY_MERCHANT,
@@ -46,6 +56,7 @@ from traffic_sync.counters import record_traffic
 from tributary import catalog
 from tributary.events import decode
 from tributary.keys import Keys
+from tributary_testing.accounts import Accounts
 from tributary_testing.waiting import wait_until
 
 #: the whole run happens in the module fixture, charged to the first test
@@ -78,6 +89,13 @@ class Run:
     exit_codes: dict[str, int] = field(default_factory=dict)
     probe: Delivery | None = None
     logs: dict[str, str] = field(default_factory=dict)
+    #: what the services showed the outside: /metrics pages, API responses, dead letters
+    outputs: dict[str, str] = field(default_factory=dict)
+    secrets: dict[str, str] = field(default_factory=dict)
+    #: who was connected near the end: Redis users, PostgreSQL and MariaDB users
+    redis_users: set[str] = field(default_factory=set)
+    db_users: set[str] = field(default_factory=set)
+    accounts: Accounts | None = None
 
 
 # -- reading the final state ------------------------------------------------------------
@@ -230,6 +248,53 @@ async def _trace_probe(stack: Stack, run: Run) -> None:
     await poll("the probe node's alert at the webhook", delivered, 90)
 
 
+def _database_users(dbs: Databases) -> list[str]:
+    users = pg_rows(dbs.postgres_url, "public", "SELECT DISTINCT usename FROM pg_stat_activity")
+    engine = _engine(dbs.mysql_url)
+    with engine.connect() as conn:
+        query = "SELECT DISTINCT user FROM information_schema.processlist"
+        users += list(conn.execute(sa.text(query)))
+    engine.dispose()
+    return [str(row[0]) for row in users]
+
+
+async def stream_entries_raw(redis: aioredis.Redis, key: str) -> list[tuple[Any, Any]]:
+    return list(await redis.xrange(key) or [])
+
+
+async def _unreachable_server(stack: Stack) -> str:
+    """An Outline server whose apiUrl (and its secret path) leads nowhere: every
+    collection fails, and the failure is recorded without the URL."""
+    secret = f"unreachable-{uuid.uuid4().hex}"
+    body = {"name": "unreachable", "apiUrl": f"https://127.0.0.1:{free_port()}/{secret}",
+            "certSha256": "AB" * 32}  # fmt: skip
+    r = await stack.http.post(f"{stack.url('snapshot')}/servers", json=body)
+    r.raise_for_status()
+    return secret
+
+
+async def _outputs(stack: Stack, keys: Keys) -> dict[str, str]:
+    """Each service's /metrics, every GET route of its API without a path parameter
+    (from its /openapi.json) and a few with, and every dead letter."""
+    found: dict[str, str] = {}
+    for service in SERVICES:
+        base = stack.url(service)
+        found[f"{service} /metrics"] = (await stack.http.get(f"{base}/metrics")).text
+        spec = (await stack.http.get(f"{base}/openapi.json")).json()
+        paths = [p for p, ops in spec["paths"].items() if "get" in ops and "{" not in p]
+        assert len(paths) >= 2, f"{service}: no API routes found in {spec['paths']}"
+        for path in paths:
+            r = await stack.http.get(f"{base}{path}")
+            found[f"{service} GET {path}"] = f"{r.status_code} {r.text}"
+    for server_id in stack.server_ids:
+        r = await stack.http.get(f"{stack.url('snapshot')}/servers/{server_id}")
+        found[f"snapshot GET /servers/{server_id}"] = r.text
+    for name in catalog_streams():
+        for entry_id, fields in await stream_entries_raw(stack.redis, keys.dlq(name)):
+            found[f"dead letter {entry_id!r} of {name}"] = repr(fields)
+    return found
+
+
 async def _every_kind_fired(stack: Stack) -> bool:
     names = {a["labels"].get("alertname") for a in stack.webhook.alerts()}
     resolved = any(
@@ -248,6 +313,7 @@ async def drive(stack: Stack, run: Run, redis_server: RedisServer, dbs: Database
     run.timings["start"] = time.monotonic()
     await stack.start()
     run.timings["up"] = time.monotonic()
+    run.secrets["apiUrl secret path of the unreachable server"] = await _unreachable_server(stack)
     generator = asyncio.create_task(stack.generate(every=1.0, spike_at=15))
     try:
         await stack.import_spiky_history()
@@ -310,14 +376,28 @@ async def drive(stack: Stack, run: Run, redis_server: RedisServer, dbs: Database
                              "SELECT a.name FROM anomaly_episodes e "
                              "JOIN access_keys a ON a.id = e.key_ref"),
     }  # fmt: skip
+    run.outputs = await _outputs(stack, keys)
+    run.redis_users = {c["user"] for c in await stack.redis.client_list()}
+    run.db_users = set(await asyncio.to_thread(_database_users, dbs))
     run.alive_at_end = stack.system.alive()
 
 
 @pytest.fixture(scope="module")
 def e2e_run(
-    e2e_redis: RedisServer, e2e_databases: Databases, tmp_path_factory: pytest.TempPathFactory
+    e2e_redis: RedisServer,
+    e2e_databases: Databases,
+    postgres_url: str,
+    mysql_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Run]:
     log_dir: Path = tmp_path_factory.mktemp("logs")
+    accounts = Accounts(
+        redis_url=e2e_redis.url, postgres_url=postgres_url, mysql_url=mysql_url,
+        homes={**e2e_databases.schemas,
+               "traffic_sync": str(sa.make_url(e2e_databases.mysql_url).database)},
+        prefix=PREFIX, run=uuid.uuid4().hex[:8],
+    )  # fmt: skip
+    accounts.create()
     with OtlpReceiver() as otlp:
         config = SystemConfig(
             redis_url=e2e_redis.url,
@@ -327,7 +407,11 @@ def e2e_run(
             log_dir=log_dir,
             schemas=e2e_databases.schemas,
             otlp_endpoint=otlp.url,
-            env={"OTEL_BSP_SCHEDULE_DELAY": "200"},
+            env={"OTEL_BSP_SCHEDULE_DELAY": "200", "HTTP_DOCS": "protected"},
+            service_env={
+                name: accounts.env(name, e2e_databases.postgres_url, e2e_databases.mysql_url)
+                for name in SERVICES
+            },
         )
         stack = Stack(config, Scenario(seed=20261123, prefix=PREFIX), gmail_messages=300)
         run = Run(stack, otlp)
@@ -339,13 +423,23 @@ def e2e_run(
                 run.exit_codes = await stack.stop()
                 if "system" in vars(stack):
                     run.logs = {n: stack.system.tail(n, 4000) for n in SERVICES}
+                    for name in SERVICES:
+                        path = stack.system.log_path(name)
+                        run.outputs[f"{name} log"] = path.read_text(errors="replace")
 
         try:
-            asyncio.run(go())
-        except BaseException as exc:
-            logs = "\n".join(f"--- {n}\n{t}" for n, t in run.logs.items())
-            raise AssertionError(f"e2e run failed: {exc!r}\n{logs}") from exc
-        yield run
+            try:
+                asyncio.run(go())
+            except BaseException as exc:
+                logs = "\n".join(f"--- {n}\n{t}" for n, t in run.logs.items())
+                raise AssertionError(f"e2e run failed: {exc!r}\n{logs}") from exc
+            run.secrets |= stack.secret_values()
+            run.accounts = accounts
+            for name in SERVICES:
+                run.secrets[f"{name}'s Redis and database password"] = accounts.passwords[name]
+            yield run
+        finally:
+            accounts.drop()
 
 
 # -- what must hold -----------------------------------------------------------------------
@@ -451,3 +545,32 @@ def test_no_service_crashed_and_all_stopped_cleanly(e2e_run: Run) -> None:
 def test_dead_letters_are_only_the_injected_entries(e2e_run: Run) -> None:
     expected = {name: (1 if name in MALFORMED else 0) for name in catalog_streams()}
     assert e2e_run.dlq == expected, json.dumps(e2e_run.dlq)
+
+
+def test_every_service_ran_as_its_least_privilege_user(e2e_run: Run) -> None:
+    """Nothing was refused: a missing right would have failed the run, or shows here."""
+    accounts = e2e_run.accounts
+    assert accounts is not None
+    users = {accounts.user(name) for name in SERVICES}
+    assert users <= e2e_run.redis_users, e2e_run.redis_users
+    assert users <= e2e_run.db_users, e2e_run.db_users
+    refused = [
+        f"{name}: {line}"
+        for name in SERVICES
+        for line in e2e_run.outputs[f"{name} log"].splitlines()
+        if "NOPERM" in line or "permission denied" in line or "command denied" in line
+    ]
+    assert not refused, "\n".join(refused[:20])
+
+
+def test_no_secret_in_logs_metrics_api_responses_or_dead_letters(e2e_run: Run) -> None:
+    assert len(e2e_run.secrets) >= 15
+    assert all(len(value) >= 16 for value in e2e_run.secrets.values()), e2e_run.secrets.keys()
+    assert any(" log" in where for where in e2e_run.outputs)
+    hits = [
+        f"{what} in {where}"
+        for where, text in e2e_run.outputs.items()
+        for what, value in e2e_run.secrets.items()
+        if value in text
+    ]
+    assert not hits, "\n".join(hits)

@@ -14,13 +14,18 @@ from simulators.ports import free_port
 
 
 class RedisServer:
-    def __init__(self, folder: Path) -> None:
+    """``acl_file``: users made with ACL SETUSER survive a restart once ``ACL SAVE``d."""
+
+    def __init__(self, folder: Path, *, acl_file: bool = False) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not on PATH (Debian package redis-server)")
         self.binary, self.folder, self.port = binary, folder, free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.restarts = 0
+        self.acl_file = folder / "users.acl" if acl_file else None
+        if self.acl_file is not None:
+            self.acl_file.touch()
 
     @property
     def url(self) -> str:
@@ -30,7 +35,8 @@ class RedisServer:
         self.proc = subprocess.Popen(  # noqa: S603 - the machine's redis-server
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir",
              str(self.folder), "--appendonly", "yes", "--appendfsync", "always",
-             "--save", "", "--logfile", str(self.folder / "redis.log")],
+             "--save", "", "--logfile", str(self.folder / "redis.log"),
+             *(["--aclfile", str(self.acl_file)] if self.acl_file else [])],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         client = redis.Redis.from_url(self.url)

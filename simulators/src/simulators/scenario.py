@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import random
+import secrets
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -95,8 +96,27 @@ def rules() -> list[dict[str, Any]]:
     ]
 
 
-def receivers(webhook_url: str) -> list[dict[str, Any]]:
-    return [{"name": WEBHOOK, "kind": "webhook", "url": f"{webhook_url}/alerts"}]
+def receivers(
+    webhook_url: str, credentials: WebhookCredentials | None = None
+) -> list[dict[str, Any]]:
+    receiver: dict[str, Any] = {"name": WEBHOOK, "kind": "webhook", "url": f"{webhook_url}/alerts"}
+    if credentials is not None:
+        receiver["hmac_secret"] = credentials.hmac_secret
+        receiver["headers"] = {credentials.header: credentials.header_value}
+    return [receiver]
+
+
+@dataclass(frozen=True)
+class WebhookCredentials:
+    """What the demo's webhook receiver is configured with: an HMAC key its deliveries
+    are signed with, and a header value (a token a real receiver might want)."""
+
+    hmac_secret: str = field(default_factory=lambda: secrets.token_hex(16))
+    header: str = "X-Receiver-Token"
+    header_value: str = field(default_factory=lambda: "rcv-" + secrets.token_hex(16))
+
+    def values(self) -> list[str]:
+        return [self.hmac_secret, self.header_value]
 
 
 @dataclass
@@ -211,9 +231,11 @@ class Scenario:
         await self.readings(http, alert_url, step)
 
 
-async def set_up(http: httpx.AsyncClient, alert_url: str, webhook_url: str) -> None:
+async def set_up(
+    http: httpx.AsyncClient, alert_url: str, webhook_url: str, credentials: WebhookCredentials
+) -> None:
     """Receivers and rules in the alert service (a 409 for an existing name is fine)."""
-    for receiver in receivers(webhook_url):
+    for receiver in receivers(webhook_url, credentials):
         r = await http.post(f"{alert_url}/receivers", json=receiver)
         if r.status_code not in (201, 409):
             r.raise_for_status()

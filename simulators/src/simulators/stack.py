@@ -26,6 +26,7 @@ from simulators.scenario import (
     NODE_LIMIT,
     OutlineWorld,
     Scenario,
+    WebhookCredentials,
     set_up,
 )
 from simulators.system import LocalSystem, SystemConfig
@@ -79,6 +80,7 @@ class Stack:
     scenario: Scenario = field(default_factory=Scenario)
     gmail_messages: int = 300
     secrets: dict[str, str] = field(default_factory=secrets_env)
+    webhook_credentials: WebhookCredentials = field(default_factory=WebhookCredentials)
     outline_sim: OutlineSimulator = field(init=False)
     gmail: GmailServer = field(init=False)
     webhook: WebhookSink = field(init=False)
@@ -151,8 +153,24 @@ class Stack:
         """The bearer token of API_TOKENS (entries are name:token:scopes)."""
         return self.secrets["API_TOKENS"].split(",")[0].split(":")[1]
 
+    def secret_values(self) -> dict[str, str]:
+        """Every secret this stack gave the services, by what it is: none of them may
+        appear in a log line, a metric, an API response or a dead letter."""
+        found = {
+            "API token": self.api_token,
+            "OAuth refresh token": self.refresh_token,
+            "OAuth client secret": self.secrets["GMAIL_FETCH_OAUTH_CLIENT_SECRET"],
+            "snapshot encryption key": self.secrets["SNAPSHOT_ENCRYPTION_KEY"],
+            "gmail token encryption key": self.secrets["GMAIL_FETCH_TOKEN_ENCRYPTION_KEYS"],
+            "webhook HMAC key": self.webhook_credentials.hmac_secret,
+            "webhook header value": self.webhook_credentials.header_value,
+        }
+        for server in self.world.servers:
+            found[f"Outline secret path of {server.name}"] = server.secret
+        return found
+
     async def register(self) -> None:
-        await set_up(self.http, self.url("alert"), self.webhook.url)
+        await set_up(self.http, self.url("alert"), self.webhook.url, self.webhook_credentials)
         r = await self.http.put(
             f"{self.url('traffic_sync')}/nodes/{LIMITED_NODE}/limit",
             json={"limit_bytes": NODE_LIMIT},

@@ -35,6 +35,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     table = sub.add_parser("settings-table", help="print a settings class as a Markdown table")
     table.add_argument("settings", nargs="?", help="module:Class (default: shared settings)")
+    grants = sub.add_parser(
+        "privileges", help="print a service's Redis ACL user and database grants (least privilege)"
+    )
+    grants.add_argument("services", nargs="*", help="service names (default: all five)")
     tail = sub.add_parser("tail", help="print stream entries as they arrive, with group lag")
     tail.add_argument("streams", nargs="+", help="stream names (without STREAM_PREFIX)")
     tail.add_argument("--from-start", action="store_true", help="print what is there first")
@@ -42,6 +46,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "settings-table":
         print(render_settings_table(_settings_class(args.settings)))
+        return 0
+    if args.command == "privileges":
+        from tributary.privileges import HOMES, render
+
+        prefix = load_settings(ServiceSettings).stream_prefix
+        for service in args.services or list(HOMES):
+            if service not in HOMES:
+                raise SystemExit(f"unknown service {service!r}: one of {', '.join(HOMES)}")
+            print(f"## {service}\n\n{render(service, prefix)}\n")
         return 0
     settings = load_settings(ServiceSettings)
     return run_tail(
