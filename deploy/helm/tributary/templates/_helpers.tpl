@@ -98,6 +98,13 @@ app.kubernetes.io/component: {{ replace "_" "-" (index . 1) }}
 - name: REDIS_URL
   valueFrom:
     secretKeyRef: {name: {{ $secret }}, key: REDIS_URL, optional: true}
+{{- /* each service's own Redis ACL user (docs/security.md), when the Secret has one */}}
+- name: REDIS_USERNAME
+  valueFrom:
+    secretKeyRef: {name: {{ $secret }}, key: {{ printf "%s_REDIS_USERNAME" (upper $name) }}, optional: true}
+- name: REDIS_PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ $secret }}, key: {{ printf "%s_REDIS_PASSWORD" (upper $name) }}, optional: true}
 - name: DATABASE_URL
   valueFrom:
     secretKeyRef: {name: {{ $secret }}, key: {{ ternary "TRAFFIC_SYNC_DATABASE_URL" "DATABASE_URL" (eq $name "traffic_sync") }}, optional: true}
