@@ -9,10 +9,13 @@ What gmail_fetch uses, in Google's wire format:
 - ``POST /batch/gmail/v1`` (and ``/batch``): ``multipart/mixed`` of
   ``application/http`` parts, at most 100, each answered (or failed) on its own.
 
-Faults are injected from the test's thread: latency per HTTP request, errors
-on individual batch parts (429, 403 rateLimitExceeded, 5xx) or on whole
-requests, access tokens expiring server-side, refresh tokens revoked, history
-expiring. Every request is counted (:attr:`GmailFake.counts`).
+Faults and quirks are switched on from the test's thread (:mod:`simulators.gmail_faults`):
+latency per HTTP request, errors on individual batch parts (429, 403
+rateLimitExceeded/userRateLimitExceeded, 5xx) or on whole requests in each of
+Google's error shapes (:mod:`simulators.gmail_errors`), access tokens expiring
+server-side, refresh tokens revoked (before or during a job), history expiring,
+messages deleted between listing and fetching, short and empty list pages.
+Every request is counted (:attr:`GmailFake.counts`).
 
 Run standalone for the demo: ``python -m simulators.gmail --port 8085
 --user alice@example.com=500`` prints the refresh token of each user.
@@ -35,13 +38,8 @@ from typing import Any, cast
 import uvicorn
 from fastapi import FastAPI, Request, Response
 
-from simulators.gmail_fake import (
-    MAX_BATCH_PARTS,
-    STATUS_TEXT,
-    GmailFake,
-    Reply,
-    google_error,
-)
+from simulators.gmail_errors import STATUS_TEXT, Reply, google_error
+from simulators.gmail_fake import MAX_BATCH_PARTS, GmailFake
 
 __all__ = ["GmailFake", "GmailServer", "create_app", "main", "parse_batch", "render_batch"]
 

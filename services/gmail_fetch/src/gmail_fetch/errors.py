@@ -1,7 +1,8 @@
 """How a job attempt can end other than by completing.
 
 A job attempt either completes, or raises one of these: ``PermanentJobError``
-fails the job at once (revoked grant, missing permissions, unknown user),
+fails the job at once (missing permissions, unknown user; ``AuthorizationRevoked``
+for a revoked grant, which also marks the account),
 ``TransientJobError`` retries it with backoff up to ``job_max_attempts``,
 ``JobCancelled`` stops it because a client cancelled it.
 """
@@ -15,6 +16,11 @@ class JobError(Exception):
 
 class PermanentJobError(JobError):
     """Retrying cannot help: the job fails at once."""
+
+
+class AuthorizationRevoked(PermanentJobError):
+    """The refresh token was refused (``invalid_grant``): every job of the account fails
+    without calling Google until the user authorizes it again (``accounts add``)."""
 
 
 class TransientJobError(JobError):

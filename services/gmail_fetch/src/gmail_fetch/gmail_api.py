@@ -35,14 +35,8 @@ from opentelemetry.trace import SpanKind, Tracer
 
 from gmail_fetch.config import GmailFetchSettings
 from gmail_fetch.errors import HistoryExpired, PermanentJobError, TransientJobError
-from gmail_fetch.gmail_http import (
-    TRANSPORT_ERRORS,
-    GmailExecutor,
-    NotFound,
-    auth_failure,
-    describe,
-    is_retryable,
-)
+from gmail_fetch.gmail_errors import auth_failure, describe, is_retryable
+from gmail_fetch.gmail_http import TRANSPORT_ERRORS, GmailExecutor, NotFound
 from gmail_fetch.metrics import GmailMetrics
 from gmail_fetch.quota import UNITS, QuotaBucket
 from tributary.backoff import compute_backoff

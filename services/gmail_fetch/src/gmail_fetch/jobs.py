@@ -24,7 +24,12 @@ from sqlalchemy.orm import Session
 from gmail_fetch import repository as repo
 from gmail_fetch.config import GmailFetchSettings
 from gmail_fetch.crypto import TokenCipher
-from gmail_fetch.errors import JobCancelled, PermanentJobError, TransientJobError
+from gmail_fetch.errors import (
+    AuthorizationRevoked,
+    JobCancelled,
+    PermanentJobError,
+    TransientJobError,
+)
 from gmail_fetch.gmail_api import GmailClient
 from gmail_fetch.gmail_http import GmailExecutor, make_credentials
 from gmail_fetch.metrics import GmailMetrics
@@ -144,12 +149,11 @@ class JobRunner:
             return await JobSync(
                 job, account, client, self.store, self.settings, self.metrics, self.tracer
             ).run()
-        except PermanentJobError as exc:
-            if "invalid_grant" in str(exc):
-                await self.store(repo.update_account, account.user_id, auth_error=str(exc))
-                self.credentials.forget(account.user_id)
+        except AuthorizationRevoked as exc:
+            await self.store(repo.update_account, account.user_id, auth_error=str(exc))
+            self.credentials.forget(account.user_id)
             raise
-        except (TransientJobError, JobCancelled):
+        except (PermanentJobError, TransientJobError, JobCancelled):
             raise
         except Exception as exc:
             # a bug or an outage we did not foresee: worth another attempt, never a crash

@@ -1,0 +1,45 @@
+"""The real Gmail API's quirks, as the fake reproduces them (docs/services/gmail_fetch.md,
+"What the fake reproduces"): one test per quirk, each the service's reaction to it."""
+
+from __future__ import annotations
+
+import pytest
+
+from simulators.gmail_errors import ErrorStyle
+
+from .harness import EMAIL, Harness
+
+
+@pytest.mark.parametrize("style", ["error_info", "message_only"])
+async def test_rate_limit_403s_in_every_error_shape_are_retried(
+    harness: Harness, style: ErrorStyle
+) -> None:
+    """A 403 whose reason hides behind ``details`` (ErrorInfo) or is only in the message
+    ("Quota exceeded for quota metric ...") is a rate limit, not a permission error."""
+    harness.add_user(60)
+    ids = list(harness.fake.mailbox(EMAIL).messages)
+    harness.fake.fail_ids(ids[:4], status=403, reason="userRateLimitExceeded", style=style)
+    harness.fake.fail_next_requests(
+        1, status=403, reason="rateLimitExceeded", path="/gmail/v1/", style=style
+    )
+
+    job = await harness.run_job(max_results=60)
+
+    assert job["status"] == "completed", job
+    assert job["attempts"] == 1
+    assert set(harness.cached()) == set(ids)
+    assert harness.fake.counts["messages.get"] == 60 + 4
+
+
+async def test_permission_403_in_the_same_shape_still_fails_at_once(harness: Harness) -> None:
+    harness.add_user(10)
+    harness.fake.fail_next_requests(
+        1, status=403, reason="insufficientPermissions", path="/messages", style="error_info"
+    )
+
+    job = await harness.run_job(max_results=10)
+
+    assert job["status"] == "failed"
+    assert job["attempts"] == 1
+    assert "403" in job["error"]
+    assert "insufficientPermissions" in job["error"]
