@@ -43,3 +43,36 @@ async def test_permission_403_in_the_same_shape_still_fails_at_once(harness: Har
     assert job["attempts"] == 1
     assert "403" in job["error"]
     assert "insufficientPermissions" in job["error"]
+
+
+async def test_short_and_empty_list_pages_with_a_next_page_token_are_followed(
+    harness: Harness,
+) -> None:
+    """maxResults is an upper bound: pages may hold fewer ids, even none, and go on."""
+    harness.add_user(60)
+    harness.fake.list_page_cap = 7
+    harness.fake.empty_list_pages = 2
+
+    job = await harness.run_job(max_results=60)
+
+    assert job["status"] == "completed", job
+    assert (job["total"], job["fetched"]) == (60, 60)
+    assert set(harness.cached()) == set(harness.fake.mailbox(EMAIL).messages)
+    assert harness.fake.counts["messages.list"] == 2 + 9  # 8 pages of 7, one of 4
+
+
+async def test_mail_arriving_while_listing_does_not_list_a_message_twice(
+    harness: Harness,
+) -> None:
+    """New mail shifts later pages; the id shifted onto the next page is listed once."""
+    harness.add_user(60)
+    harness.fake.list_page_cap = 20
+    harness.fake.arrive_after_listing(1)
+
+    job = await harness.run_job(max_results=60)
+
+    assert job["status"] == "completed", job
+    assert job["attempts"] == 1
+    assert (job["total"], job["fetched"]) == (60, 60)
+    fetched = harness.fake.fetched_ids
+    assert len(fetched) == len(set(fetched)) == 60

@@ -246,6 +246,7 @@ class GmailFake(FaultSwitches):
         for message_id in self.take_deletions_after_listing():
             if message_id in mailbox.messages:
                 mailbox.delete_message(message_id)
+        mailbox.generate(self.take_arrivals_after_listing())
         return 200, body
 
     def _get(self, mailbox: Mailbox, message_id: str, query: dict[str, list[str]]) -> Reply:

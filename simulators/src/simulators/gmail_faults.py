@@ -52,6 +52,7 @@ class FaultSwitches:
     _id_faults: dict[str, list[Fault]] = field(default_factory=dict)
     _request_faults: list[tuple[Fault, str]] = field(default_factory=list)
     _delete_after_listing: set[str] = field(default_factory=set)
+    _arrive_after_listing: int = 0
 
     def fail_next_parts(
         self,
@@ -97,6 +98,12 @@ class FaultSwitches:
         with self.lock:
             self._delete_after_listing.update(ids)
 
+    def arrive_after_listing(self, count: int) -> None:
+        """``count`` new messages arrive right after the next messages.list page is served:
+        the pages after it shift (the token is an offset), so a listed id comes again."""
+        with self.lock:
+            self._arrive_after_listing += count
+
     # -- used by the fake while serving ---------------------------------------------------
 
     def request_fault(self, path: str) -> Reply | None:
@@ -123,6 +130,11 @@ class FaultSwitches:
         with self.lock:
             ids, self._delete_after_listing = self._delete_after_listing, set()
             return ids
+
+    def take_arrivals_after_listing(self) -> int:
+        with self.lock:
+            count, self._arrive_after_listing = self._arrive_after_listing, 0
+            return count
 
     def take_empty_list_page(self) -> bool:
         with self.lock:

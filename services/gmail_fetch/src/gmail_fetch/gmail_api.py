@@ -194,9 +194,15 @@ class GmailClient:
         return int(reply["historyId"])
 
     async def list_messages(self, limit: int) -> list[MessageRef]:
-        """The newest ``limit`` messages (ids and threads), paging as needed."""
-        refs: list[MessageRef] = []
+        """The newest ``limit`` messages (ids and threads), paging as needed.
+
+        ``maxResults`` is only a bound: a page can hold fewer ids, or none, and still
+        carry a ``nextPageToken``, so paging ends only when there is no token. Mail that
+        arrives meanwhile shifts the pages: an id seen on an earlier page is not kept twice.
+        """
+        refs: dict[str, MessageRef] = {}
         page: str | None = None
+        seen_tokens: set[str] = set()
         while len(refs) < limit:
             size = min(PAGE_SIZE, limit - len(refs))
 
@@ -212,11 +218,13 @@ class GmailClient:
                 reply = await self._execute("messages.list", request)
             except NotFound:
                 raise PermanentJobError("Gmail user not found (404)") from None
-            refs.extend(MessageRef(m["id"], m["threadId"]) for m in reply.get("messages", []))
+            for m in reply.get("messages", []):
+                refs.setdefault(m["id"], MessageRef(m["id"], m["threadId"]))
             page = reply.get("nextPageToken")
-            if not page or not reply.get("messages"):
+            if not page or page in seen_tokens:
                 break
-        return refs[:limit]
+            seen_tokens.add(page)
+        return list(refs.values())[:limit]
 
     async def history_since(self, start: int) -> HistoryDelta:
         """Changes since ``start``; raises HistoryExpired when Gmail no longer has them."""
