@@ -76,3 +76,23 @@ async def test_mail_arriving_while_listing_does_not_list_a_message_twice(
     assert (job["total"], job["fetched"]) == (60, 60)
     fetched = harness.fake.fetched_ids
     assert len(fetched) == len(set(fetched)) == 60
+
+
+async def test_messages_deleted_between_list_and_get_are_skipped_and_counted(
+    harness: Harness,
+) -> None:
+    """Listed, then deleted by the user: their batch parts answer 404."""
+    harness.add_user(120)
+    ids = list(harness.fake.mailbox(EMAIL).messages)
+    gone = [ids[3], ids[60], ids[110]]
+    harness.fake.delete_after_listing(gone)
+
+    job = await harness.run_job(max_results=120)
+
+    assert job["status"] == "completed", job
+    assert job["attempts"] == 1
+    assert (job["total"], job["fetched"], job["cached"]) == (120, 117, 0)
+    assert job["current_step"].endswith("3 deleted before they could be fetched (skipped)")
+    assert set(harness.cached()) == set(ids) - set(gone)
+    registry = harness.res.metrics.registry
+    assert registry.get_sample_value("gmail_fetch_messages_vanished_total") == 3

@@ -45,6 +45,15 @@ from tributary.transactions import Transactions
 log = logging.getLogger(__name__)
 
 
+def completion_step(outcome: SyncOutcome) -> str:
+    """The last step of a completed job; messages deleted between listing and fetching
+    (a 404 batch part) were skipped, and are counted here."""
+    step = f"Completed: {outcome.fetched} fetched, {outcome.cached} cached"
+    if outcome.missing:
+        step += f", {outcome.missing} deleted before they could be fetched (skipped)"
+    return step
+
+
 class CredentialCache:
     """Credentials per account, kept across jobs so a still-valid access token is reused."""
 
@@ -185,7 +194,7 @@ class JobRunner:
                 cached=outcome.cached,
                 sync_mode=outcome.mode,
                 error=None,
-                current_step=f"Completed: {outcome.fetched} fetched, {outcome.cached} cached",
+                current_step=completion_step(outcome),
             )
 
         if await self.store(complete) is None:
@@ -193,12 +202,14 @@ class JobRunner:
             return
         self.metrics.jobs.labels("completed").inc()
         log.info(
-            "job %s completed (%s sync): %d messages, %d fetched, %d cached, cache hit rate %s",
+            "job %s completed (%s sync): %d messages, %d fetched, %d cached, %d vanished, "
+            "cache hit rate %s",
             job.id,
             outcome.mode,
             outcome.total,
             outcome.fetched,
             outcome.cached,
+            outcome.missing,
             "n/a" if rate is None else f"{rate:.1%}",
         )
 
