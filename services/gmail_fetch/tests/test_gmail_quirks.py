@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import pytest
 
+from gmail_fetch import repository as repo
 from simulators.gmail_errors import ErrorStyle
 
-from .harness import EMAIL, Harness
+from .harness import EMAIL, USER, Harness
 
 
 @pytest.mark.parametrize("style", ["error_info", "message_only"])
@@ -96,3 +97,29 @@ async def test_messages_deleted_between_list_and_get_are_skipped_and_counted(
     assert set(harness.cached()) == set(ids) - set(gone)
     registry = harness.res.metrics.registry
     assert registry.get_sample_value("gmail_fetch_messages_vanished_total") == 3
+
+
+@pytest.mark.parametrize("answer_404", [True, False])
+async def test_a_start_history_id_ahead_of_the_mailbox_falls_back_to_a_full_sync(
+    harness: Harness, answer_404: bool
+) -> None:
+    """A stored historyId the mailbox never issued (a restored mailbox, a mix-up): Gmail
+    typically answers 404, or 200 with its own lower historyId; both mean a full sync."""
+    harness.add_user(40)
+    await harness.run_job(max_results=40)
+    mailbox = harness.fake.mailbox(EMAIL)
+    with harness.res.sessions.begin() as session:
+        repo.update_account(session, USER, history_id=mailbox.history_id + 10_000)
+    harness.fake.future_history_is_404 = answer_404
+    added = [m.id for m in mailbox.generate(2)]
+    harness.fake.reset_counts()
+
+    job = await harness.run_job(max_results=40)
+
+    assert job["status"] == "completed", job
+    assert job["sync_mode"] == "full"
+    assert sorted(harness.fake.fetched_ids) == sorted(added)
+    with harness.res.sessions.begin() as session:
+        account = repo.get_account(session, USER)
+    assert account is not None
+    assert account.history_id == mailbox.history_id

@@ -273,7 +273,9 @@ class GmailFake(FaultSwitches):
             return google_error(
                 400, "Invalid startHistoryId, maxResults or pageToken", "invalidArgument"
             )
-        if not mailbox.history_floor <= start <= mailbox.history_id:
+        if start < mailbox.history_floor or (
+            start > mailbox.history_id and self.future_history_is_404
+        ):
             # too old, or never issued by this mailbox (e.g. one from before a restore)
             return google_error(404, "Requested entity was not found.", "notFound")
         records = mailbox.history_since(start, query.get("historyTypes", []))

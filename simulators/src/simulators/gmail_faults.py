@@ -48,6 +48,9 @@ class FaultSwitches:
     list_page_cap: int | None = None
     #: this many of the next messages.list pages come back empty, with a nextPageToken
     empty_list_pages: int = 0
+    #: history.list with a startHistoryId ahead of the mailbox answers 404 (as Gmail
+    #: "typically" does); False: 200 with the mailbox's (lower) historyId and no records
+    future_history_is_404: bool = True
     _part_faults: list[Fault] = field(default_factory=list)
     _id_faults: dict[str, list[Fault]] = field(default_factory=dict)
     _request_faults: list[tuple[Fault, str]] = field(default_factory=list)

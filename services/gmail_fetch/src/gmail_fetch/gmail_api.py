@@ -227,7 +227,8 @@ class GmailClient:
         return list(refs.values())[:limit]
 
     async def history_since(self, start: int) -> HistoryDelta:
-        """Changes since ``start``; raises HistoryExpired when Gmail no longer has them."""
+        """Changes since ``start``; raises HistoryExpired when Gmail no longer has them
+        (404: too old or invalid) or ``start`` is ahead of the mailbox."""
         delta = HistoryDelta(history_id=start)
         page: str | None = None
         while True:
@@ -247,7 +248,12 @@ class GmailClient:
                 raise HistoryExpired(f"history since {start} is no longer available") from None
             for record in reply.get("history", []):
                 apply_history_record(delta, record)
-            delta.history_id = max(delta.history_id, int(reply.get("historyId", start)))
+            current = int(reply.get("historyId", start))
+            if current < start:
+                # an id this mailbox never issued (restored, or another mailbox's): Gmail
+                # usually answers 404; keeping it would skip every change until it catches up
+                raise HistoryExpired(f"history id {start} is newer than the mailbox's {current}")
+            delta.history_id = max(delta.history_id, current)
             page = reply.get("nextPageToken")
             if not page:
                 return delta
