@@ -7,6 +7,7 @@ import pytest
 
 from gmail_fetch import repository as repo
 from simulators.gmail_errors import ErrorStyle
+from tributary import catalog
 
 from .harness import EMAIL, USER, Harness
 
@@ -123,3 +124,36 @@ async def test_a_start_history_id_ahead_of_the_mailbox_falls_back_to_a_full_sync
         account = repo.get_account(session, USER)
     assert account is not None
     assert account.history_id == mailbox.history_id
+
+
+async def test_grant_revoked_mid_job_fails_every_job_of_the_user_once_and_no_other(
+    harness: Harness,
+) -> None:
+    """invalid_grant on the refresh after a 401: the job fails with a re-authorize error,
+    the user's other jobs fail without retries, another user's job is untouched."""
+    token = harness.add_user(150)
+    harness.add_user(30, user_id="user-2", email="bob@example.com")
+    harness.fake.revoke_after(token, 70)  # during the first batches of the first job
+    jobs = [await harness.create_job(max_results=150) for _ in range(3)]
+    other = await harness.create_job(user_id="user-2", max_results=30)
+
+    await harness.drain()
+
+    for job in jobs:
+        final = await harness.job(job["id"])
+        assert final["status"] == "failed", final
+        assert final["attempts"] == 1
+        assert "authorize the account again" in final["error"]
+    assert (await harness.job(other["id"]))["status"] == "completed"
+    retry_key = harness.res.keys.retries(catalog.GMAIL_JOBS, "gmail_fetch")
+    assert await harness.res.redis.zcard(retry_key) == 0
+    with harness.res.sessions.begin() as session:
+        account = repo.get_account(session, USER)
+    assert account is not None
+    assert account.auth_error is not None
+
+    harness.fake.reset_counts()
+    later = await harness.run_job(max_results=150)
+    assert later["status"] == "failed"
+    assert "authorize the account again" in later["error"]
+    assert harness.fake.counts["http"] == 0
