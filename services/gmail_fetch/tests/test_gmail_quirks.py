@@ -157,3 +157,19 @@ async def test_grant_revoked_mid_job_fails_every_job_of_the_user_once_and_no_oth
     assert later["status"] == "failed"
     assert "authorize the account again" in later["error"]
     assert harness.fake.counts["http"] == 0
+
+
+async def test_a_rate_limit_saying_when_to_retry_is_waited_out_not_hammered(
+    harness: Harness,
+) -> None:
+    """429 "User-rate limit exceeded.  Retry after <time>": a wait longer than a call's
+    backoff ends the attempt at once, and the job's next attempt waits until then."""
+    harness.add_user(30)
+    harness.fake.rate_limit_for(0.5)
+
+    job = await harness.run_job(max_results=30)
+
+    assert job["status"] == "completed", job
+    assert job["attempts"] == 2
+    assert harness.fake.counts["rate_limited"] == 1, "retried before the time Gmail gave"
+    assert len(harness.cached()) == 30

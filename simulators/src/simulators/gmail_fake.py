@@ -170,6 +170,10 @@ class GmailFake(FaultSwitches):
                     self._expire_after = None
                     self._access.clear()
             self._count_down_revocation()
+            limited = self.rate_limited()
+            if limited is not None:
+                self.counts["rate_limited"] += 1
+                return limited
             grant, error = self._authorize(authorization)
             if error is not None:
                 return error

@@ -3,15 +3,19 @@ turned on from a test's (or the demo's) thread while the server runs.
 
 Each switch is one real behaviour (docs/services/gmail_fetch.md lists them with the
 service's reaction): per-part and whole-request errors in any of Google's error
-shapes, messages deleted between ``messages.list`` and ``messages.get``, short and
-empty ``messages.list`` pages that still carry a ``nextPageToken``.
+shapes, per-user rate limits that say when to retry, messages deleted between
+``messages.list`` and ``messages.get``, mail arriving while a listing pages, short
+and empty ``messages.list`` pages that still carry a ``nextPageToken``.
 """
 
 from __future__ import annotations
 
+import math
 import threading
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from simulators.gmail_errors import QUOTA_MESSAGE, ErrorStyle, Reply, google_error
 
@@ -56,6 +60,8 @@ class FaultSwitches:
     _request_faults: list[tuple[Fault, str]] = field(default_factory=list)
     _delete_after_listing: set[str] = field(default_factory=set)
     _arrive_after_listing: int = 0
+    _limited_until: float = 0.0  # time.time() before which every call is rate limited
+    _limit_fault: Fault = field(default_factory=lambda: Fault(429, "rateLimitExceeded"))
 
     def fail_next_parts(
         self,
@@ -107,7 +113,27 @@ class FaultSwitches:
         with self.lock:
             self._arrive_after_listing += count
 
+    def rate_limit_for(
+        self, seconds: float, status: int = 429, style: ErrorStyle = "classic"
+    ) -> None:
+        """Every Gmail API call (plain or batch part) answers ``status`` "User-rate limit
+        exceeded.  Retry after <time>" until ``seconds`` from now, as the per-user limits
+        (concurrency, bandwidth) do."""
+        with self.lock:
+            # whole milliseconds, rounded up: the time in the message is never early
+            self._limited_until = math.ceil((time.time() + seconds) * 1000) / 1000
+            self._limit_fault = Fault(status, "rateLimitExceeded", style)
+
     # -- used by the fake while serving ---------------------------------------------------
+
+    def rate_limited(self) -> Reply | None:
+        with self.lock:
+            until, fault = self._limited_until, self._limit_fault
+        if time.time() >= until:
+            return None
+        stamp = datetime.fromtimestamp(until, UTC).isoformat(timespec="milliseconds")
+        message = f"User-rate limit exceeded.  Retry after {stamp.replace('+00:00', 'Z')}"
+        return google_error(fault.status, message, fault.reason, "usageLimits", fault.style)
 
     def request_fault(self, path: str) -> Reply | None:
         with self.lock:

@@ -24,7 +24,15 @@ class AuthorizationRevoked(PermanentJobError):
 
 
 class TransientJobError(JobError):
-    """Network, 5xx, rate limits past their backoff budget: the job is tried again."""
+    """Network, 5xx, rate limits past their backoff budget: the job is tried again.
+
+    ``retry_after``: seconds Gmail asked us to wait ("Retry after <time>"); the next
+    attempt waits at least that long (up to the job's longest backoff).
+    """
+
+    def __init__(self, message: str, retry_after: float = 0.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class JobCancelled(Exception):

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -35,7 +36,7 @@ from opentelemetry.trace import SpanKind, Tracer
 
 from gmail_fetch.config import GmailFetchSettings
 from gmail_fetch.errors import HistoryExpired, PermanentJobError, TransientJobError
-from gmail_fetch.gmail_errors import auth_failure, describe, is_retryable
+from gmail_fetch.gmail_errors import ApiError, auth_failure, describe
 from gmail_fetch.gmail_http import TRANSPORT_ERRORS, GmailExecutor, NotFound
 from gmail_fetch.metrics import GmailMetrics
 from gmail_fetch.quota import UNITS, QuotaBucket
@@ -81,7 +82,7 @@ class FetchResult:
 class _BatchReply:
     messages: dict[str, dict[str, Any]] = field(default_factory=dict)
     missing: set[str] = field(default_factory=set)
-    retry: dict[str, str] = field(default_factory=dict)  # id -> why
+    retry: dict[str, ApiError] = field(default_factory=dict)  # id -> why
     permanent: list[str] = field(default_factory=list)
 
 
@@ -100,6 +101,7 @@ class GmailClient:
         metrics: GmailMetrics,
         sleep: Sleep = asyncio.sleep,
         rng: Callable[[], float] = random.random,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.credentials = credentials
@@ -110,6 +112,7 @@ class GmailClient:
         self._metrics = metrics
         self._sleep = sleep
         self._rng = rng
+        self._wall = wall
         self._service = build(
             "gmail",
             "v1",
@@ -157,12 +160,24 @@ class GmailClient:
         self._metrics.requests.labels(method, "ok").inc()
         return result
 
+    def asked_wait(self, error: ApiError, what: str) -> float:
+        """Seconds Gmail asked to wait before retrying (``Retry after <time>``); a wait
+        beyond the call's longest backoff fails the attempt, and the job waits it out."""
+        wait = error.retry_after(self._wall())
+        if wait > self.settings.backoff_max_seconds:
+            raise TransientJobError(
+                f"{what}: Gmail asks to retry in {wait:.0f}s: {error.describe()}",
+                retry_after=wait,
+            )
+        return wait
+
     async def _execute(self, method: str, make: Callable[[], HttpRequest]) -> dict[str, Any]:
-        """A single call, retried on rate limits, 5xx and transport errors with backoff."""
-        last = ""
+        """A single call, retried on rate limits, 5xx and transport errors with backoff
+        (at least as long as Gmail asked)."""
+        last, wait = "", 0.0
         for attempt in range(self.settings.part_max_retries + 1):
             if attempt:
-                await self._sleep(self.backoff(attempt))
+                await self._sleep(max(self.backoff(attempt), wait))
             await self._quota.take(self.user_id, UNITS[method])
             try:
                 reply: dict[str, Any] = await self._run(
@@ -170,13 +185,14 @@ class GmailClient:
                 )
                 return reply
             except HttpError as exc:
-                if exc.status_code == 404:
-                    raise NotFound(describe(exc)) from None
-                if not is_retryable(exc):
-                    raise PermanentJobError(f"{method} failed: {describe(exc)}") from None
-                last = describe(exc)
+                error = ApiError.of(exc)
+                if error.status == 404:
+                    raise NotFound(error.describe()) from None
+                if not error.retryable:
+                    raise PermanentJobError(f"{method} failed: {error.describe()}") from None
+                last, wait = error.describe(), self.asked_wait(error, method)
             except TRANSPORT_ERRORS as exc:
-                last = describe(exc)
+                last, wait = describe(exc), 0.0
         raise TransientJobError(
             f"{method} still failing after {self.settings.part_max_retries} retries: {last}"
         )
@@ -271,22 +287,23 @@ class GmailClient:
     async def fetch_messages(self, ids: list[str]) -> FetchResult:
         """messages.get of ``ids`` in one batch request; failed parts (429, 403 rate
         limits, 5xx) are re-sent alone with backoff and jitter, up to part_max_retries."""
-        result, pending, last = FetchResult(), list(ids), ""
+        result, pending, last, wait = FetchResult(), list(ids), "", 0.0
         for attempt in range(self.settings.part_max_retries + 1):
             if attempt:
                 result.retried_parts += len(pending)
                 self._metrics.parts_retried.inc(len(pending))
-                await self._sleep(self.backoff(attempt))
+                await self._sleep(max(self.backoff(attempt), wait))
             await self._quota.take(self.user_id, UNITS["messages.get"] * len(pending))
             try:
                 reply = await self._batch(pending)
             except HttpError as exc:
-                if not is_retryable(exc):
-                    raise PermanentJobError(f"batch request failed: {describe(exc)}") from None
-                last = describe(exc)
+                error = ApiError.of(exc)
+                if not error.retryable:
+                    raise PermanentJobError(f"batch request failed: {error.describe()}") from None
+                last, wait = error.describe(), self.asked_wait(error, "batch request")
                 continue
             except TRANSPORT_ERRORS as exc:
-                last = describe(exc)
+                last, wait = describe(exc), 0.0
                 continue
             if reply.permanent:
                 raise PermanentJobError(f"messages.get failed: {reply.permanent[0]}")
@@ -295,7 +312,8 @@ class GmailClient:
             if not reply.retry:
                 return result
             pending = list(reply.retry)
-            last = next(iter(reply.retry.values()))
+            last = next(iter(reply.retry.values())).describe()
+            wait = max(self.asked_wait(e, "messages.get") for e in reply.retry.values())
         raise TransientJobError(
             f"{len(pending)} messages still failing after "
             f"{self.settings.part_max_retries} retries: {last}"
@@ -327,14 +345,17 @@ def sort_part(reply: _BatchReply, message_id: str, response: Any, exc: HttpError
     """File one batch part's outcome: a message, gone, worth a retry, or a permanent error."""
     if exc is None and isinstance(response, dict):
         reply.messages[message_id] = response
-    elif exc is None:
-        reply.retry[message_id] = "no response for this part"
-    elif exc.status_code == 404:
+        return
+    if exc is None:
+        reply.retry[message_id] = ApiError(0, "no response for this part", frozenset())
+        return
+    error = ApiError.of(exc)
+    if error.status == 404:
         reply.missing.add(message_id)
-    elif is_retryable(exc):
-        reply.retry[message_id] = describe(exc)
+    elif error.retryable:
+        reply.retry[message_id] = error
     else:
-        reply.permanent.append(describe(exc))
+        reply.permanent.append(error.describe())
 
 
 def apply_history_record(delta: HistoryDelta, record: dict[str, Any]) -> None:

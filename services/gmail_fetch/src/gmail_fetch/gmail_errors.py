@@ -11,7 +11,9 @@ library's ``HttpError.error_details`` holds whichever of ``details``, ``errors``
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from google.auth import exceptions as auth_exceptions
@@ -25,6 +27,8 @@ RATE_LIMIT_REASONS = frozenset(
 )
 #: how the quota system words a rate limit when the body carries no reason
 QUOTA_MESSAGE_PREFIX = "Quota exceeded for quota metric"
+#: "User-rate limit exceeded.  Retry after 2023-03-07T18:03:15.961Z" (per-user limits)
+RETRY_AFTER = re.compile(r"Retry after (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z)")
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,14 @@ class ApiError:
         """429, 5xx, rate limits (403 included), a 401 that survived a refresh."""
         return self.status == 401 or self.status >= 500 or self.rate_limited
 
+    def retry_after(self, now: float) -> float:
+        """Seconds until the time the message says to retry after (0: none said)."""
+        found = RETRY_AFTER.search(self.message)
+        if found is None:
+            return 0.0
+        when = datetime.fromisoformat(found.group(1).replace("Z", "+00:00"))
+        return max(0.0, when.timestamp() - now)
+
     def describe(self) -> str:
         reasons = ",".join(sorted(self.reasons))
         return f"HTTP {self.status} {self.message}" + (f" ({reasons})" if reasons else "")
@@ -83,10 +95,6 @@ def _error_body(content: bytes | str | None) -> dict[str, Any]:
 
 def _dicts(value: object) -> list[dict[str, Any]]:
     return [v for v in value if isinstance(v, dict)] if isinstance(value, list) else []
-
-
-def is_retryable(exc: HttpError) -> bool:
-    return ApiError.of(exc).retryable
 
 
 def describe(exc: BaseException) -> str:

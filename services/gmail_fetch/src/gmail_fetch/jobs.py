@@ -133,7 +133,7 @@ class JobRunner:
                 job, f"attempt exceeded {self.settings.job_timeout_seconds:.0f}s"
             )
         except TransientJobError as exc:
-            await self._retry_or_fail(job, str(exc))
+            await self._retry_or_fail(job, str(exc), exc.retry_after)
         else:
             await self._complete(job, outcome)
         finally:
@@ -226,14 +226,19 @@ class JobRunner:
         self.metrics.jobs.labels("failed").inc()
         log.warning("job %s failed: %s", job.id, error)
 
-    async def _retry_or_fail(self, job: Job, error: str) -> None:
+    async def _retry_or_fail(self, job: Job, error: str, retry_after: float = 0.0) -> None:
+        """Back to pending with backoff (at least what Gmail asked, up to the longest
+        backoff), or failed on the last attempt."""
         error = redact(error)
         if job.attempts >= self.settings.job_max_attempts:
             await self._fail(job, f"failed after {job.attempts} attempts: {error}")
             return
         s = self.settings
-        delay = compute_backoff(
-            job.attempts, base=s.job_retry_base_seconds, cap=s.job_retry_max_seconds
+        delay = max(
+            compute_backoff(
+                job.attempts, base=s.job_retry_base_seconds, cap=s.job_retry_max_seconds
+            ),
+            min(retry_after, s.job_retry_max_seconds),
         )
         step = f"Attempt {job.attempts} failed; retrying in {delay:.0f}s"
         await self.store(repo.requeue_job, job.id, error, step, self.tracer)
