@@ -173,3 +173,18 @@ async def test_a_rate_limit_saying_when_to_retry_is_waited_out_not_hammered(
     assert job["attempts"] == 2
     assert harness.fake.counts["rate_limited"] == 1, "retried before the time Gmail gave"
     assert len(harness.cached()) == 30
+
+
+async def test_a_token_endpoint_outage_retries_the_job_instead_of_failing_it(
+    harness: Harness,
+) -> None:
+    """A 502 from the token endpoint (google-auth retries only 500/503/504/408/429, and
+    calls the rest not retryable) is an outage, not a refused grant."""
+    harness.add_user(20)
+    harness.fake.fail_next_requests(1, status=502, reason="backendError", path="/token")
+
+    job = await harness.run_job(max_results=20)
+
+    assert job["status"] == "completed", job
+    assert job["attempts"] == 2
+    assert len(harness.cached()) == 20

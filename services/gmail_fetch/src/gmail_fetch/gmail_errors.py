@@ -25,6 +25,10 @@ from gmail_fetch.errors import AuthorizationRevoked, PermanentJobError, Transien
 RATE_LIMIT_REASONS = frozenset(
     {"rateLimitExceeded", "userRateLimitExceeded", "RATE_LIMIT_EXCEEDED"}
 )
+#: token endpoint error codes (RFC 6749 5.2) that no retry can change
+OAUTH_REFUSALS = frozenset(
+    {"invalid_client", "unauthorized_client", "invalid_scope", "unsupported_grant_type"}
+)
 #: how the quota system words a rate limit when the body carries no reason
 QUOTA_MESSAGE_PREFIX = "Quota exceeded for quota metric"
 #: "User-rate limit exceeded.  Retry after 2023-03-07T18:03:15.961Z" (per-user limits)
@@ -105,13 +109,16 @@ def describe(exc: BaseException) -> str:
 
 
 def auth_failure(exc: auth_exceptions.RefreshError) -> Exception:
-    """A refused token refresh: permanent unless Google says it may be retried."""
+    """A failed token refresh: permanent only when the OAuth server refused the grant
+    or the client (RFC 6749 error codes); an outage (a 502, an HTML page) is retried."""
     text = str(exc.args[0]) if exc.args else str(exc)
-    if exc.retryable:
-        return TransientJobError(f"OAuth token refresh failed, will retry: {text}")
-    if "invalid_grant" in text:
+    data = exc.args[1] if len(exc.args) > 1 else None
+    code = data.get("error") if isinstance(data, dict) else None
+    if code == "invalid_grant" or (code is None and "invalid_grant" in text):
         return AuthorizationRevoked(
             "Gmail access was revoked or expired (invalid_grant); the user must authorize "
             "the account again"
         )
-    return PermanentJobError(f"OAuth token refresh refused: {text}")
+    if code in OAUTH_REFUSALS and not exc.retryable:
+        return PermanentJobError(f"OAuth token refresh refused: {text}")
+    return TransientJobError(f"OAuth token refresh failed, will retry: {text}")
