@@ -188,3 +188,20 @@ async def test_a_token_endpoint_outage_retries_the_job_instead_of_failing_it(
     assert job["status"] == "completed", job
     assert job["attempts"] == 2
     assert len(harness.cached()) == 20
+
+
+async def test_batch_parts_answered_in_another_order_are_matched_by_content_id(
+    harness: Harness,
+) -> None:
+    harness.add_user(80)
+    harness.fake.reverse_batch_parts = True
+    ids = list(harness.fake.mailbox(EMAIL).messages)
+    harness.fake.fail_ids(ids[:3], status=503, reason="backendError")
+
+    job = await harness.run_job(max_results=80)
+
+    assert job["status"] == "completed", job
+    cached = harness.cached()
+    assert set(cached) == set(ids)
+    mailbox = harness.fake.mailbox(EMAIL)
+    assert all(cached[i]["thread_id"] == mailbox.messages[i].thread_id for i in ids)

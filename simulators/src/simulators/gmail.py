@@ -134,6 +134,8 @@ def create_app(fake: GmailFake) -> FastAPI:
         if len(parts) > MAX_BATCH_PARTS:
             return _json(google_error(400, "Too many requests in batch.", "badRequest"))
         replies = [(part[0], fake.batch_part(*part[1:])) for part in parts]
+        if fake.reverse_batch_parts:
+            replies.reverse()
         boundary = f"batch_{secrets.token_hex(8)}"
         return Response(
             render_batch(replies, boundary), media_type=f"multipart/mixed; boundary={boundary}"

@@ -52,6 +52,9 @@ class FaultSwitches:
     list_page_cap: int | None = None
     #: this many of the next messages.list pages come back empty, with a nextPageToken
     empty_list_pages: int = 0
+    #: batch responses list their parts last first ("the server might perform your calls
+    #: in any order"; parts are matched by Content-ID)
+    reverse_batch_parts: bool = False
     #: history.list with a startHistoryId ahead of the mailbox answers 404 (as Gmail
     #: "typically" does); False: 200 with the mailbox's (lower) historyId and no records
     future_history_is_404: bool = True
