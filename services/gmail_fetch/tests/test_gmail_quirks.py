@@ -6,10 +6,12 @@ from __future__ import annotations
 import pytest
 
 from gmail_fetch import repository as repo
+from simulators.gmail import GmailServer
 from simulators.gmail_errors import ErrorStyle
 from tributary import catalog
+from tributary.keys import Keys
 
-from .harness import EMAIL, USER, Harness
+from .harness import EMAIL, USER, Harness, close_harness, make_settings, open_harness
 
 
 @pytest.mark.parametrize("style", ["error_info", "message_only"])
@@ -159,20 +161,35 @@ async def test_grant_revoked_mid_job_fails_every_job_of_the_user_once_and_no_oth
     assert harness.fake.counts["http"] == 0
 
 
+@pytest.mark.parametrize(("backoff_max", "attempts"), [(0.05, 2), (5.0, 1)])
 async def test_a_rate_limit_saying_when_to_retry_is_waited_out_not_hammered(
-    harness: Harness,
+    gmail: GmailServer,
+    redis_url: str,
+    postgres_url: str,
+    pg_schema: str,
+    keys: Keys,
+    backoff_max: float,
+    attempts: int,
 ) -> None:
-    """429 "User-rate limit exceeded.  Retry after <time>": a wait longer than a call's
-    backoff ends the attempt at once, and the job's next attempt waits until then."""
-    harness.add_user(30)
-    harness.fake.rate_limit_for(0.5)
+    """429 "User-rate limit exceeded.  Retry after <time>": the call waits until then; a
+    wait longer than a call's longest backoff ends the attempt at once, and the job's
+    next attempt waits until then."""
+    settings = make_settings(
+        gmail, redis_url, postgres_url, pg_schema, keys, backoff_max_seconds=backoff_max
+    )
+    harness = await open_harness(settings, gmail)
+    try:
+        harness.add_user(30)
+        harness.fake.rate_limit_for(0.5)
 
-    job = await harness.run_job(max_results=30)
+        job = await harness.run_job(max_results=30)
 
-    assert job["status"] == "completed", job
-    assert job["attempts"] == 2
-    assert harness.fake.counts["rate_limited"] == 1, "retried before the time Gmail gave"
-    assert len(harness.cached()) == 30
+        assert job["status"] == "completed", job
+        assert job["attempts"] == attempts
+        assert harness.fake.counts["rate_limited"] == 1, "retried before the time Gmail gave"
+        assert len(harness.cached()) == 30
+    finally:
+        await close_harness(harness)
 
 
 async def test_a_token_endpoint_outage_retries_the_job_instead_of_failing_it(
