@@ -206,8 +206,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8085)
     parser.add_argument("--user", action="append", default=[], help="EMAIL=MESSAGES, repeatable")
     parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SWITCH=VALUE",
+        help="a scenario switch, e.g. list_page_cap=7, empty_list_pages=2, "
+        "reverse_batch_parts=true, future_history_is_404=false; repeatable",
+    )
     args = parser.parse_args(argv)
     fake = GmailFake(latency=args.latency_ms / 1000)
+    for spec in args.set:
+        try:
+            fake.set_switch(spec)
+        except ValueError as exc:
+            parser.error(str(exc))
     for spec in args.user or ["alice@example.com=500"]:
         email, _, count = spec.partition("=")
         token = fake.add_user(email, int(count or 500))

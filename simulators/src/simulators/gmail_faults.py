@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -43,6 +43,19 @@ class Fault:
         return google_error(self.status, message, self.reason, domain, self.style)
 
 
+def _flag(value: str) -> bool:
+    return value.lower() in ("1", "true", "yes", "on")
+
+
+#: the switches that are plain settings, and how to read one from the command line
+SETTINGS: dict[str, Callable[[str], object]] = {
+    "list_page_cap": int,
+    "empty_list_pages": int,
+    "reverse_batch_parts": _flag,
+    "future_history_is_404": _flag,
+}
+
+
 @dataclass
 class FaultSwitches:
     """Failures and quirks to produce; every method is safe from any thread."""
@@ -65,6 +78,14 @@ class FaultSwitches:
     _arrive_after_listing: int = 0
     _limited_until: float = 0.0  # time.time() before which every call is rate limited
     _limit_fault: Fault = field(default_factory=lambda: Fault(429, "rateLimitExceeded"))
+
+    def set_switch(self, spec: str) -> None:
+        """``NAME=VALUE`` for one of :data:`SETTINGS` (the demo's ``--set``)."""
+        name, _, value = spec.partition("=")
+        if name not in SETTINGS:
+            raise ValueError(f"unknown switch {name!r}; one of {', '.join(SETTINGS)}")
+        with self.lock:
+            setattr(self, name, SETTINGS[name](value))
 
     def fail_next_parts(
         self,
