@@ -222,3 +222,19 @@ async def test_batch_parts_answered_in_another_order_are_matched_by_content_id(
     assert set(cached) == set(ids)
     mailbox = harness.fake.mailbox(EMAIL)
     assert all(cached[i]["thread_id"] == mailbox.messages[i].thread_id for i in ids)
+
+
+async def test_a_message_without_labels_has_no_label_ids_field_and_is_cached(
+    harness: Harness,
+) -> None:
+    """Gmail's JSON leaves out empty repeated fields: an archived message with no label
+    comes without ``labelIds``, in messages.get and in history records."""
+    harness.add_user(10)
+    await harness.run_job(max_results=10)
+    mailbox = harness.fake.mailbox(EMAIL)
+    bare = mailbox.add_message(label_ids=[])
+
+    job = await harness.run_job(max_results=10)
+
+    assert job["status"] == "completed", job
+    assert harness.cached()[bare.id]["label_ids"] == []
