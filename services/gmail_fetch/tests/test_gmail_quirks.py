@@ -3,9 +3,15 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from gmail_fetch import repository as repo
+from gmail_fetch.gmail_api import GmailClient
+from gmail_fetch.gmail_http import GmailExecutor, make_credentials
+from gmail_fetch.metrics import GmailMetrics
+from gmail_fetch.quota import QuotaBucket
 from simulators.gmail import GmailServer
 from simulators.gmail_errors import ErrorStyle
 from tributary import catalog
@@ -238,3 +244,43 @@ async def test_a_message_without_labels_has_no_label_ids_field_and_is_cached(
 
     assert job["status"] == "completed", job
     assert harness.cached()[bare.id]["label_ids"] == []
+
+
+async def test_failed_batch_parts_alone_are_re_sent_after_growing_backoff(
+    harness: Harness,
+) -> None:
+    """Per-part 429 and 503 in a 200 batch: only those parts go again, each round after
+    an exponential, jittered delay; the parts that succeeded are not fetched again."""
+    token = harness.add_user(20)
+    ids = list(harness.fake.mailbox(EMAIL).messages)
+    harness.fake.fail_ids(ids[:2], status=429, reason="rateLimitExceeded", times=3)
+    harness.fake.fail_ids(ids[2:3], status=503, reason="backendError", times=1)
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+
+    settings = harness.settings
+    executor = GmailExecutor(2, settings.http_timeout_seconds)
+    client = GmailClient(
+        settings,
+        executor,
+        QuotaBucket(harness.res.redis, harness.res.keys, settings.quota_units_per_minute),
+        make_credentials(settings, token),
+        USER,
+        tracer=harness.res.telemetry.tracer,
+        metrics=GmailMetrics(),
+        sleep=sleep,
+        rng=lambda: 0.5,
+    )
+    try:
+        result = await client.fetch_messages(ids)
+    finally:
+        await asyncio.to_thread(executor.close)
+
+    assert set(result.messages) == set(ids)
+    assert result.retried_parts == 3 + 2 + 2
+    assert harness.fake.counts["batch"] == 4
+    assert harness.fake.counts["batch.parts"] == 20 + 3 + 2 + 2
+    base = settings.backoff_base_seconds
+    assert slept == [base * 0.5, base * 2 * 0.5, base * 4 * 0.5]
