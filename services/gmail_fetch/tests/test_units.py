@@ -14,8 +14,8 @@ from googleapiclient.errors import HttpError
 from gmail_fetch.config import GmailFetchSettings
 from gmail_fetch.crypto import TokenCipher
 from gmail_fetch.errors import PermanentJobError
-from gmail_fetch.gmail_api import HistoryDelta, apply_history_record
 from gmail_fetch.gmail_errors import ApiError
+from gmail_fetch.history import HistoryDelta, apply_history_record
 from gmail_fetch.quota import QuotaBucket
 from tributary.config import load_settings
 from tributary.errors import ConfigError

@@ -38,6 +38,7 @@ from gmail_fetch.config import GmailFetchSettings
 from gmail_fetch.errors import HistoryExpired, PermanentJobError, TransientJobError
 from gmail_fetch.gmail_errors import ApiError, auth_failure, describe
 from gmail_fetch.gmail_http import TRANSPORT_ERRORS, GmailExecutor, NotFound
+from gmail_fetch.history import HISTORY_TYPES, HistoryDelta, apply_history_record
 from gmail_fetch.metrics import GmailMetrics
 from gmail_fetch.quota import UNITS, QuotaBucket
 from tributary.backoff import compute_backoff
@@ -46,11 +47,8 @@ T = TypeVar("T")
 
 #: what a message costs to fetch: enough for analytics, a fraction of format=full
 MESSAGE_FIELDS = "id,threadId,labelIds,historyId,internalDate,sizeEstimate,payload/headers"
-HISTORY_TYPES = ["messageAdded", "messageDeleted", "labelAdded", "labelRemoved"]
 #: messages.list and history.list page size (the API's maximum)
 PAGE_SIZE = 500
-#: messages in these labels are outside messages.list's default view
-HIDDEN_LABELS = frozenset({"SPAM", "TRASH"})
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -59,16 +57,6 @@ Sleep = Callable[[float], Awaitable[None]]
 class MessageRef:
     id: str
     thread_id: str
-
-
-@dataclass
-class HistoryDelta:
-    """What changed since a historyId: messages to (re)fetch with the record id that last
-    touched them, messages gone from the view, and the mailbox's current historyId."""
-
-    upserts: dict[str, int] = field(default_factory=dict)
-    deletes: set[str] = field(default_factory=set)
-    history_id: int = 0
 
 
 @dataclass
@@ -356,25 +344,3 @@ def sort_part(reply: _BatchReply, message_id: str, response: Any, exc: HttpError
         reply.retry[message_id] = error
     else:
         reply.permanent.append(error.describe())
-
-
-def apply_history_record(delta: HistoryDelta, record: dict[str, Any]) -> None:
-    """Fold one history record into ``delta``; later records win over earlier ones."""
-    record_id = int(record["id"])
-    for kind in ("messagesAdded", "labelsAdded", "labelsRemoved"):
-        for entry in record.get(kind, []):
-            message = entry.get("message", {})
-            message_id = message.get("id")
-            if not message_id:
-                continue
-            if HIDDEN_LABELS.intersection(message.get("labelIds", [])):
-                delta.upserts.pop(message_id, None)
-                delta.deletes.add(message_id)
-            else:
-                delta.deletes.discard(message_id)
-                delta.upserts[message_id] = max(record_id, delta.upserts.get(message_id, 0))
-    for entry in record.get("messagesDeleted", []):
-        message_id = entry.get("message", {}).get("id")
-        if message_id:
-            delta.upserts.pop(message_id, None)
-            delta.deletes.add(message_id)
