@@ -58,10 +58,12 @@ async def test_permission_403_in_the_same_shape_still_fails_at_once(harness: Har
 async def test_short_and_empty_list_pages_with_a_next_page_token_are_followed(
     harness: Harness,
 ) -> None:
-    """maxResults is an upper bound: pages may hold fewer ids, even none, and go on."""
+    """maxResults is an upper bound: pages may hold fewer ids, even none, and go on;
+    resultSizeEstimate is only an estimate."""
     harness.add_user(60)
     harness.fake.list_page_cap = 7
     harness.fake.empty_list_pages = 2
+    harness.fake.result_size_estimate = 3
 
     job = await harness.run_job(max_results=60)
 

@@ -236,8 +236,8 @@ class GmailFake(FaultSwitches):
             return google_error(400, str(exc), "invalidArgument")
         include = _first(query, "includeSpamTrash") == "true"
         found = mailbox.listed(query.get("labelIds", []), include)
-        # an estimate in the real API (it can be far off); the exact count here
-        body: dict[str, Any] = {"resultSizeEstimate": len(found)}
+        estimate = self.result_size_estimate
+        body: dict[str, Any] = {"resultSizeEstimate": len(found) if estimate is None else estimate}
         if offset < len(found) and self.take_empty_list_page():
             body["nextPageToken"] = f"{offset}.{self.counts['messages.list']}"
             return 200, body

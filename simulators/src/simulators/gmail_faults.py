@@ -51,6 +51,7 @@ def _flag(value: str) -> bool:
 SETTINGS: dict[str, Callable[[str], object]] = {
     "list_page_cap": int,
     "empty_list_pages": int,
+    "result_size_estimate": int,
     "reverse_batch_parts": _flag,
     "future_history_is_404": _flag,
 }
@@ -65,6 +66,9 @@ class FaultSwitches:
     list_page_cap: int | None = None
     #: this many of the next messages.list pages come back empty, with a nextPageToken
     empty_list_pages: int = 0
+    #: messages.list's resultSizeEstimate (an estimate in the real API, and it can be far
+    #: off); None: the exact count
+    result_size_estimate: int | None = None
     #: batch responses list their parts last first ("the server might perform your calls
     #: in any order"; parts are matched by Content-ID)
     reverse_batch_parts: bool = False
