@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from simulators.gmail import GmailServer, parse_batch, render_batch
+from simulators.gmail import GmailFake, GmailServer, parse_batch, render_batch
+from simulators.gmail_errors import google_error
 from simulators.gmail_mailbox import parse_fields, select_fields
 
 
@@ -130,3 +131,26 @@ def test_partial_response_selector() -> None:
     }
     with pytest.raises(ValueError, match="fields"):
         parse_fields("a(b")
+
+
+def test_scenario_switches_are_set_by_name_for_the_demo() -> None:
+    fake = GmailFake()
+    fake.set_switch("list_page_cap=7")
+    fake.set_switch("reverse_batch_parts=true")
+    fake.set_switch("future_history_is_404=false")
+    assert (fake.list_page_cap, fake.reverse_batch_parts) == (7, True)
+    assert fake.future_history_is_404 is False
+    with pytest.raises(ValueError, match="unknown switch"):
+        fake.set_switch("latency=5")
+
+
+def test_error_bodies_come_in_googles_three_shapes() -> None:
+    _, classic = google_error(403, "User Rate Limit Exceeded", "userRateLimitExceeded")
+    assert classic["error"]["errors"][0]["reason"] == "userRateLimitExceeded"
+    assert classic["error"]["status"] == "PERMISSION_DENIED"
+    assert "details" not in classic["error"]
+    _, info = google_error(429, "Rate Limit Exceeded", "rateLimitExceeded", style="error_info")
+    assert info["error"]["details"][0]["reason"] == "RATE_LIMIT_EXCEEDED"
+    assert info["error"]["errors"][0]["reason"] == "rateLimitExceeded"
+    _, bare = google_error(403, "Quota exceeded", "rateLimitExceeded", style="message_only")
+    assert set(bare["error"]) == {"code", "message", "status"}

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
+
+import httplib2  # type: ignore[import-untyped]
 import pytest
 import redis.asyncio as aioredis
 from cryptography.fernet import Fernet
+from googleapiclient.errors import HttpError
 
 from gmail_fetch.config import GmailFetchSettings
 from gmail_fetch.crypto import TokenCipher
 from gmail_fetch.errors import PermanentJobError
-from gmail_fetch.gmail_api import HistoryDelta, apply_history_record
+from gmail_fetch.gmail_errors import ApiError
+from gmail_fetch.history import HistoryDelta, apply_history_record
 from gmail_fetch.quota import QuotaBucket
 from tributary.config import load_settings
 from tributary.errors import ConfigError
@@ -96,3 +102,25 @@ def test_bad_settings_name_the_variable(
     with pytest.raises(ConfigError, match=variable) as caught:
         load_settings(GmailFetchSettings)
     assert good["GMAIL_FETCH_TOKEN_ENCRYPTION_KEYS"] not in str(caught.value)
+
+
+def test_api_error_reads_reasons_status_and_retry_time_from_every_body_shape() -> None:
+    def error(status: int, body: dict[str, object]) -> ApiError:
+        response = httplib2.Response({"status": status})
+        return ApiError.of(HttpError(response, json.dumps({"error": body}).encode()))
+
+    info = {"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "RATE_LIMIT_EXCEEDED"}
+    hidden = error(403, {"code": 403, "message": "Rate Limit Exceeded", "details": [info]})
+    assert hidden.rate_limited
+    assert hidden.retryable
+    quota = error(403, {"code": 403, "message": "Quota exceeded for quota metric 'Queries'"})
+    assert quota.retryable
+    assert not quota.reasons
+    scopes = {"reason": "insufficientPermissions", "domain": "global", "message": "no"}
+    denied = error(403, {"code": 403, "message": "no", "errors": [scopes]})
+    assert not denied.retryable
+    assert denied.describe() == "HTTP 403 no (insufficientPermissions)"
+    later = error(429, {"message": "User-rate limit exceeded.  Retry after 2030-01-01T00:00:10Z"})
+    assert later.retry_after(datetime(2030, 1, 1, tzinfo=UTC).timestamp()) == 10.0
+    assert later.retry_after(datetime(2030, 1, 2, tzinfo=UTC).timestamp()) == 0.0
+    assert error(503, {"message": "Backend Error"}).retry_after(0) == 0.0

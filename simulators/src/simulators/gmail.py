@@ -9,10 +9,13 @@ What gmail_fetch uses, in Google's wire format:
 - ``POST /batch/gmail/v1`` (and ``/batch``): ``multipart/mixed`` of
   ``application/http`` parts, at most 100, each answered (or failed) on its own.
 
-Faults are injected from the test's thread: latency per HTTP request, errors
-on individual batch parts (429, 403 rateLimitExceeded, 5xx) or on whole
-requests, access tokens expiring server-side, refresh tokens revoked, history
-expiring. Every request is counted (:attr:`GmailFake.counts`).
+Faults and quirks are switched on from the test's thread (:mod:`simulators.gmail_faults`):
+latency per HTTP request, errors on individual batch parts (429, 403
+rateLimitExceeded/userRateLimitExceeded, 5xx) or on whole requests in each of
+Google's error shapes (:mod:`simulators.gmail_errors`), access tokens expiring
+server-side, refresh tokens revoked (before or during a job), history expiring,
+messages deleted between listing and fetching, short and empty list pages.
+Every request is counted (:attr:`GmailFake.counts`).
 
 Run standalone for the demo: ``python -m simulators.gmail --port 8085
 --user alice@example.com=500`` prints the refresh token of each user.
@@ -35,13 +38,8 @@ from typing import Any, cast
 import uvicorn
 from fastapi import FastAPI, Request, Response
 
-from simulators.gmail_fake import (
-    MAX_BATCH_PARTS,
-    STATUS_TEXT,
-    GmailFake,
-    Reply,
-    google_error,
-)
+from simulators.gmail_errors import STATUS_TEXT, Reply, google_error
+from simulators.gmail_fake import MAX_BATCH_PARTS, GmailFake
 
 __all__ = ["GmailFake", "GmailServer", "create_app", "main", "parse_batch", "render_batch"]
 
@@ -136,6 +134,8 @@ def create_app(fake: GmailFake) -> FastAPI:
         if len(parts) > MAX_BATCH_PARTS:
             return _json(google_error(400, "Too many requests in batch.", "badRequest"))
         replies = [(part[0], fake.batch_part(*part[1:])) for part in parts]
+        if fake.reverse_batch_parts:
+            replies.reverse()
         boundary = f"batch_{secrets.token_hex(8)}"
         return Response(
             render_batch(replies, boundary), media_type=f"multipart/mixed; boundary={boundary}"
@@ -206,8 +206,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8085)
     parser.add_argument("--user", action="append", default=[], help="EMAIL=MESSAGES, repeatable")
     parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SWITCH=VALUE",
+        help="a scenario switch, e.g. list_page_cap=7, empty_list_pages=2, "
+        "reverse_batch_parts=true, future_history_is_404=false; repeatable",
+    )
     args = parser.parse_args(argv)
     fake = GmailFake(latency=args.latency_ms / 1000)
+    for spec in args.set:
+        try:
+            fake.set_switch(spec)
+        except ValueError as exc:
+            parser.error(str(exc))
     for spec in args.user or ["alice@example.com=500"]:
         email, _, count = spec.partition("=")
         token = fake.add_user(email, int(count or 500))

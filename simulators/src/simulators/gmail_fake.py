@@ -7,7 +7,6 @@ every method is safe to call from a test's thread while the server runs.
 from __future__ import annotations
 
 import secrets
-import threading
 import time
 import urllib.parse
 from collections import Counter
@@ -15,7 +14,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from simulators.gmail_errors import STATUS_TEXT, Reply, google_error
+from simulators.gmail_faults import FaultSwitches
 from simulators.gmail_mailbox import Mailbox, parse_fields, select_fields
+
+__all__ = ["MAX_BATCH_PARTS", "STATUS_TEXT", "GmailFake", "Grant", "Reply", "google_error"]
 
 #: the largest batch Gmail accepts
 MAX_BATCH_PARTS = 100
@@ -29,25 +32,6 @@ GMAIL_SCOPES = frozenset(
         "https://www.googleapis.com/auth/gmail.modify",
     }
 )
-STATUS_TEXT = {
-    400: ("Bad Request", "INVALID_ARGUMENT"),
-    401: ("Unauthorized", "UNAUTHENTICATED"),
-    403: ("Forbidden", "PERMISSION_DENIED"),
-    404: ("Not Found", "NOT_FOUND"),
-    429: ("Too Many Requests", "RESOURCE_EXHAUSTED"),
-    500: ("Internal Server Error", "INTERNAL"),
-    502: ("Bad Gateway", "UNAVAILABLE"),
-    503: ("Service Unavailable", "UNAVAILABLE"),
-}
-
-Reply = tuple[int, dict[str, Any]]
-
-
-def google_error(code: int, message: str, reason: str, domain: str = "global") -> Reply:
-    """An error body as Google APIs send it."""
-    status = STATUS_TEXT.get(code, ("Error", "UNKNOWN"))[1]
-    errors = [{"message": message, "domain": domain, "reason": reason}]
-    return code, {"error": {"code": code, "message": message, "errors": errors, "status": status}}
 
 
 @dataclass
@@ -58,13 +42,7 @@ class Grant:
 
 
 @dataclass
-class Fault:
-    status: int
-    reason: str
-
-
-@dataclass
-class GmailFake:
+class GmailFake(FaultSwitches):
     """The fake's state; every method is safe to call from the test's thread."""
 
     latency: float = 0.0  # seconds added to every HTTP request
@@ -74,13 +52,10 @@ class GmailFake:
     mailboxes: dict[str, Mailbox] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
     fetched_ids: list[str] = field(default_factory=list)
-    lock: threading.RLock = field(default_factory=threading.RLock)
     _grants: dict[str, Grant] = field(default_factory=dict)
     _access: dict[str, tuple[str, float, tuple[str, ...]]] = field(default_factory=dict)
-    _part_faults: list[Fault] = field(default_factory=list)
-    _id_faults: dict[str, list[Fault]] = field(default_factory=dict)
-    _request_faults: list[tuple[Fault, str]] = field(default_factory=list)
     _expire_after: int | None = None
+    _revoke_after: tuple[str, int] | None = None
 
     # -- set-up ---------------------------------------------------------------------------
 
@@ -107,34 +82,6 @@ class GmailFake:
 
     # -- faults ---------------------------------------------------------------------------
 
-    def fail_next_parts(
-        self, count: int, status: int = 429, reason: str = "rateLimitExceeded"
-    ) -> None:
-        """The next ``count`` batch parts fail with ``status``."""
-        with self.lock:
-            self._part_faults.extend(Fault(status, reason) for _ in range(count))
-
-    def fail_ids(
-        self,
-        ids: Iterable[str],
-        status: int = 429,
-        reason: str = "rateLimitExceeded",
-        times: int = 1,
-    ) -> None:
-        """messages.get of each id (in a batch or not) fails ``times`` times."""
-        with self.lock:
-            for message_id in ids:
-                self._id_faults.setdefault(message_id, []).extend(
-                    Fault(status, reason) for _ in range(times)
-                )
-
-    def fail_next_requests(
-        self, count: int, status: int = 503, reason: str = "backendError", path: str = ""
-    ) -> None:
-        """The next ``count`` HTTP requests whose path contains ``path`` fail whole."""
-        with self.lock:
-            self._request_faults.extend((Fault(status, reason), path) for _ in range(count))
-
     def expire_tokens(self) -> None:
         """Every access token issued so far stops working now (server side)."""
         with self.lock:
@@ -144,6 +91,12 @@ class GmailFake:
         """Access tokens stop working after ``requests`` more Gmail API requests."""
         with self.lock:
             self._expire_after = requests
+
+    def revoke_after(self, refresh_token: str, requests: int) -> None:
+        """``refresh_token`` is revoked (by the user, mid-job) after ``requests`` more Gmail
+        API requests: its access tokens stop working and refreshing it is ``invalid_grant``."""
+        with self.lock:
+            self._revoke_after = (refresh_token, requests)
 
     def revoke(self, refresh_token: str) -> None:
         with self.lock:
@@ -216,6 +169,11 @@ class GmailFake:
                 if self._expire_after < 0:
                     self._expire_after = None
                     self._access.clear()
+            self._count_down_revocation()
+            limited = self.rate_limited()
+            if limited is not None:
+                self.counts["rate_limited"] += 1
+                return limited
             grant, error = self._authorize(authorization)
             if error is not None:
                 return error
@@ -228,6 +186,14 @@ class GmailFake:
             except ValueError as exc:
                 return google_error(400, str(exc), "invalidParameter")
         return status, body
+
+    def _count_down_revocation(self) -> None:
+        if self._revoke_after is None:
+            return
+        token, left = self._revoke_after
+        self._revoke_after = (token, left - 1) if left > 0 else None
+        if left <= 0:
+            self.revoke(token)
 
     def _route(self, method: str, path: str, query: dict[str, list[str]], grant: Grant) -> Reply:
         parts = path.strip("/").split("/")
@@ -260,28 +226,38 @@ class GmailFake:
         }
 
     def _list(self, mailbox: Mailbox, query: dict[str, list[str]]) -> Reply:
+        """A page of ids; ``maxResults`` is only a bound: with ``list_page_cap`` pages are
+        shorter, with ``empty_list_pages`` some hold nothing yet carry a nextPageToken."""
         self.counts["messages.list"] += 1
         try:
             size = _int_param(query, "maxResults", 100, 1, 500)
-            offset = int(_first(query, "pageToken") or 0)
+            offset = int((_first(query, "pageToken") or "0").split(".")[0])
         except ValueError as exc:
             return google_error(400, str(exc), "invalidArgument")
         include = _first(query, "includeSpamTrash") == "true"
         found = mailbox.listed(query.get("labelIds", []), include)
+        estimate = self.result_size_estimate
+        body: dict[str, Any] = {"resultSizeEstimate": len(found) if estimate is None else estimate}
+        if offset < len(found) and self.take_empty_list_page():
+            body["nextPageToken"] = f"{offset}.{self.counts['messages.list']}"
+            return 200, body
+        size = min(size, self.list_page_cap or size)
         page = found[offset : offset + size]
-        body: dict[str, Any] = {"resultSizeEstimate": len(found)}
         if page:
             body["messages"] = [{"id": m.id, "threadId": m.thread_id} for m in page]
         if offset + size < len(found):
             body["nextPageToken"] = str(offset + size)
+        for message_id in self.take_deletions_after_listing():
+            if message_id in mailbox.messages:
+                mailbox.delete_message(message_id)
+        mailbox.generate(self.take_arrivals_after_listing())
         return 200, body
 
     def _get(self, mailbox: Mailbox, message_id: str, query: dict[str, list[str]]) -> Reply:
         self.counts["messages.get"] += 1
-        faults = self._id_faults.get(message_id)
-        if faults:
-            fault = faults.pop(0)
-            return google_error(fault.status, "Injected failure", fault.reason, "usageLimits")
+        fault = self.id_fault(message_id)
+        if fault is not None:
+            return fault
         self.fetched_ids.append(message_id)
         message = mailbox.messages.get(message_id)
         if message is None:
@@ -301,7 +277,10 @@ class GmailFake:
             return google_error(
                 400, "Invalid startHistoryId, maxResults or pageToken", "invalidArgument"
             )
-        if start < mailbox.history_floor:
+        if start < mailbox.history_floor or (
+            start > mailbox.history_id and self.future_history_is_404
+        ):
+            # too old, or never issued by this mailbox (e.g. one from before a restore)
             return google_error(404, "Requested entity was not found.", "notFound")
         records = mailbox.history_since(start, query.get("historyTypes", []))
         page = records[offset : offset + size]
@@ -314,14 +293,6 @@ class GmailFake:
 
     # -- faults on the wire ---------------------------------------------------------------
 
-    def request_fault(self, path: str) -> Reply | None:
-        with self.lock:
-            for i, (fault, wanted) in enumerate(self._request_faults):
-                if wanted in path:
-                    del self._request_faults[i]
-                    return google_error(fault.status, "Injected failure", fault.reason)
-        return None
-
     def batch_part(self, method: str, target: str, headers: dict[str, str]) -> Reply:
         """One part of a batch: an injected fault, or the call it carries."""
         with self.lock:
@@ -332,14 +303,6 @@ class GmailFake:
         url = urllib.parse.urlsplit(target)
         query = urllib.parse.parse_qs(url.query)
         return self.api(method, url.path, query, headers.get("authorization"))
-
-    def part_fault(self) -> Reply | None:
-        with self.lock:
-            if not self._part_faults:
-                return None
-            fault = self._part_faults.pop(0)
-        domain = "usageLimits" if fault.status in (403, 429) else "global"
-        return google_error(fault.status, "Injected failure", fault.reason, domain)
 
 
 def _first(query: dict[str, list[str]], name: str) -> str | None:

@@ -57,12 +57,13 @@ class FakeMessage:
         out: dict[str, Any] = {
             "id": self.id,
             "threadId": self.thread_id,
-            "labelIds": list(self.label_ids),
             "snippet": self.snippet,
             "historyId": str(self.history_id),
             "internalDate": str(self.internal_date),
             "sizeEstimate": self.size_estimate,
         }
+        if self.label_ids:  # JSON leaves out an empty repeated field, as Gmail does
+            out["labelIds"] = list(self.label_ids)
         if fmt == "minimal":
             return out
         if fmt == "raw":
@@ -91,7 +92,10 @@ class FakeMessage:
         return out
 
     def ref(self) -> dict[str, Any]:
-        return {"id": self.id, "threadId": self.thread_id, "labelIds": list(self.label_ids)}
+        ref: dict[str, Any] = {"id": self.id, "threadId": self.thread_id}
+        if self.label_ids:
+            ref["labelIds"] = list(self.label_ids)
+        return ref
 
 
 @dataclass

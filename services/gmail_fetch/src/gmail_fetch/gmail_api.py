@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -35,14 +36,9 @@ from opentelemetry.trace import SpanKind, Tracer
 
 from gmail_fetch.config import GmailFetchSettings
 from gmail_fetch.errors import HistoryExpired, PermanentJobError, TransientJobError
-from gmail_fetch.gmail_http import (
-    TRANSPORT_ERRORS,
-    GmailExecutor,
-    NotFound,
-    auth_failure,
-    describe,
-    is_retryable,
-)
+from gmail_fetch.gmail_errors import ApiError, auth_failure, describe
+from gmail_fetch.gmail_http import TRANSPORT_ERRORS, GmailExecutor, NotFound
+from gmail_fetch.history import HISTORY_TYPES, HistoryDelta, apply_history_record
 from gmail_fetch.metrics import GmailMetrics
 from gmail_fetch.quota import UNITS, QuotaBucket
 from tributary.backoff import compute_backoff
@@ -51,11 +47,8 @@ T = TypeVar("T")
 
 #: what a message costs to fetch: enough for analytics, a fraction of format=full
 MESSAGE_FIELDS = "id,threadId,labelIds,historyId,internalDate,sizeEstimate,payload/headers"
-HISTORY_TYPES = ["messageAdded", "messageDeleted", "labelAdded", "labelRemoved"]
 #: messages.list and history.list page size (the API's maximum)
 PAGE_SIZE = 500
-#: messages in these labels are outside messages.list's default view
-HIDDEN_LABELS = frozenset({"SPAM", "TRASH"})
 
 Sleep = Callable[[float], Awaitable[None]]
 
@@ -64,16 +57,6 @@ Sleep = Callable[[float], Awaitable[None]]
 class MessageRef:
     id: str
     thread_id: str
-
-
-@dataclass
-class HistoryDelta:
-    """What changed since a historyId: messages to (re)fetch with the record id that last
-    touched them, messages gone from the view, and the mailbox's current historyId."""
-
-    upserts: dict[str, int] = field(default_factory=dict)
-    deletes: set[str] = field(default_factory=set)
-    history_id: int = 0
 
 
 @dataclass
@@ -87,7 +70,7 @@ class FetchResult:
 class _BatchReply:
     messages: dict[str, dict[str, Any]] = field(default_factory=dict)
     missing: set[str] = field(default_factory=set)
-    retry: dict[str, str] = field(default_factory=dict)  # id -> why
+    retry: dict[str, ApiError] = field(default_factory=dict)  # id -> why
     permanent: list[str] = field(default_factory=list)
 
 
@@ -106,6 +89,7 @@ class GmailClient:
         metrics: GmailMetrics,
         sleep: Sleep = asyncio.sleep,
         rng: Callable[[], float] = random.random,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.credentials = credentials
@@ -116,6 +100,7 @@ class GmailClient:
         self._metrics = metrics
         self._sleep = sleep
         self._rng = rng
+        self._wall = wall
         self._service = build(
             "gmail",
             "v1",
@@ -163,12 +148,24 @@ class GmailClient:
         self._metrics.requests.labels(method, "ok").inc()
         return result
 
+    def asked_wait(self, error: ApiError, what: str) -> float:
+        """Seconds Gmail asked to wait before retrying (``Retry after <time>``); a wait
+        beyond the call's longest backoff fails the attempt, and the job waits it out."""
+        wait = error.retry_after(self._wall())
+        if wait > self.settings.backoff_max_seconds:
+            raise TransientJobError(
+                f"{what}: Gmail asks to retry in {wait:.0f}s: {error.describe()}",
+                retry_after=wait,
+            )
+        return wait
+
     async def _execute(self, method: str, make: Callable[[], HttpRequest]) -> dict[str, Any]:
-        """A single call, retried on rate limits, 5xx and transport errors with backoff."""
-        last = ""
+        """A single call, retried on rate limits, 5xx and transport errors with backoff
+        (at least as long as Gmail asked)."""
+        last, wait = "", 0.0
         for attempt in range(self.settings.part_max_retries + 1):
             if attempt:
-                await self._sleep(self.backoff(attempt))
+                await self._sleep(max(self.backoff(attempt), wait))
             await self._quota.take(self.user_id, UNITS[method])
             try:
                 reply: dict[str, Any] = await self._run(
@@ -176,13 +173,14 @@ class GmailClient:
                 )
                 return reply
             except HttpError as exc:
-                if exc.status_code == 404:
-                    raise NotFound(describe(exc)) from None
-                if not is_retryable(exc):
-                    raise PermanentJobError(f"{method} failed: {describe(exc)}") from None
-                last = describe(exc)
+                error = ApiError.of(exc)
+                if error.status == 404:
+                    raise NotFound(error.describe()) from None
+                if not error.retryable:
+                    raise PermanentJobError(f"{method} failed: {error.describe()}") from None
+                last, wait = error.describe(), self.asked_wait(error, method)
             except TRANSPORT_ERRORS as exc:
-                last = describe(exc)
+                last, wait = describe(exc), 0.0
         raise TransientJobError(
             f"{method} still failing after {self.settings.part_max_retries} retries: {last}"
         )
@@ -200,9 +198,15 @@ class GmailClient:
         return int(reply["historyId"])
 
     async def list_messages(self, limit: int) -> list[MessageRef]:
-        """The newest ``limit`` messages (ids and threads), paging as needed."""
-        refs: list[MessageRef] = []
+        """The newest ``limit`` messages (ids and threads), paging as needed.
+
+        ``maxResults`` is only a bound: a page can hold fewer ids, or none, and still
+        carry a ``nextPageToken``, so paging ends only when there is no token. Mail that
+        arrives meanwhile shifts the pages: an id seen on an earlier page is not kept twice.
+        """
+        refs: dict[str, MessageRef] = {}
         page: str | None = None
+        seen_tokens: set[str] = set()
         while len(refs) < limit:
             size = min(PAGE_SIZE, limit - len(refs))
 
@@ -218,14 +222,17 @@ class GmailClient:
                 reply = await self._execute("messages.list", request)
             except NotFound:
                 raise PermanentJobError("Gmail user not found (404)") from None
-            refs.extend(MessageRef(m["id"], m["threadId"]) for m in reply.get("messages", []))
+            for m in reply.get("messages", []):
+                refs.setdefault(m["id"], MessageRef(m["id"], m["threadId"]))
             page = reply.get("nextPageToken")
-            if not page or not reply.get("messages"):
+            if not page or page in seen_tokens:
                 break
-        return refs[:limit]
+            seen_tokens.add(page)
+        return list(refs.values())[:limit]
 
     async def history_since(self, start: int) -> HistoryDelta:
-        """Changes since ``start``; raises HistoryExpired when Gmail no longer has them."""
+        """Changes since ``start``; raises HistoryExpired when Gmail no longer has them
+        (404: too old or invalid) or ``start`` is ahead of the mailbox."""
         delta = HistoryDelta(history_id=start)
         page: str | None = None
         while True:
@@ -245,7 +252,12 @@ class GmailClient:
                 raise HistoryExpired(f"history since {start} is no longer available") from None
             for record in reply.get("history", []):
                 apply_history_record(delta, record)
-            delta.history_id = max(delta.history_id, int(reply.get("historyId", start)))
+            current = int(reply.get("historyId", start))
+            if current < start:
+                # an id this mailbox never issued (restored, or another mailbox's): Gmail
+                # usually answers 404; keeping it would skip every change until it catches up
+                raise HistoryExpired(f"history id {start} is newer than the mailbox's {current}")
+            delta.history_id = max(delta.history_id, current)
             page = reply.get("nextPageToken")
             if not page:
                 return delta
@@ -263,22 +275,23 @@ class GmailClient:
     async def fetch_messages(self, ids: list[str]) -> FetchResult:
         """messages.get of ``ids`` in one batch request; failed parts (429, 403 rate
         limits, 5xx) are re-sent alone with backoff and jitter, up to part_max_retries."""
-        result, pending, last = FetchResult(), list(ids), ""
+        result, pending, last, wait = FetchResult(), list(ids), "", 0.0
         for attempt in range(self.settings.part_max_retries + 1):
             if attempt:
                 result.retried_parts += len(pending)
                 self._metrics.parts_retried.inc(len(pending))
-                await self._sleep(self.backoff(attempt))
+                await self._sleep(max(self.backoff(attempt), wait))
             await self._quota.take(self.user_id, UNITS["messages.get"] * len(pending))
             try:
                 reply = await self._batch(pending)
             except HttpError as exc:
-                if not is_retryable(exc):
-                    raise PermanentJobError(f"batch request failed: {describe(exc)}") from None
-                last = describe(exc)
+                error = ApiError.of(exc)
+                if not error.retryable:
+                    raise PermanentJobError(f"batch request failed: {error.describe()}") from None
+                last, wait = error.describe(), self.asked_wait(error, "batch request")
                 continue
             except TRANSPORT_ERRORS as exc:
-                last = describe(exc)
+                last, wait = describe(exc), 0.0
                 continue
             if reply.permanent:
                 raise PermanentJobError(f"messages.get failed: {reply.permanent[0]}")
@@ -287,7 +300,8 @@ class GmailClient:
             if not reply.retry:
                 return result
             pending = list(reply.retry)
-            last = next(iter(reply.retry.values()))
+            last = next(iter(reply.retry.values())).describe()
+            wait = max(self.asked_wait(e, "messages.get") for e in reply.retry.values())
         raise TransientJobError(
             f"{len(pending)} messages still failing after "
             f"{self.settings.part_max_retries} retries: {last}"
@@ -319,33 +333,14 @@ def sort_part(reply: _BatchReply, message_id: str, response: Any, exc: HttpError
     """File one batch part's outcome: a message, gone, worth a retry, or a permanent error."""
     if exc is None and isinstance(response, dict):
         reply.messages[message_id] = response
-    elif exc is None:
-        reply.retry[message_id] = "no response for this part"
-    elif exc.status_code == 404:
+        return
+    if exc is None:
+        reply.retry[message_id] = ApiError(0, "no response for this part", frozenset())
+        return
+    error = ApiError.of(exc)
+    if error.status == 404:
         reply.missing.add(message_id)
-    elif is_retryable(exc):
-        reply.retry[message_id] = describe(exc)
+    elif error.retryable:
+        reply.retry[message_id] = error
     else:
-        reply.permanent.append(describe(exc))
-
-
-def apply_history_record(delta: HistoryDelta, record: dict[str, Any]) -> None:
-    """Fold one history record into ``delta``; later records win over earlier ones."""
-    record_id = int(record["id"])
-    for kind in ("messagesAdded", "labelsAdded", "labelsRemoved"):
-        for entry in record.get(kind, []):
-            message = entry.get("message", {})
-            message_id = message.get("id")
-            if not message_id:
-                continue
-            if HIDDEN_LABELS.intersection(message.get("labelIds", [])):
-                delta.upserts.pop(message_id, None)
-                delta.deletes.add(message_id)
-            else:
-                delta.deletes.discard(message_id)
-                delta.upserts[message_id] = max(record_id, delta.upserts.get(message_id, 0))
-    for entry in record.get("messagesDeleted", []):
-        message_id = entry.get("message", {}).get("id")
-        if message_id:
-            delta.upserts.pop(message_id, None)
-            delta.deletes.add(message_id)
+        reply.permanent.append(error.describe())

@@ -1,5 +1,6 @@
 """The plumbing under :mod:`gmail_fetch.gmail_api`: worker threads for the synchronous
-client, OAuth credentials, and what a failed call means (retry, permanent, not found)."""
+client, OAuth credentials, the errors of the transport (:mod:`gmail_fetch.gmail_errors`
+says what an error reply means)."""
 
 from __future__ import annotations
 
@@ -13,15 +14,12 @@ from typing import TypeVar
 import httplib2  # type: ignore[import-untyped]
 from google.auth import exceptions as auth_exceptions
 from google.oauth2.credentials import Credentials
-from googleapiclient.errors import BatchError, HttpError
+from googleapiclient.errors import BatchError
 
 from gmail_fetch.config import GmailFetchSettings
-from gmail_fetch.errors import PermanentJobError, TransientJobError
 
 T = TypeVar("T")
 
-#: 403 reasons that mean "slow down", not "forbidden"
-RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 #: errors of the transport (connection refused/reset, timeouts): worth a retry
 TRANSPORT_ERRORS: tuple[type[Exception], ...] = (
     httplib2.HttpLib2Error,
@@ -82,39 +80,3 @@ def make_credentials(settings: GmailFetchSettings, refresh_token: str) -> Creden
         client_secret=settings.oauth_client_secret.get_secret_value(),
         scopes=settings.scopes,
     )
-
-
-def error_reasons(exc: HttpError) -> set[str]:
-    details = exc.error_details
-    if not isinstance(details, list):
-        return set()
-    return {str(d.get("reason")) for d in details if isinstance(d, dict) and d.get("reason")}
-
-
-def is_retryable(exc: HttpError) -> bool:
-    """429, 5xx, 403 rate limits, and a 401 that survived a refresh: try again later."""
-    status = int(exc.status_code)
-    if status in (401, 429) or status >= 500:
-        return True
-    return status == 403 and bool(error_reasons(exc) & RATE_LIMIT_REASONS)
-
-
-def describe(exc: BaseException) -> str:
-    """A short, secret-free description of a failed call."""
-    if isinstance(exc, HttpError):
-        reasons = ",".join(sorted(error_reasons(exc)))
-        return f"HTTP {exc.status_code} {exc.reason}" + (f" ({reasons})" if reasons else "")
-    return f"{type(exc).__name__}: {exc}"
-
-
-def auth_failure(exc: auth_exceptions.RefreshError) -> Exception:
-    """A refused token refresh: permanent unless Google says it may be retried."""
-    text = str(exc.args[0]) if exc.args else str(exc)
-    if exc.retryable:
-        return TransientJobError(f"OAuth token refresh failed, will retry: {text}")
-    if "invalid_grant" in text:
-        return PermanentJobError(
-            "Gmail access was revoked or expired (invalid_grant); the user must authorize "
-            "the account again"
-        )
-    return PermanentJobError(f"OAuth token refresh refused: {text}")

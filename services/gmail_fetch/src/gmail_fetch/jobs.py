@@ -24,7 +24,12 @@ from sqlalchemy.orm import Session
 from gmail_fetch import repository as repo
 from gmail_fetch.config import GmailFetchSettings
 from gmail_fetch.crypto import TokenCipher
-from gmail_fetch.errors import JobCancelled, PermanentJobError, TransientJobError
+from gmail_fetch.errors import (
+    AuthorizationRevoked,
+    JobCancelled,
+    PermanentJobError,
+    TransientJobError,
+)
 from gmail_fetch.gmail_api import GmailClient
 from gmail_fetch.gmail_http import GmailExecutor, make_credentials
 from gmail_fetch.metrics import GmailMetrics
@@ -38,6 +43,15 @@ from tributary.logs import redact
 from tributary.transactions import Transactions
 
 log = logging.getLogger(__name__)
+
+
+def completion_step(outcome: SyncOutcome) -> str:
+    """The last step of a completed job; messages deleted between listing and fetching
+    (a 404 batch part) were skipped, and are counted here."""
+    step = f"Completed: {outcome.fetched} fetched, {outcome.cached} cached"
+    if outcome.missing:
+        step += f", {outcome.missing} deleted before they could be fetched (skipped)"
+    return step
 
 
 class CredentialCache:
@@ -119,7 +133,7 @@ class JobRunner:
                 job, f"attempt exceeded {self.settings.job_timeout_seconds:.0f}s"
             )
         except TransientJobError as exc:
-            await self._retry_or_fail(job, str(exc))
+            await self._retry_or_fail(job, str(exc), exc.retry_after)
         else:
             await self._complete(job, outcome)
         finally:
@@ -144,12 +158,11 @@ class JobRunner:
             return await JobSync(
                 job, account, client, self.store, self.settings, self.metrics, self.tracer
             ).run()
-        except PermanentJobError as exc:
-            if "invalid_grant" in str(exc):
-                await self.store(repo.update_account, account.user_id, auth_error=str(exc))
-                self.credentials.forget(account.user_id)
+        except AuthorizationRevoked as exc:
+            await self.store(repo.update_account, account.user_id, auth_error=str(exc))
+            self.credentials.forget(account.user_id)
             raise
-        except (TransientJobError, JobCancelled):
+        except (PermanentJobError, TransientJobError, JobCancelled):
             raise
         except Exception as exc:
             # a bug or an outage we did not foresee: worth another attempt, never a crash
@@ -181,7 +194,7 @@ class JobRunner:
                 cached=outcome.cached,
                 sync_mode=outcome.mode,
                 error=None,
-                current_step=f"Completed: {outcome.fetched} fetched, {outcome.cached} cached",
+                current_step=completion_step(outcome),
             )
 
         if await self.store(complete) is None:
@@ -189,12 +202,14 @@ class JobRunner:
             return
         self.metrics.jobs.labels("completed").inc()
         log.info(
-            "job %s completed (%s sync): %d messages, %d fetched, %d cached, cache hit rate %s",
+            "job %s completed (%s sync): %d messages, %d fetched, %d cached, %d vanished, "
+            "cache hit rate %s",
             job.id,
             outcome.mode,
             outcome.total,
             outcome.fetched,
             outcome.cached,
+            outcome.missing,
             "n/a" if rate is None else f"{rate:.1%}",
         )
 
@@ -211,14 +226,19 @@ class JobRunner:
         self.metrics.jobs.labels("failed").inc()
         log.warning("job %s failed: %s", job.id, error)
 
-    async def _retry_or_fail(self, job: Job, error: str) -> None:
+    async def _retry_or_fail(self, job: Job, error: str, retry_after: float = 0.0) -> None:
+        """Back to pending with backoff (at least what Gmail asked, up to the longest
+        backoff), or failed on the last attempt."""
         error = redact(error)
         if job.attempts >= self.settings.job_max_attempts:
             await self._fail(job, f"failed after {job.attempts} attempts: {error}")
             return
         s = self.settings
-        delay = compute_backoff(
-            job.attempts, base=s.job_retry_base_seconds, cap=s.job_retry_max_seconds
+        delay = max(
+            compute_backoff(
+                job.attempts, base=s.job_retry_base_seconds, cap=s.job_retry_max_seconds
+            ),
+            min(retry_after, s.job_retry_max_seconds),
         )
         step = f"Attempt {job.attempts} failed; retrying in {delay:.0f}s"
         await self.store(repo.requeue_job, job.id, error, step, self.tracer)

@@ -19,6 +19,11 @@ class GmailMetrics:
             "Batch parts re-sent after a 429, 403 rate limit or 5xx.",
             registry=registry,
         )
+        self.vanished = Counter(
+            "gmail_fetch_messages_vanished_total",
+            "Listed messages gone by the time they were fetched (404 batch part): skipped.",
+            registry=registry,
+        )
         self.jobs = Counter(
             "gmail_fetch_jobs_total", "Job attempts by outcome.", ["outcome"], registry=registry
         )

@@ -167,6 +167,7 @@ class JobSync:
                 counts.batches += 1
                 counts.fetched += len(result.messages)
                 counts.missing += len(result.missing)
+                self.metrics.vanished.inc(len(result.missing))
                 counts.progress = min(total, counts.progress + len(batch))
                 await self._save(list(result.messages.values()), counts, total, len(batches))
 
