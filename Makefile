@@ -10,6 +10,7 @@ help:
 	@echo "install  create .venv and install every workspace member from uv.lock"
 	@echo "test     unit + integration tests of libs/common and every service (real Redis/PostgreSQL/MySQL)"
 	@echo "e2e      all five services as processes, with faults (SIGKILL, Redis restart, PostgreSQL outage)"
+	@echo "compose-e2e  the system in containers (docker compose, demo profile), with a docker kill"
 	@echo "lint     ruff (lint + format check) and mypy --strict"
 	@echo "fmt      ruff format + autofix"
 	@echo "bench    benchmarks under bench/ (print JSON figures)"
@@ -36,6 +37,12 @@ test: install
 # the whole system with faults (tests/integration, ~5 min; docs/demo.md)
 e2e: install
 	$(UV) run pytest tests/integration -m e2e -v $(PYTEST_ARGS)
+
+# the system in containers: build, compose up with the demo profile, check, down -v
+# (tests/compose; needs a Docker engine and Compose v2; docs/deploy.md)
+.PHONY: compose-e2e
+compose-e2e: install
+	$(UV) run pytest tests/compose -m compose -v -s $(PYTEST_ARGS)
 
 lint: install
 	$(UV) run ruff check .

@@ -209,3 +209,13 @@ def test_makefile_targets() -> None:
     for target in ("up", "down", "logs"):
         assert re.search(rf"^{target}:", makefile, re.M), target
     assert "docker compose" in makefile
+
+
+def test_throwaway_test_containers_use_the_compose_file_s_images() -> None:
+    """testcontainers (tributary_testing.infra, when no local server answers) runs the
+    same Redis, PostgreSQL and MariaDB images as the compose file: one set everywhere."""
+    infra = (ROOT / "libs/testing/src/tributary_testing/infra.py").read_text()
+    wanted = set(re.findall(r'Container\(\s*"([^"]+)"', infra))
+    used = {entry["image"] for entry in compose()["services"].values() if "image" in entry}
+    assert len(wanted) == 3
+    assert wanted <= used, wanted - used

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Self
@@ -20,6 +21,11 @@ class QuietHandler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def reply_json(self, value: Any) -> None:
+        """200 with ``value`` as JSON: what a receiver got, for a test in another
+        process or container to read (``GET``)."""
+        self.reply(200, json.dumps(value, default=str).encode(), "application/json")
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # quiet: tests read what was received, not an access log

@@ -3,11 +3,16 @@
 Services export with ``OTEL_EXPORTER_OTLP_ENDPOINT=<receiver.url>``; they POST
 ``ExportTraceServiceRequest`` protobufs (optionally gzip/deflate) to ``/v1/traces``.
 Each span is flattened to :class:`ReceivedSpan` (hex ids, service name, links).
+``python -m simulators.otlp --port 4318`` runs one as a process (a container of the
+compose end-to-end test), serving what it got on ``GET /spans``.
 """
 
 from __future__ import annotations
 
+import argparse
+import dataclasses
 import gzip
+import threading
 import zlib
 from collections import defaultdict
 from dataclasses import dataclass
@@ -94,6 +99,12 @@ class OtlpReceiver(BackgroundHttpServer):
                 body = ExportTraceServiceResponse().SerializeToString()
                 self.reply(200, body, "application/x-protobuf")
 
+            def do_GET(self) -> None:
+                if self.path.rstrip("/") != "/spans":
+                    self.reply(404)
+                    return
+                self.reply_json([dataclasses.asdict(span) for span in receiver.spans])
+
         super().__init__(Handler, host, port)
 
     @property
@@ -114,3 +125,18 @@ class OtlpReceiver(BackgroundHttpServer):
 
     def services_per_trace(self) -> dict[str, set[str]]:
         return {tid: {s.service for s in spans} for tid, spans in self.traces().items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m simulators.otlp --host 0.0.0.0 --port 4318``: receive until killed."""
+    parser = argparse.ArgumentParser(prog="python -m simulators.otlp", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=4318)
+    args = parser.parse_args(argv)
+    with OtlpReceiver(args.host, args.port) as receiver:
+        print(f"OTLP/HTTP receiver on {receiver.url}", flush=True)
+        threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

@@ -115,9 +115,6 @@ class WebhookCredentials:
     header: str = "X-Receiver-Token"
     header_value: str = field(default_factory=lambda: "rcv-" + secrets.token_hex(16))
 
-    def values(self) -> list[str]:
-        return [self.hmac_secret, self.header_value]
-
 
 @dataclass
 class Oracle:
@@ -126,6 +123,14 @@ class Oracle:
     traffic: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
     usage: dict[tuple[str, str, str], int] = field(default_factory=lambda: defaultdict(int))
     readings: int = 0
+
+    def to_json(self) -> dict[str, Any]:
+        """As JSON (usage keyed ``merchant|date|metric``), for a test in another process."""
+        return {
+            "traffic": {node: list(totals) for node, totals in self.traffic.items()},
+            "usage": {"|".join(key): value for key, value in self.usage.items()},
+            "readings": self.readings,
+        }
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 Speaks plain HTTP/1.1 on its own thread; every POST body is parsed as JSON when it
 can be and kept with its path and headers. Answers 200, or ``fail_next`` times 503
-first, so a test can watch the sender retry.
+first, so a test can watch the sender retry. ``GET /deliveries`` returns what it got
+(path, headers, body), for a test that runs it in a container.
 """
 
 from __future__ import annotations
@@ -34,6 +35,15 @@ class WebhookSink(BackgroundHttpServer):
             def do_POST(self) -> None:
                 raw = self.read_body()
                 self.reply(sink._record(self.path, dict(self.headers.items()), raw))
+
+            def do_GET(self) -> None:
+                if self.path.rstrip("/") != "/deliveries":
+                    self.reply(404)
+                    return
+                self.reply_json([
+                    {"path": d.path, "headers": d.headers, "body": d.body}
+                    for d in sink.deliveries
+                ])  # fmt: skip
 
         super().__init__(Handler, host, port)
 

@@ -60,7 +60,7 @@ class Infrastructure:
         if kind == "redis":
             from testcontainers.redis import RedisContainer
 
-            container = self._stack.enter_context(RedisContainer("redis:7-alpine"))
+            container = self._stack.enter_context(RedisContainer("redis:7.4-alpine"))
             host, port = container.get_container_host_ip(), container.get_exposed_port(6379)
             return f"redis://{host}:{port}/0"
         if kind == "postgres":
@@ -73,7 +73,7 @@ class Infrastructure:
         from testcontainers.mysql import MySqlContainer
 
         container = self._stack.enter_context(
-            MySqlContainer("mariadb:11", username="root", password="test", dbname="test")  # noqa: S106 - throwaway test container
+            MySqlContainer("mariadb:11.4", username="root", password="test", dbname="test")  # noqa: S106 - throwaway test container
         )
         host, port = container.get_container_host_ip(), container.get_exposed_port(3306)
         return f"mysql+pymysql://root:test@{host}:{port}/test"
