@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import functools
 import logging
 import math
@@ -30,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from snapshot import repository as repo
 from snapshot.config import OUTLINE_WINDOW_DAYS, SnapshotSettings
 from snapshot.credentials import ApiUrl, SecretBox, SecretUnavailable
-from snapshot.deltas import KeyState, aged_out_estimate, compute_deltas
+from snapshot.deltas import KeyDelta, KeyState, aged_out_estimate, compute_deltas
 from snapshot.instruments import SnapshotMetrics
 from snapshot.outline import MAX_INTERVAL_SECONDS, OutlineClients, Reading
 from snapshot.pinning import CollectError
@@ -38,6 +39,7 @@ from tributary.backoff import compute_backoff
 from tributary.events import new_event_id
 from tributary.inbox import process_once
 from tributary.logs import redact
+from tributary.outage import is_dependency_outage
 from tributary.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -172,6 +174,24 @@ class _Writer:
                 future.set_result(outcome)
 
 
+def refused_data(exc: BaseException) -> bool:
+    """Whether a failed write was the server's data's fault (a value out of range, a
+    string the database refuses, a bug on an odd answer) rather than the database being
+    away or a transaction losing a race (a deadlock: the same write may pass next time)."""
+    if is_dependency_outage(exc) or isinstance(exc, RuntimeError | asyncio.CancelledError):
+        return False
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None) or ""
+    return not sqlstate.startswith("40")  # transaction rollback: deadlock, serialization
+
+
+def _first_line(exc: BaseException) -> str:
+    """The error's class and the first line of its message (a DBAPI error's, without
+    SQLAlchemy's statement and parameters)."""
+    cause = getattr(exc, "orig", None) or exc
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[0][:200]}" if text else type(cause).__name__
+
+
 def aged_out_for(session: Session, states: Iterable[KeyState], now: datetime) -> dict[int, int]:
     """Tracked traffic of each key that left the 30-day window since its last reading."""
     spans = {s.ref: s.ageing_from for s in states if s.ageing_from is not None}
@@ -251,7 +271,11 @@ class Collector:
                     read = _Read(plan, request.tick, event_id, await self._read(plan, now))
                 except CollectError as exc:
                     read = _Read(plan, request.tick, event_id, error=exc)
-            outcome = await writer.submit(read)
+                except Exception as exc:  # a bug on an odd answer: this server's failure
+                    log.exception("reading server %s failed", plan.server_id)
+                    error = CollectError("protocol", f"unreadable answer: {type(exc).__name__}")
+                    read = _Read(plan, request.tick, event_id, error=error)
+            outcome = await self._write_contained(writer, read)
         if read.error is not None and outcome.status == "failed":
             log.warning(
                 "collection of server %s (%s) failed: %s; backing off until %s",
@@ -266,6 +290,19 @@ class Collector:
         self.metrics.collections.labels(outcome.status, outcome.reason).inc()
         self.metrics.collect_seconds.observe(time.perf_counter() - started)
         return outcome
+
+    async def _write_contained(self, writer: _Writer, read: _Read) -> Outcome:
+        """Write ``read``; when this server's data cannot be written (a value the database
+        refuses, a bug on an odd answer), record that as its failed collection instead,
+        with its backoff, so that it fails this server's work item only."""
+        try:
+            return await writer.submit(read)
+        except Exception as exc:
+            if not refused_data(exc):
+                raise  # the database is away: the work item is tried again
+            log.exception("writing the collection of server %s failed", read.plan.server_id)
+            error = CollectError("data", f"not stored: {_first_line(exc)}")
+            return await writer.submit(dataclasses.replace(read, reading=None, error=error))
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -387,6 +424,17 @@ class Collector:
         )
         return Outcome("failed", error.kind, backoff_until=until)
 
+    def _count_quirks(self, reading: Reading, deltas: list[KeyDelta]) -> None:
+        """What the reading held that the service worked around (metrics)."""
+        fallbacks = collections.Counter(d.fallback for d in deltas if d.fallback)
+        for reason, n in fallbacks.items():
+            self.metrics.interval_fallbacks.labels(reason).inc(n)
+        clamped = reading.clamped
+        if reading.interval is not None:
+            clamped += reading.interval.clamped
+            self.metrics.interval_unmatched.inc(reading.interval.unmatched_entries)
+        self.metrics.clamped_counts.inc(clamped)
+
     def _save(
         self, session: Session, saves: list[tuple[int, _Read, Reading]], now: datetime
     ) -> list[Outcome]:
@@ -403,6 +451,7 @@ class Collector:
                 repo.CollectionWrite(sid, now, read.tick, reading, deltas.keys, deltas.deleted_refs)
             )
             drops.append(sum(1 for d in deltas.keys if d.epoch_reset))
+            self._count_quirks(reading, deltas.keys)
         snapshots = repo.save_collections(session, writes)
         outcomes = []
         for (_, _, reading), n, dropped in zip(saves, snapshots, drops, strict=True):
