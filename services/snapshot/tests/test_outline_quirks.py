@@ -30,6 +30,26 @@ async def _collected(harness: Harness, server_id: str) -> None:
     assert outcome.status == "collected", outcome
 
 
+async def _baseline(
+    harness: Harness, quirks: Quirks, *key_ids: str
+) -> tuple[FakeOutlineServer, str]:
+    """A server with these quirks, registered and collected once (the baseline)."""
+    server = await _server(harness, quirks, *key_ids)
+    server_id = harness.register(server)
+    await _collected(harness, server_id)
+    return server, server_id
+
+
+async def _after(
+    harness: Harness, server: FakeOutlineServer, server_id: str, seconds: float, **traffic: int
+) -> None:
+    """``seconds`` later, with this traffic (bytes by key id) since: collected again."""
+    harness.advance(seconds)
+    for key_id, nbytes in traffic.items():
+        server.add_traffic(key_id, nbytes)
+    await _collected(harness, server_id)
+
+
 def _last(harness: Harness, server_id: str, key_id: str) -> tuple[int, str]:
     row = harness.deltas(server_id, key_id)[-1]
     return row.delta_bytes, row.source
@@ -41,9 +61,7 @@ async def test_a_key_id_of_any_length_and_its_name_are_stored_whole(harness: Har
     server.create_key(key_id=long_id, name=long_name)  # PUT /access-keys/{id}
     server_id = harness.register(server)
     await _collected(harness, server_id)
-    harness.advance(STEP)
-    server.add_traffic(long_id, 4 * MB)
-    await _collected(harness, server_id)
+    await _after(harness, server, server_id, STEP, **{long_id: 4 * MB})
     names = harness.rows("SELECT name FROM access_keys WHERE key_id = :k", k=long_id)
     assert [r.name for r in names] == [long_name]
     # the id is not a number: the interval answer cannot name it, the window can
@@ -53,13 +71,8 @@ async def test_a_key_id_of_any_length_and_its_name_are_stored_whole(harness: Har
 async def test_a_non_numeric_key_id_comes_back_null_and_gets_window_deltas(
     harness: Harness,
 ) -> None:
-    server = await _server(harness, Quirks(parse_int_ids=True), "0", "my-identifier")
-    server_id = harness.register(server)
-    await _collected(harness, server_id)
-    harness.advance(STEP)
-    server.add_traffic("0", 3 * MB)
-    server.add_traffic("my-identifier", 5 * MB)
-    await _collected(harness, server_id)
+    server, server_id = await _baseline(harness, Quirks(parse_int_ids=True), "0", "my-identifier")
+    await _after(harness, server, server_id, STEP, **{"0": 3 * MB, "my-identifier": 5 * MB})
     assert _last(harness, server_id, "0") == (3 * MB, "interval")
     assert _last(harness, server_id, "my-identifier") == (5 * MB, "window")
     assert _metric(harness, "snapshot_interval_unmatched_entries_total") == 1
@@ -68,27 +81,17 @@ async def test_a_non_numeric_key_id_comes_back_null_and_gets_window_deltas(
 
 
 async def test_ids_parseint_reads_alike_are_not_mixed_up(harness: Harness) -> None:
-    server = await _server(harness, Quirks(parse_int_ids=True), "7", "007")
-    server_id = harness.register(server)
-    await _collected(harness, server_id)
-    harness.advance(STEP)
-    server.add_traffic("7", 10 * MB)
-    server.add_traffic("007", 20 * MB)  # its entry says accessKeyId 7 as well
-    await _collected(harness, server_id)
+    server, server_id = await _baseline(harness, Quirks(parse_int_ids=True), "7", "007")
+    # the entry of 007 says accessKeyId 7 as well
+    await _after(harness, server, server_id, STEP, **{"7": 10 * MB, "007": 20 * MB})
     assert _last(harness, server_id, "7") == (10 * MB, "window")
     assert _last(harness, server_id, "007") == (20 * MB, "window")
 
 
 async def test_a_cached_interval_answer_is_not_counted_again(harness: Harness) -> None:
-    server = await _server(harness, Quirks(query_cache=True))
-    server_id = harness.register(server)
-    await _collected(harness, server_id)
-    harness.advance(STEP)
-    server.add_traffic("0", 50 * MB)
-    await _collected(harness, server_id)  # since=300s: answered and cached
-    harness.advance(STEP)  # the cache entry is exactly 300 s old: still served
-    server.add_traffic("0", 5 * MB)
-    await _collected(harness, server_id)  # since=300s again: the previous answer
+    server, server_id = await _baseline(harness, Quirks(query_cache=True))
+    await _after(harness, server, server_id, STEP, **{"0": 50 * MB})
+    await _after(harness, server, server_id, STEP, **{"0": 5 * MB})
     assert [r.delta_bytes for r in harness.deltas(server_id, "0")] == [0, 50 * MB, 5 * MB]
     assert _last(harness, server_id, "0") == (5 * MB, "window")
     labels = {"reason": "inconsistent"}
@@ -98,48 +101,32 @@ async def test_a_cached_interval_answer_is_not_counted_again(harness: Harness) -
 
 
 async def test_a_since_shorter_than_a_scrape_loses_nothing(harness: Harness) -> None:
-    server = await _server(harness, Quirks(scrape_seconds=60))
-    server_id = harness.register(server)
-    await _collected(harness, server_id)
-    harness.advance(30)  # collect again at once (collect --server): since=30s, no samples
-    server.add_traffic("0", 10 * MB)
-    await _collected(harness, server_id)
+    server, server_id = await _baseline(harness, Quirks(scrape_seconds=60))
+    await _after(harness, server, server_id, 30, **{"0": 10 * MB})
     assert _last(harness, server_id, "0") == (10 * MB, "window")
-    harness.advance(STEP + 30)  # a regular interval, on a scrape: the answer is used again
-    server.add_traffic("0", 7 * MB)
-    await _collected(harness, server_id)
+    await _after(harness, server, server_id, STEP + 30, **{"0": 7 * MB})
     assert _last(harness, server_id, "0") == (7 * MB, "interval")
 
 
 async def test_negative_byte_counts_are_read_as_zero(harness: Harness) -> None:
-    server = await _server(harness, Quirks(negative_bytes=True))
-    server_id = harness.register(server)
-    await _collected(harness, server_id)
-    harness.advance(STEP)
-    server.add_traffic("0", 2 * MB)  # key 1 has none: its entry says -1.4e-11
-    await _collected(harness, server_id)
+    server, server_id = await _baseline(harness, Quirks(negative_bytes=True))
+    # key 1 has no traffic: its entry says -1.4e-11
+    await _after(harness, server, server_id, STEP, **{"0": 2 * MB})
     assert _last(harness, server_id, "0") == (2 * MB, "interval")
     assert _last(harness, server_id, "1") == (0, "interval")
     assert _metric(harness, "snapshot_negative_byte_counts_total") == 1
 
 
 async def test_fractional_byte_counts_are_rounded(harness: Harness) -> None:
-    server = await _server(harness, Quirks(fractional_bytes=True))
-    server_id = harness.register(server)
-    await _collected(harness, server_id)
-    harness.advance(STEP)
-    server.add_traffic("0", 2 * MB)  # the answer says 2000000.37
-    await _collected(harness, server_id)
+    server, server_id = await _baseline(harness, Quirks(fractional_bytes=True))
+    # the answer says 2000000.37
+    await _after(harness, server, server_id, STEP, **{"0": 2 * MB})
     assert _last(harness, server_id, "0") == (2 * MB, "interval")
 
 
 async def test_unlabelled_traffic_the_empty_key_is_no_key(harness: Harness) -> None:
-    server = await _server(harness, Quirks(unlabelled_bytes=9 * MB))
-    server_id = harness.register(server)
-    await _collected(harness, server_id)
-    harness.advance(STEP)
-    server.add_traffic("0", 2 * MB)
-    await _collected(harness, server_id)
+    server, server_id = await _baseline(harness, Quirks(unlabelled_bytes=9 * MB))
+    await _after(harness, server, server_id, STEP, **{"0": 2 * MB})
     assert _last(harness, server_id, "0") == (2 * MB, "interval")
     assert harness.rows("SELECT key_id FROM access_keys WHERE key_id = ''") == []
 
@@ -150,9 +137,8 @@ async def test_usage_of_a_key_no_longer_listed_and_zero_byte_keys(harness: Harne
     server.add_traffic("2", 8 * MB)
     await _collected(harness, server_id)
     server.delete_key("2")  # its usage stays in /metrics/transfer for 30 days
-    harness.advance(STEP)
-    server.add_traffic("0", 2 * MB)  # key 1: absent from the 30-day map, 0 in the interval
-    await _collected(harness, server_id)
+    # key 1: absent from the 30-day map, 0 in the interval
+    await _after(harness, server, server_id, STEP, **{"0": 2 * MB})
     assert _last(harness, server_id, "0") == (2 * MB, "interval")
     assert _last(harness, server_id, "1") == (0, "interval")
     keys = harness.rows("SELECT key_id, deleted_at FROM access_keys ORDER BY key_id")

@@ -42,3 +42,25 @@ class ServiceCrashed(TributaryError):
 
 class StoppedBeforeStart(TributaryError):
     """SIGTERM/SIGINT arrived while the service was still starting (waiting for a store)."""
+
+
+class CycleFailed(TributaryError):
+    """The work of a one-shot verb (``once``, ``collect``, ...) failed, wholly or in part.
+
+    The message says what, in one line; :func:`tributary.cli.main` prints it on stderr
+    and the process exits 1. ``once`` raises it after finishing what it could (the
+    outbox is still published), so a cron job or CronJob sees the failure.
+    """
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """``Type: first line of its message``, secrets masked: a failure told in one line.
+
+    A DBAPI error wrapped by SQLAlchemy says its driver's message, without the statement
+    and parameters SQLAlchemy appends."""
+    from tributary.logs import redact  # imported when a failure is told, not at start-up
+
+    detail = getattr(exc, "orig", None) or exc
+    lines = str(detail).strip().splitlines()
+    text = f"{type(exc).__name__}: {lines[0][:limit]}" if lines else type(exc).__name__
+    return redact(text)

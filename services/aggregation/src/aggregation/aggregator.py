@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -40,6 +40,27 @@ WRITE_ATTEMPTS = 3
 Clock = Callable[[], datetime]
 #: called after each batch with the number of keys it read
 Progress = Callable[[int], None]
+
+
+#: run statuses that mean a day's work was not done in full (``once`` and ``aggregate`` fail)
+NOT_DONE = (repo.FAILED, BUSY, repo.PARTIAL)
+#: days named in a failure line at most; the rest are counted
+SHOWN = 5
+
+
+def failure_line(results: Sequence[RunResult]) -> str:
+    """``2 of 3 runs not done: 2026-01-04 failed (ConnectionError: ...); ...``; "" when
+    every run was done."""
+    failed = [r for r in results if r.status in NOT_DONE]
+    if not failed:
+        return ""
+    shown = "; ".join(
+        f"{r.day}{'' if r.merchant_id is None else ' ' + r.merchant_id} {r.status}"
+        + (f" ({r.error})" if r.error else "")
+        for r in failed[:SHOWN]
+    )
+    more = f"; and {len(failed) - SHOWN} more" if len(failed) > SHOWN else ""
+    return f"{len(failed)} of {len(results)} runs not done: {shown}{more}"
 
 
 def utc_now() -> datetime:

@@ -36,6 +36,7 @@ from snapshot.instruments import SnapshotMetrics
 from snapshot.outline import MAX_INTERVAL_SECONDS, OutlineClients, Reading
 from snapshot.pinning import CollectError
 from tributary.backoff import compute_backoff
+from tributary.errors import one_line
 from tributary.events import new_event_id
 from tributary.inbox import process_once
 from tributary.logs import redact
@@ -184,14 +185,6 @@ def refused_data(exc: BaseException) -> bool:
     return not sqlstate.startswith("40")  # transaction rollback: deadlock, serialization
 
 
-def _first_line(exc: BaseException) -> str:
-    """The error's class and the first line of its message (a DBAPI error's, without
-    SQLAlchemy's statement and parameters)."""
-    cause = getattr(exc, "orig", None) or exc
-    text = str(cause).strip().splitlines()
-    return f"{type(cause).__name__}: {text[0][:200]}" if text else type(cause).__name__
-
-
 def aged_out_for(session: Session, states: Iterable[KeyState], now: datetime) -> dict[int, int]:
     """Tracked traffic of each key that left the 30-day window since its last reading."""
     spans = {s.ref: s.ageing_from for s in states if s.ageing_from is not None}
@@ -301,7 +294,7 @@ class Collector:
             if not refused_data(exc):
                 raise  # the database is away: the work item is tried again
             log.exception("writing the collection of server %s failed", read.plan.server_id)
-            error = CollectError("data", f"not stored: {_first_line(exc)}")
+            error = CollectError("data", f"not stored: {one_line(exc, limit=200)}")
             return await writer.submit(dataclasses.replace(read, reading=None, error=error))
 
     # -- steps ------------------------------------------------------------------------------
