@@ -29,6 +29,7 @@ from aggregation.policy import RetryPolicy, final_after
 from aggregation.reader import Batch, CounterReader, Malformed
 from aggregation.writer import BatchTarget, UsageWriter, WriteResult
 from tributary.db import is_retryable_conflict
+from tributary.errors import failure_summary
 from tributary.logs import redact
 
 log = logging.getLogger(__name__)
@@ -44,23 +45,18 @@ Progress = Callable[[int], None]
 
 #: run statuses that mean a day's work was not done in full (``once`` and ``aggregate`` fail)
 NOT_DONE = (repo.FAILED, BUSY, repo.PARTIAL)
-#: days named in a failure line at most; the rest are counted
-SHOWN = 5
 
 
 def failure_line(results: Sequence[RunResult]) -> str:
     """``2 of 3 runs not done: 2026-01-04 failed (ConnectionError: ...); ...``; "" when
     every run was done."""
-    failed = [r for r in results if r.status in NOT_DONE]
-    if not failed:
-        return ""
-    shown = "; ".join(
+    named = [
         f"{r.day}{'' if r.merchant_id is None else ' ' + r.merchant_id} {r.status}"
         + (f" ({r.error})" if r.error else "")
-        for r in failed[:SHOWN]
-    )
-    more = f"; and {len(failed) - SHOWN} more" if len(failed) > SHOWN else ""
-    return f"{len(failed)} of {len(results)} runs not done: {shown}{more}"
+        for r in results
+        if r.status in NOT_DONE
+    ]
+    return failure_summary("runs not done", named, len(results))
 
 
 def utc_now() -> datetime:

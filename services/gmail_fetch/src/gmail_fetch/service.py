@@ -19,7 +19,7 @@ from gmail_fetch.models import analytics_jobs, message_cache
 from gmail_fetch.quota import QuotaBucket
 from gmail_fetch.repository import Job
 from tributary import catalog
-from tributary.errors import CycleFailed
+from tributary.errors import CycleFailed, failure_summary
 from tributary.retention.tables import TableRetention
 from tributary.service import Components, Resources, Service, default_cycle
 from tributary.streams.runner import RunnerOptions, StreamRunner
@@ -108,10 +108,6 @@ def build(res: Resources[GmailFetchSettings]) -> Components[GmailFetch]:
     )
 
 
-#: jobs named in once's failure line at most
-SHOWN = 5
-
-
 async def once(res: Resources[GmailFetchSettings], parts: Components[GmailFetch]) -> None:
     """The jobs waiting (in the outbox or ``gmail.jobs``) until none is left; CycleFailed
     naming the jobs that ended failed meanwhile (or entries dead-lettered)."""
@@ -126,9 +122,9 @@ async def once(res: Resources[GmailFetchSettings], parts: Components[GmailFetch]
 
     jobs = await asyncio.to_thread(failed)
     if jobs:
-        named = "; ".join(f"{job.id} ({job.error})" for job in jobs[:SHOWN])
-        more = f"; and {len(jobs) - SHOWN} more" if len(jobs) > SHOWN else ""
-        raise CycleFailed(f"{len(jobs)} job(s) failed: {named}{more}")
+        raise CycleFailed(
+            failure_summary("job(s) failed", [f"{job.id} ({job.error})" for job in jobs])
+        )
 
 
 SERVICE: Service[GmailFetchSettings, GmailFetch] = Service(

@@ -9,19 +9,14 @@ from datetime import datetime
 from sqlalchemy.orm import Session, sessionmaker
 
 from snapshot import repository as repo
-
-#: servers named in the line at most; the rest are counted
-SHOWN = 5
+from tributary.errors import failure_summary
 
 
 def failure_line(failed: Sequence[tuple[str, str]], total: int) -> str:
     """``2 of 3 servers not collected: eu-1 (http: GET /server: HTTP 500); ...``, from
     (server name, why) pairs; "" when none failed."""
-    if not failed:
-        return ""
-    shown = "; ".join(f"{name} ({why})" for name, why in failed[:SHOWN])
-    more = f"; and {len(failed) - SHOWN} more" if len(failed) > SHOWN else ""
-    return f"{len(failed)} of {total} servers not collected: {shown}{more}"
+    named = [f"{name} ({why})" for name, why in failed]
+    return failure_summary("servers not collected", named, total)
 
 
 def uncollected(sessions: sessionmaker[Session], server_ids: list[str], since: datetime) -> str:
