@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from snapshot import repository as repo
 from snapshot.config import OUTLINE_WINDOW_DAYS, SnapshotSettings
 from snapshot.credentials import ApiUrl, SecretBox, SecretUnavailable
-from snapshot.deltas import KeyDelta, KeyState, aged_out_estimate, compute_deltas
+from snapshot.deltas import KeyState, aged_out_estimate, compute_deltas
 from snapshot.instruments import SnapshotMetrics
 from snapshot.outline import MAX_INTERVAL_SECONDS, OutlineClients, Reading
 from snapshot.pinning import CollectError
@@ -62,6 +62,8 @@ class Outcome:
     snapshots: int = 0
     backoff_until: datetime | None = None
     drops: int = 0
+    #: keys whose delta came from the window although an interval answer was there, by why
+    fallbacks: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -280,6 +282,8 @@ class Collector:
         if outcome.status == "collected":
             self.metrics.snapshots.inc(outcome.snapshots)
             self.metrics.drops.inc(outcome.drops)
+            assert read.reading is not None
+            self._count_quirks(read.reading, outcome.fallbacks)
         self.metrics.collections.labels(outcome.status, outcome.reason).inc()
         self.metrics.collect_seconds.observe(time.perf_counter() - started)
         return outcome
@@ -417,9 +421,8 @@ class Collector:
         )
         return Outcome("failed", error.kind, backoff_until=until)
 
-    def _count_quirks(self, reading: Reading, deltas: list[KeyDelta]) -> None:
-        """What the reading held that the service worked around (metrics)."""
-        fallbacks = collections.Counter(d.fallback for d in deltas if d.fallback)
+    def _count_quirks(self, reading: Reading, fallbacks: dict[str, int]) -> None:
+        """What a stored reading held that the service worked around (metrics)."""
         for reason, n in fallbacks.items():
             self.metrics.interval_fallbacks.labels(reason).inc(n)
         clamped = reading.clamped
@@ -434,7 +437,7 @@ class Collector:
         """Deltas of every server's reading against its keys' state, written together."""
         states = repo.key_states(session, [read.plan.server_id for _, read, _ in saves], now)
         aged = aged_out_for(session, (s for keys in states.values() for s in keys.values()), now)
-        writes, drops = [], []
+        writes, drops, fallbacks = [], [], []
         for _, read, reading in saves:
             sid = read.plan.server_id
             deltas = compute_deltas(
@@ -444,10 +447,16 @@ class Collector:
                 repo.CollectionWrite(sid, now, read.tick, reading, deltas.keys, deltas.deleted_refs)
             )
             drops.append(sum(1 for d in deltas.keys if d.epoch_reset))
-            self._count_quirks(reading, deltas.keys)
+            fallbacks.append(
+                dict(collections.Counter(d.fallback for d in deltas.keys if d.fallback))
+            )
         snapshots = repo.save_collections(session, writes)
         outcomes = []
-        for (_, _, reading), n, dropped in zip(saves, snapshots, drops, strict=True):
+        for (_, _, reading), n, dropped, fell in zip(
+            saves, snapshots, drops, fallbacks, strict=True
+        ):
             reason = "interval" if reading.interval is not None else "window"
-            outcomes.append(Outcome("collected", reason, snapshots=n, drops=dropped))
+            outcomes.append(
+                Outcome("collected", reason, snapshots=n, drops=dropped, fallbacks=fell)
+            )
         return outcomes
