@@ -100,6 +100,10 @@ class _Read:
 WriteBatch = Callable[[list[_Read]], list[Outcome]]
 
 
+class NotWritten(RuntimeError):
+    """The writer stopped (or broke) before writing a read: nothing of it is stored."""
+
+
 class _Writer:
     """Writes finished reads in groups: whatever piled up while the last group was written.
 
@@ -119,7 +123,7 @@ class _Writer:
 
     async def submit(self, read: _Read) -> Outcome:
         if self._stopped:
-            raise RuntimeError("the collection was not written: the writer stopped")
+            raise NotWritten("the collection was not written: the writer stopped")
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._pending.append((read, future))
         self._ready.set()
@@ -136,7 +140,7 @@ class _Writer:
             while self._pending:
                 _, future = self._pending.popleft()
                 if not future.done():
-                    future.set_exception(RuntimeError("the collection was not written"))
+                    future.set_exception(NotWritten("the collection was not written"))
 
     async def _next_group(self) -> None:
         while not self._pending:
@@ -154,7 +158,7 @@ class _Writer:
         finally:
             for _, future in group:  # only if something unforeseen broke the flush
                 if not future.done():
-                    future.set_exception(RuntimeError("the collection was not written"))
+                    future.set_exception(NotWritten("the collection was not written"))
 
     async def _flush(self, group: list[tuple[_Read, asyncio.Future[Outcome]]]) -> None:
         try:
@@ -181,7 +185,7 @@ def refused_data(exc: BaseException) -> bool:
     """Whether a failed write was the server's data's fault (a value out of range, a
     string the database refuses, a bug on an odd answer) rather than the database being
     away or a transaction losing a race (a deadlock: the same write may pass next time)."""
-    if is_dependency_outage(exc) or isinstance(exc, RuntimeError | asyncio.CancelledError):
+    if is_dependency_outage(exc) or isinstance(exc, NotWritten | asyncio.CancelledError):
         return False
     sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None) or ""
     return not sqlstate.startswith("40")  # transaction rollback: deadlock, serialization
