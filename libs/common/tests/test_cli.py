@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from typing import Any
 
 import pytest
@@ -97,6 +98,7 @@ def test_a_failed_verb_exits_1_with_one_line(capsys: pytest.CaptureFixture[str])
 
 
 def test_once_exits_1_when_its_cycle_dead_lettered_entries(
+    root_logging: logging.Logger,
     env: Keys,
     monkeypatch: pytest.MonkeyPatch,
     redis_url: str,

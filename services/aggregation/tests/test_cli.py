@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 
@@ -160,6 +161,7 @@ def test_a_missing_schema_or_an_unreachable_store_is_one_line_not_a_traceback(
 
 
 def test_once_exits_1_naming_the_runs_not_done(
+    root_logging: logging.Logger,
     service: Service[AggregationSettings, AggregationApp],
     populated: list[date],
     redis_url: str,

@@ -3,6 +3,8 @@ do its work (issue 20), here because Redis cannot be reached; no traceback, no s
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from alert.service import SERVICE
@@ -10,6 +12,7 @@ from tributary.cli import EXIT_FAILED, main
 
 
 def test_once_that_cannot_read_its_streams_exits_1_with_one_line(
+    root_logging: logging.Logger,
     postgres_url: str,
     pg_schema: str,
     monkeypatch: pytest.MonkeyPatch,

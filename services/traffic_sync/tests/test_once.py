@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import redis
 
@@ -15,6 +17,7 @@ from .test_process import hincr
 
 
 def test_once_exits_1_when_a_batch_was_not_applied(
+    root_logging: logging.Logger,
     env: dict[str, str],
     sync_redis: redis.Redis,
     tkeys: TrafficKeys,
