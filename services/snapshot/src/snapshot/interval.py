@@ -40,9 +40,10 @@ class IntervalAnswer:
     def bytes_for(self, key_id: str) -> int | None:
         """The key's bytes (0 when it has no entry), or None when the answer cannot
         speak for it."""
-        if key_id in self.ambiguous or not speaks_for(key_id):
-            return None
-        return self.bytes_by_id.get(key_id, 0)
+        found = self.bytes_by_id.get(key_id)
+        if found is not None:  # the usual case: the entry's id is this key's, decimal
+            return None if key_id in self.ambiguous else found
+        return 0 if speaks_for(key_id) and key_id not in self.ambiguous else None
 
 
 def entry_id(value: object) -> str | None:
