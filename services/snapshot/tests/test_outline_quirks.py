@@ -147,3 +147,14 @@ async def test_usage_of_a_key_no_longer_listed_and_zero_byte_keys(harness: Harne
         ("1", False),
         ("2", True),
     ]
+
+
+async def test_a_cached_answer_of_a_busy_key_is_caught_too(harness: Harness) -> None:
+    """The tolerance is the answer's own size, not the 30-day reading's: a key with 2 GB
+    in its window must not have a cached 15 MB taken for its 2 MB."""
+    server, server_id = await _baseline(harness, Quirks(query_cache=True))
+    await _after(harness, server, server_id, 200, **{"0": 2000 * MB})  # since=200s
+    await _after(harness, server, server_id, STEP, **{"0": 15 * MB})  # since=300s, cached
+    await _after(harness, server, server_id, STEP, **{"0": 2 * MB})  # since=300s again
+    deltas = [r.delta_bytes for r in harness.deltas(server_id, "0")]
+    assert deltas == [0, 2000 * MB, 15 * MB, 2 * MB]

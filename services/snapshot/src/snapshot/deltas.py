@@ -41,6 +41,9 @@ DROP_TOLERANCE_BYTES = 1_000_000
 DROP_TOLERANCE_RATIO = 0.01
 #: a reading below this share of what should remain means the server lost its metrics
 RESET_SHARE = 0.5
+#: an interval answer may differ from the window's delta by this share (and 1 MB, and
+#: the estimated ageing) before it is taken for a cached or empty one
+INTERVAL_TOLERANCE_RATIO = 0.05
 
 
 # KeyState and KeyDelta are named tuples: a cycle makes one of each per key (100,000 at 500
@@ -140,15 +143,16 @@ def _recreated(state: KeyState, reading: int, interval: IntervalAnswer | None) -
 
 
 def _interval_delta(
-    state: KeyState, interval: IntervalAnswer | None, derived: int, reset: bool
+    state: KeyState, interval: IntervalAnswer | None, derived: int, aged_out: int, reset: bool
 ) -> tuple[int | None, str]:
     """The interval answer's bytes for a known key, or (None, why not).
 
-    The window bounds the traffic: new = R1 - R0 + what aged out, and what aged out is
-    at least our tracked share (in ``derived``) and at most that plus the untracked
-    usage. An answer outside those bounds (give or take the noise tolerance) is a cached
-    answer to an earlier question or an empty one (a ``since`` shorter than a Prometheus
-    scrape): the window's delta is used instead, so nothing is counted twice or lost.
+    The window bounds the traffic: new = R1 - R0 + what aged out, where what aged out is
+    at least 0 and about our tracked estimate (``aged_out``, in ``derived``; hour
+    resolution), plus at most the untracked usage. An answer outside those bounds, give
+    or take :func:`_interval_slack`, is a cached answer to an earlier question or an
+    empty one (a ``since`` shorter than a Prometheus scrape): the window's delta is used
+    instead, so nothing is counted twice or lost.
     """
     if interval is None:
         return None, ""
@@ -157,10 +161,16 @@ def _interval_delta(
         return None, UNMATCHED
     if reset:  # the server lost its metrics: the window cannot vouch for anything
         return said, ""
-    tolerance = _tolerance(state.last_reading or 0)
-    if derived - tolerance <= said <= max(0, derived) + state.untracked + tolerance:
+    slack = _interval_slack(said, derived) + aged_out
+    if derived - slack <= said <= max(0, derived) + state.untracked + slack:
         return said, ""
     return None, INCONSISTENT
+
+
+def _interval_slack(said: int, derived: int) -> int:
+    """What an honest answer may differ from the window by: Prometheus extrapolates
+    increase(), and the two requests are a moment apart."""
+    return DROP_TOLERANCE_BYTES + int(INTERVAL_TOLERANCE_RATIO * max(said, derived, 0))
 
 
 def _known(
@@ -179,7 +189,7 @@ def _known(
         and dropped - absorbed > _tolerance(previous)
         and reading < RESET_SHARE * max(0, previous - aged_out)  # below what should remain
     )
-    said, fallback = _interval_delta(state, interval, derived, reset)
+    said, fallback = _interval_delta(state, interval, derived, aged_out, reset)
     if said is not None:
         delta, source = said, "interval"
     elif reset:
