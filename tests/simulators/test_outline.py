@@ -98,3 +98,52 @@ async def test_latency_errors_churn_and_automatic_traffic() -> None:
             assert len(server.keys) == 5
             server.error_rate = 1.0
             assert (await client.get(f"{server.api_url}/server")).status_code == 500
+
+
+async def test_it_answers_as_the_real_server_does(sim: OutlineSimulator) -> None:
+    """What outline-server's manager_service.ts / manager_metrics.ts do (issue 20)."""
+    server = sim.servers[0]
+    long_id = "my-identifier-" + "x" * 300
+    async with _client() as client:
+        put = await client.put(f"{server.api_url}/access-keys/{long_id}", json={"name": "n"})
+        assert put.status_code == 201
+        assert put.json()["id"] == long_id
+        again = await client.put(f"{server.api_url}/access-keys/{long_id}", json={})
+        assert again.json()["code"] == "Conflict"
+        missing = await client.get(f"{server.api_url}/access-keys/nobody")
+        assert (missing.status_code, missing.json()["code"]) == (404, "NotFound")
+        unknown = await client.get(f"{server.api_url}/nowhere")
+        assert unknown.json()["code"] == "ResourceNotFound"
+        for since, status, code in (("", 400, "MissingParameter"), ("5m", 400, "InvalidArgument"),
+                                    ("0s", 500, "InternalServer")):  # fmt: skip
+            bad = await client.get(f"{server.api_url}/experimental/server/metrics?since={since}")
+            assert (bad.status_code, bad.json()["code"]) == (status, code)
+        server.add_traffic(long_id, 100)
+        server.add_traffic("0", 50)
+        server.quirks.unlabelled_bytes = 7
+        metrics = await client.get(f"{server.api_url}/experimental/server/metrics?since=1h")
+        ids = sorted(
+            (str(e["accessKeyId"]), e["dataTransferred"]["bytes"])
+            for e in metrics.json()["accessKeys"]
+        )
+        assert ids == [("0", 50), ("None", 7), ("None", 100)]
+        transfer = await client.get(f"{server.api_url}/metrics/transfer")
+        assert transfer.json()["bytesTransferredByUserId"] == {long_id: 100, "0": 50, "": 7}
+
+
+async def test_the_query_cache_answers_the_same_since_for_300_seconds(
+    sim: OutlineSimulator,
+) -> None:
+    server, clock = sim.servers[0], sim.clock
+    assert isinstance(clock, ManualClock)
+    server.quirks.query_cache = True
+    url = f"{server.api_url}/experimental/server/metrics?since=300s"
+    async with _client() as client:
+        server.add_traffic("0", 10)
+        first = (await client.get(url)).json()
+        clock.advance(300)
+        server.add_traffic("0", 99)
+        assert (await client.get(url)).json() == first  # cached
+        clock.advance(1)
+        fresh = (await client.get(url)).json()
+        assert fresh["accessKeys"][0]["dataTransferred"]["bytes"] == 99

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 from typing import Any
 
 import pytest
 import redis
 
-from tributary.cli import EXIT_CONFIG, Command, Invocation, main
+from tributary.cli import EXIT_CONFIG, EXIT_FAILED, Command, Invocation, main
+from tributary.errors import CycleFailed
 from tributary.keys import Keys
 from tributary.streams.dlq import dead_letter_fields
 from tributary_testing.sample_service import SERVICE, STREAM
@@ -79,3 +81,38 @@ def test_a_verb_runs_its_function_with_its_arguments_and_loads_settings_only_on_
     with pytest.raises(SystemExit) as unknown:
         main(SERVICE, ["shout"], [_verb(seen)])
     assert unknown.value.code == 2
+
+
+def test_a_failed_verb_exits_1_with_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    def failing(inv: Invocation[Any, Any]) -> int:
+        raise CycleFailed("2 of 3 things not done: a (why); b (why)")
+
+    def broken(inv: Invocation[Any, Any]) -> int:
+        raise ValueError("bad\nsecond line https://user:hunter2@host/")
+
+    verbs = [Command("fail", "", failing), Command("break", "", broken)]
+    assert main(SERVICE, ["fail"], verbs) == EXIT_FAILED
+    assert capsys.readouterr().err == "sample: 2 of 3 things not done: a (why); b (why)\n"
+    assert main(SERVICE, ["break"], verbs) == EXIT_FAILED
+    assert capsys.readouterr().err == "sample: break failed: ValueError: bad\n"
+
+
+def test_once_exits_1_when_its_cycle_dead_lettered_entries(
+    root_logging: logging.Logger,
+    env: Keys,
+    monkeypatch: pytest.MonkeyPatch,
+    redis_url: str,
+    postgres_url: str,
+    pg_schema: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.setenv("DATABASE_URL", postgres_url)
+    monkeypatch.setenv("DB_SCHEMA", pg_schema)
+    monkeypatch.setenv("LOG_LEVEL", "ERROR")
+    assert main(SERVICE, ["once"]) == 0
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.xadd(env.stream(STREAM), {"not": "an event"})
+    client.close()
+    assert main(SERVICE, ["once"]) == EXIT_FAILED
+    said = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("{")]
+    assert said == ["sample: entries dead-lettered: 1 on sample.events (see `dlq list`)"]

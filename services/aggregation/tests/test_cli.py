@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 import pytest
 import redis
@@ -157,3 +158,23 @@ def test_a_missing_schema_or_an_unreachable_store_is_one_line_not_a_traceback(
     err = capsys.readouterr().err.strip()
     assert "ConnectionError" in err.splitlines()[-1]  # recorded as a failed run
     assert "hunter2" not in err
+
+
+def test_once_exits_1_naming_the_runs_not_done(
+    root_logging: logging.Logger,
+    service: Service[AggregationSettings, AggregationApp],
+    populated: list[date],
+    redis_url: str,
+    key_format: KeyFormat,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 20: ``once`` and every one-shot verb exit non-zero when their work failed."""
+    today = datetime.now(UTC).date()
+    client = redis.Redis.from_url(redis_url, decode_responses=True)
+    client.set(key_format.counter("m1", today, "calls"), "not a number")
+    client.close()
+    assert run(service, "once") == 1
+    said = [line for line in capsys.readouterr().err.splitlines() if not line.startswith("{")]
+    assert len(said) == 1
+    assert said[0].startswith(f"aggregation: 1 of 2 runs not done: {today} partial")

@@ -86,3 +86,41 @@ async def test_generate_key_needs_no_configuration(env: dict[str, str]) -> None:
     code, _, err = await _run(bare, "servers", "list")
     assert code == 2
     assert "ENCRYPTION_KEY" in err or "DATABASE_URL" in err
+
+
+def _said(err: str) -> list[str]:
+    """stderr without the JSON log lines."""
+    return [line for line in err.splitlines() if line.strip() and not line.startswith("{")]
+
+
+async def _register(env: dict[str, str], sim: OutlineSimulator) -> None:
+    for server in sim.servers:
+        registration = json.dumps(
+            {"apiUrl": server.api_url, "certSha256": server.certificate.sha256}
+        )
+        code, _, err = await _run(env, "servers", "add", "--name", server.name,
+                                  "--from-json", "-", stdin=registration)  # fmt: skip
+        assert code == 0, err
+
+
+async def test_once_and_collect_exit_1_naming_what_failed(env: dict[str, str]) -> None:
+    """Issue 20: ``once`` exited 0, silently, when every server failed."""
+    async with OutlineSimulator(2, 1) as sim:
+        await _register(env, sim)
+        code, _, err = await _run(env, "once")
+        assert (code, err) == (0, "")
+        sim.servers[1].down = True
+        code, _, err = await _run(env, "once")
+        assert code == 1
+        lines = _said(err)
+        assert len(lines) == 1, err  # besides the log lines
+        assert lines[0].startswith("snapshot: 1 of 2 servers not collected: Outline Server 1 (http")
+        assert sim.servers[1].secret not in err
+        code, out, err = await _run(env, "collect", "--server", "Outline Server 1",
+                                    "--server", "nowhere")  # fmt: skip
+        assert code == 1
+        assert _lines(out)[0]["status"] == "failed"
+        assert _said(err)[-1] == (
+            "snapshot: 2 of 2 servers not collected: Outline Server 1 (failed, http: "
+            "GET /access-keys: HTTP 500); nowhere (no such server)"
+        )

@@ -88,6 +88,6 @@ async def test_a_writer_that_breaks_fails_every_waiting_read() -> None:
         5,
     )
     await asyncio.gather(running, return_exceptions=True)
-    assert [type(r).__name__ for r in results] == ["RuntimeError"] * 3
+    assert [type(r).__name__ for r in results] == ["NotWritten"] * 3
     with pytest.raises(RuntimeError, match="writer stopped"):
         await writer.submit(_read("b"))

@@ -25,6 +25,7 @@ from rich.live import Live
 from sqlalchemy.engine import make_url
 
 from simulators.dashboard import refresh_forever, render, stream_rows
+from simulators.outline_quirks import Quirks
 from simulators.scenario import Scenario
 from simulators.stack import Stack
 from simulators.system import ServiceFailed, SystemConfig
@@ -114,7 +115,9 @@ async def run(args: argparse.Namespace) -> int:
     recreate_database(config.postgres_url)
     recreate_database(config.mysql_url)
     clear_redis(config.redis_url, PREFIX)
-    stack = Stack(config, Scenario(seed=args.seed, prefix=PREFIX))
+    stack = Stack(
+        config, Scenario(seed=args.seed, prefix=PREFIX), outline_quirks=args.outline_quirks
+    )
     console.print("starting simulators, migrating and starting the five services ...")
     keys = Keys(PREFIX)
     tasks: list[asyncio.Task[None]] = []
@@ -165,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--duration", type=float, default=0, help="stop after N seconds (0: never)")
     parser.add_argument("--no-view", action="store_true", help="print progress lines instead")
     parser.add_argument("--port-base", type=int, default=8001)
+    parser.add_argument("--outline-quirks", type=Quirks.parse, default=Quirks(),
+                        help="real Outline quirks the fake servers show: all, or "
+                             "names (query_cache,scrape_seconds=60,...)")  # fmt: skip
     parser.add_argument("--log-dir", default=".demo/logs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

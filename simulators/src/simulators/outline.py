@@ -5,7 +5,8 @@ Each :class:`FakeOutlineServer` has its own self-signed certificate (pinned by
 management API the snapshot service uses, in the real wire format:
 
 - ``GET /<secret>/server``: name, serverId, accessKeyDataLimit
-- ``GET /<secret>/access-keys`` (and ``POST``, ``DELETE /access-keys/<id>``)
+- ``GET /<secret>/access-keys`` (and ``POST``; ``PUT``, ``GET``, ``DELETE
+  /access-keys/<id>`` with ids of any length)
 - ``GET /<secret>/metrics/transfer``: ``bytesTransferredByUserId`` over a
   ROLLING 30-day window (traffic ages out; zero-usage keys are absent; ids are
   strings; usage stays recorded under a key id after the key is deleted, as
@@ -13,7 +14,10 @@ management API the snapshot service uses, in the real wire format:
 - ``GET /<secret>/experimental/server/metrics?since=<n>[shdw]``: per-key
   ``dataTransferred.bytes`` over that interval (only on servers that have it)
 
-Anything else, or a wrong secret, is a 404. Latency, error rate, automatic
+Errors carry restify's body, ``{"code": "NotFound", "message": ...}``; anything
+else, or a wrong secret, is a 404 ``ResourceNotFound``. The real server's quirks
+(parseInt key ids, the query cache, scrapes, the ``""`` key...) are switches:
+:mod:`simulators.outline_quirks`. Latency, error rate, automatic
 traffic, key churn and metric resets are configurable, and time comes from
 an injectable clock so tests can move 30 days ahead in a blink.
 
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import random
 import signal
@@ -47,7 +52,9 @@ from simulators.outline_model import (
     FakeOutlineServer,
     ManualClock,
     Usage,
+    error,
 )
+from simulators.outline_quirks import Quirks
 from simulators.outline_tls import server_context
 
 __all__ = [
@@ -201,7 +208,7 @@ class OutlineSimulator:
         if scope["type"] != "http":
             return
         server = self._by_port.get(scope["server"][1])
-        status, body = await self._respond(server, scope)
+        status, body = await self._respond(server, scope, receive)
         payload = b"" if body is None else json.dumps(body).encode()
         headers = [
             (b"content-type", b"application/json"),
@@ -210,18 +217,34 @@ class OutlineSimulator:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": payload})
 
-    async def _respond(self, server: FakeOutlineServer | None, scope: Scope) -> tuple[int, Any]:
+    async def _respond(
+        self, server: FakeOutlineServer | None, scope: Scope, receive: Receive
+    ) -> tuple[int, Any]:
         path: str = scope["path"]
         if server is None or not path.startswith(f"/{server.secret}/"):
-            return 404, {"code": "NotFoundError", "message": "not found"}
+            return error(404, "ResourceNotFound", f"{path} does not exist")
         server.requests += 1
         if server.latency:
             await asyncio.sleep(server.latency)
         if server.down or (server.error_rate and server.rng.random() < server.error_rate):
-            return 500, {"code": "InternalError", "message": "simulated failure"}
+            return error(500, "InternalServer")
         endpoint = path[len(server.secret) + 1 :]
         query = scope.get("query_string", b"").decode()
-        return server.handle(scope["method"], endpoint, query)
+        body = await _json_body(receive) if scope["method"] in ("POST", "PUT") else None
+        return server.handle(scope["method"], endpoint, query, body)
+
+
+async def _json_body(receive: Receive) -> Any:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            break
+    try:
+        return json.loads(b"".join(chunks) or b"null")
+    except ValueError:
+        return None
 
 
 # -- command line ---------------------------------------------------------------------------
@@ -241,6 +264,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--churn-rate", type=float, default=0.0)
     parser.add_argument("--reset-rate", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--quirks", type=Quirks.parse, default=Quirks(),
+                        help="real-server quirks: all, or names (query_cache,...)")  # fmt: skip
     parser.add_argument("--registrations", type=Path, required=True,
                         help="where to write [{name, apiUrl, certSha256}] (secret)")  # fmt: skip
     return parser
@@ -264,6 +289,7 @@ async def _serve(args: argparse.Namespace) -> None:
     async with simulator:
         for server in simulator.servers:
             server.churn_rate, server.reset_rate = args.churn_rate, args.reset_rate
+            server.quirks = dataclasses.replace(args.quirks)
         args.registrations.write_text(json.dumps(simulator.registrations()))
         args.registrations.chmod(0o600)
         print(json.dumps({"ready": True, "servers": len(simulator.servers)}), flush=True)

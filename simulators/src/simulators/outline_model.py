@@ -3,6 +3,7 @@ management API's answers in the real wire format (served by :mod:`simulators.out
 
 from __future__ import annotations
 
+import math
 import random
 import re
 import secrets
@@ -16,14 +17,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
+from simulators.outline_quirks import QueryCache, Quirks, parse_int
 from simulators.outline_tls import ServerCertificate, make_certificate
 
 Clock = Callable[[], float]
 
 #: the rolling window of /metrics/transfer and of data limits, in seconds
 WINDOW_SECONDS = 30 * 86400
-_SINCE = re.compile(r"^(\d+)([shdw])$")
 _UNIT_SECONDS = {"s": 1, "h": 3600, "d": 86400, "w": 7 * 86400}
+_JS_NUMBER = re.compile(r"\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*")
 
 
 class ManualClock:
@@ -56,12 +58,30 @@ class Usage:
         return self.total
 
     def since(self, now: float, seconds: float) -> int:
+        return self.between(now - seconds, now)
+
+    def between(self, lo: float, hi: float) -> int:
+        """Bytes of (lo, hi]."""
         total = 0
         for at, nbytes in reversed(self.events):
-            if at <= now - seconds:
+            if at <= lo:
                 break
-            total += nbytes
+            if at <= hi:
+                total += nbytes
         return total
+
+
+def error(status: int, code: str, message: str = "") -> tuple[int, dict[str, str]]:
+    """A restify error as the real server sends it: ``{"code", "message"}``, the code
+    being the error class without ``Error`` (``NotFound``, ``InvalidArgument``...)."""
+    return status, {"code": code, "message": message}
+
+
+def js_number(text: str) -> float | None:
+    """JavaScript's ``Number(text)`` for the decimal forms (None: NaN); "" is 0."""
+    if not text.strip():
+        return 0.0
+    return float(text) if _JS_NUMBER.fullmatch(text) else None
 
 
 @dataclass
@@ -113,6 +133,9 @@ class FakeOutlineServer:
         #: probability, per /metrics/transfer request, that all metrics are lost
         self.reset_rate = 0.0
         self.down = False
+        #: the real server's quirks this fake reproduces (see simulators.outline_quirks)
+        self.quirks = Quirks()
+        self._cache = QueryCache()
         self.access_key_data_limit: int | None = None
         self.keys: dict[str, FakeKey] = {}
         self.usage: dict[str, Usage] = {}
@@ -184,18 +207,30 @@ class FakeOutlineServer:
             key.generated_until = max(key.generated_until, now)
 
     def transfer(self) -> dict[str, int]:
+        """/metrics/transfer: 0-byte keys left out, unlabelled traffic under ``""``."""
         now = self.clock()
         self._generate(now)
-        return {k: total for k, u in self.usage.items() if (total := u.window(now)) > 0}
+        usage = {k: total for k, u in self.usage.items() if (total := u.window(now)) > 0}
+        if self.quirks.unlabelled_bytes:
+            usage[""] = self.quirks.unlabelled_bytes
+        return usage
 
     def interval(self, seconds: float) -> dict[str, int]:
+        """Bytes per key id over the last ``seconds``, as Prometheus sees them: with
+        ``scrape_seconds``, only between the first and last scrape inside the range."""
         now = self.clock()
         self._generate(now)
-        return {k: total for k, u in self.usage.items() if (total := u.since(now, seconds)) > 0}
+        lo, hi = now - seconds, now
+        scrape = self.quirks.scrape_seconds
+        if scrape:
+            lo, hi = math.ceil(lo / scrape) * scrape, math.floor(now / scrape) * scrape
+            if hi <= lo:  # fewer than two samples: increase() has nothing to say
+                return {}
+        return {k: total for k, u in self.usage.items() if (total := u.between(lo, hi)) > 0}
 
     # -- the API ------------------------------------------------------------------------
 
-    def handle(self, method: str, endpoint: str, query: str) -> tuple[int, Any]:
+    def handle(self, method: str, endpoint: str, query: str, body: Any = None) -> tuple[int, Any]:
         """(status, JSON body) of one request to ``/<secret><endpoint>``."""
         route = (method, endpoint)
         if route == ("GET", "/server"):
@@ -204,20 +239,36 @@ class FakeOutlineServer:
             self._maybe_churn()
             return 200, {"accessKeys": [k.as_json(self.host) for k in self.keys.values()]}
         if route == ("POST", "/access-keys"):
-            return 201, self.create_key().as_json(self.host)
-        if method == "DELETE" and endpoint.startswith("/access-keys/"):
-            key_id = endpoint.removeprefix("/access-keys/")
-            if key_id not in self.keys:
-                return 404, {"code": "NotFoundError", "message": f"No access key {key_id}"}
-            self.delete_key(key_id)
-            return 204, None
+            if isinstance(body, dict) and "id" in body:
+                return error(400, "InvalidArgument", "Parameter `id` is not allowed")
+            return 201, self.create_key(**_key_options(body)).as_json(self.host)
+        if endpoint.startswith("/access-keys/") and endpoint.count("/") == 2:
+            return self._one_key(method, endpoint.removeprefix("/access-keys/"), body)
         if route == ("GET", "/metrics/transfer"):
             if self.reset_rate and self.rng.random() < self.reset_rate:
                 self.reset_metrics()
             return 200, {"bytesTransferredByUserId": self.transfer()}
         if route == ("GET", "/experimental/server/metrics") and self.interval_metrics:
             return self._experimental(query)
-        return 404, {"code": "NotFoundError", "message": "not found"}
+        return error(404, "ResourceNotFound", f"{endpoint} does not exist")
+
+    def _one_key(self, method: str, key_id: str, body: Any) -> tuple[int, Any]:
+        """``/access-keys/{id}``: any id an admin chooses, of any length."""
+        if not key_id:
+            return error(400, "MissingParameter", "Parameter `id` is missing")
+        if method == "PUT":
+            if key_id in self.keys:
+                return error(409, "Conflict", f'Access key "{key_id}" already exists')
+            key = self.create_key(key_id=key_id, **_key_options(body))
+            return 201, key.as_json(self.host)
+        if key_id not in self.keys:
+            return error(404, "NotFound", f'Access key "{key_id}" not found')
+        if method == "GET":
+            return 200, self.keys[key_id].as_json(self.host)
+        if method == "DELETE":
+            self.delete_key(key_id)
+            return 204, None
+        return error(405, "MethodNotAllowed", f"{method} is not allowed")
 
     def _server_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -235,29 +286,57 @@ class FakeOutlineServer:
 
     def _experimental(self, query: str) -> tuple[int, Any]:
         since = parse_qs(query).get("since", [""])[0]
-        match = _SINCE.match(since)
-        if not match:
-            message = "since must be a duration like 30s, 2h, 1d or 1w"
-            return 400, {"code": "InvalidArgument", "message": message}
-        seconds = int(match[1]) * _UNIT_SECONDS[match[2]]
-        usage = self.interval(seconds)
+        if not since:
+            return error(400, "MissingParameter", "Parameter `since` is missing")
+        value, unit = js_number(since[:-1]), since[-1:]
+        if value is None or unit not in _UNIT_SECONDS:
+            return error(400, "InvalidArgument", f"Invalid time range: {since}")
+        seconds = value * _UNIT_SECONDS[unit]
+        if seconds <= 0 or not seconds.is_integer():  # Prometheus refuses the range
+            return error(500, "InternalServer")
         now = self.clock()
+        query_text = f"increase[{int(seconds)}s]"
+        if self.quirks.query_cache:
+            cached = self._cache.get(query_text, now)
+            if cached is not None:
+                return 200, cached
+        answer = self._metrics_answer(int(seconds), now)
+        if self.quirks.query_cache:
+            self._cache.put(query_text, now, answer)
+        return 200, answer
+
+    def _metrics_answer(self, seconds: int, now: float) -> dict[str, Any]:
+        quirks = self.quirks
+        usage: dict[str, float] = dict(self.interval(seconds))
+        if quirks.zero_entries or quirks.negative_bytes:
+            for key_id in self.keys:
+                usage.setdefault(key_id, -1.4e-11 if quirks.negative_bytes else 0)
+        if quirks.unlabelled_bytes and usage:
+            usage[""] = quirks.unlabelled_bytes
+        if quirks.fractional_bytes:
+            usage = {k: b + 0.37 if b > 0 else b for k, b in usage.items()}
         keys = [
             {
-                "accessKeyId": int(k) if k.isdigit() else k,
+                "accessKeyId": parse_int(k) if quirks.parse_int_ids else k,
                 "tunnelTime": {"seconds": 0},
                 "dataTransferred": {"bytes": b},
-                "connection": {"lastTrafficSeen": int(now), "peakDeviceCount": {"data": 1}},
+                "connection": {
+                    "lastTrafficSeen": int(now) if b > 0 else None,
+                    "peakDeviceCount": {"data": 1, "timestamp": int(now)},
+                },
             }
             for k, b in usage.items()
         ]
         server = {
             "tunnelTime": {"seconds": 0},
             "dataTransferred": {"bytes": sum(usage.values())},
-            "bandwidth": {"current": {"data": {"bytes": 0}, "timestamp": int(now)}},
+            "bandwidth": {
+                "current": {"data": {"bytes": 0}, "timestamp": int(now)},
+                "peak": {"data": {"bytes": 0}, "timestamp": None},
+            },
             "locations": [],
         }
-        return 200, {"server": server, "accessKeys": keys}
+        return {"server": server, "accessKeys": keys}
 
     def _maybe_churn(self) -> None:
         if self.churn_rate and self.keys and self.rng.random() < self.churn_rate:
@@ -265,3 +344,14 @@ class FakeOutlineServer:
             rate = self.keys[victim].rate
             self.delete_key(victim)
             self.create_key(rate=rate)
+
+
+def _key_options(body: Any) -> dict[str, Any]:
+    """``name`` and ``limit`` of a POST or PUT /access-keys body."""
+    if not isinstance(body, dict):
+        return {}
+    limit = body.get("limit")
+    return {
+        "name": body.get("name"),
+        "data_limit": limit.get("bytes") if isinstance(limit, dict) else None,
+    }

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import secrets
 import time
@@ -21,6 +22,7 @@ from cryptography.fernet import Fernet
 from simulators.gmail import GmailServer
 from simulators.gmail_fake import GmailFake
 from simulators.outline import OutlineSimulator
+from simulators.outline_quirks import Quirks
 from simulators.scenario import (
     LIMITED_NODE,
     NODE_LIMIT,
@@ -81,6 +83,8 @@ class Stack:
     gmail_messages: int = 300
     secrets: dict[str, str] = field(default_factory=secrets_env)
     webhook_credentials: WebhookCredentials = field(default_factory=WebhookCredentials)
+    #: the real Outline server's quirks the fake servers reproduce (demo: --outline-quirks)
+    outline_quirks: Quirks = field(default_factory=Quirks)
     outline_sim: OutlineSimulator = field(init=False)
     gmail: GmailServer = field(init=False)
     webhook: WebhookSink = field(init=False)
@@ -112,6 +116,8 @@ class Stack:
         self.outline_sim = OutlineSimulator(servers=0, seed=self.scenario.rng.randint(0, 1 << 30))
         await self.outline_sim.start()
         self.world = await self.scenario.outline(self.outline_sim)
+        for server in self.outline_sim.servers:
+            server.quirks = dataclasses.replace(self.outline_quirks)
 
         cfg = self.config
         cfg.env = {

@@ -14,8 +14,13 @@ imports only the standard library. A verb's function, the service and its
 settings class may be given as ``"module:attribute"`` references, imported when a
 verb needs them: ``--help`` imports none, ``check-config`` only the settings.
 
-Configuration errors print one line naming the bad variable and exit 2;
-nothing secret is printed (``check-config`` masks SecretStr values).
+Exit status: 0 only when the verb did its work. Configuration errors print one
+line naming the bad variable and exit 2; a verb whose work failed raises
+:class:`~tributary.errors.CycleFailed` (``once`` with a server, job or batch
+that failed, ``collect`` with a server not collected...), and any other error
+escaping a verb is told the same way: one line on stderr, ``<service>: ...``,
+exit 1 (the traceback too with ``LOG_LEVEL=DEBUG``). Nothing secret is printed
+(``check-config`` masks SecretStr values; messages are redacted).
 """
 
 from __future__ import annotations
@@ -23,13 +28,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import os
 import sys
+import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from tributary.errors import ConfigError
+from tributary.errors import ConfigError, CycleFailed, one_line
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Engine
@@ -38,6 +45,8 @@ if TYPE_CHECKING:
     from tributary.config import ServiceSettings
     from tributary.service import Components, Resources, Service
 
+#: exit status of a verb whose work failed (a cycle, a collection, an unexpected error)
+EXIT_FAILED = 1
 #: exit status for bad configuration (as sysexits' EX_CONFIG would be too obscure)
 EXIT_CONFIG = 2
 
@@ -241,3 +250,11 @@ def main(
     except ConfigError as exc:
         print(f"{program.name}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
+    except CycleFailed as exc:
+        print(f"{program.name}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as exc:  # one line, not a traceback (LOG_LEVEL=DEBUG: both)
+        print(f"{program.name}: {args.verb} failed: {one_line(exc)}", file=sys.stderr)
+        if os.environ.get("LOG_LEVEL", "").upper() == "DEBUG":
+            traceback.print_exc()
+        return EXIT_FAILED

@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tributary import redis_client
 from tributary.config import ServiceSettings
 from tributary.db import DatabaseTls, await_db, make_engine, make_sessionmaker
-from tributary.errors import ServiceCrashed, StoppedBeforeStart
+from tributary.errors import CycleFailed, ServiceCrashed, StoppedBeforeStart
 from tributary.events import Registry
 from tributary.http import (
     HttpServer,
@@ -478,16 +478,40 @@ async def _wait_for_stop_or_crash(
 
 
 async def run_once(service: Service[S, Any], settings: S) -> None:
-    """One cycle of the service's work, then exit (cron/CronJob friendly)."""
+    """One cycle of the service's work, then exit (cron/CronJob friendly).
+
+    Raises :class:`~tributary.errors.CycleFailed` when the cycle failed: the service's
+    ``once`` says so itself; the default cycle (its consumers in burst mode, then its
+    periodic jobs) when it dead-lettered entries. The outbox is published either way.
+    """
     configure_logging(settings.log_level, service.name)
     async with started(service, settings) as (res, parts):
-        if service.once is not None:
-            await service.once(res, parts)
-        else:
-            for runner in parts.runners:
-                await runner.run(burst=True)
-            for p in parts.periodic:
-                await p.job()
+        failure: CycleFailed | None = None
+        try:
+            if service.once is not None:
+                await service.once(res, parts)
+            else:
+                await default_cycle(parts)
+        except CycleFailed as exc:
+            failure = exc
         if parts.uses_outbox:
             while await res.relay.relay_once():
                 pass
+        if failure is not None:
+            raise failure
+
+
+async def default_cycle(parts: Components[Any]) -> None:
+    """The consumers until nothing is left, then each periodic job once; CycleFailed when
+    an entry was dead-lettered meanwhile."""
+    dead: dict[str, int] = {}
+    for runner in parts.runners:
+        before = runner.dead_lettered
+        await runner.run(burst=True)
+        if runner.dead_lettered > before:
+            dead[runner.stream] = runner.dead_lettered - before
+    for p in parts.periodic:
+        await p.job()
+    if dead:
+        where = ", ".join(f"{n} on {stream}" for stream, n in dead.items())
+        raise CycleFailed(f"entries dead-lettered: {where} (see `dlq list`)")

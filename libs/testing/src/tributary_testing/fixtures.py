@@ -7,6 +7,7 @@ may run in any order and side by side.
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 
@@ -19,6 +20,22 @@ from tributary.keys import Keys
 from tributary.redis_client import connect
 from tributary_testing.infra import Infrastructure, delete_prefix
 from tributary_testing.process import ServiceProcesses, service_env
+
+
+@pytest.fixture
+def root_logging() -> Iterator[logging.Logger]:
+    """The root logger put back as it was afterwards: a verb run in process
+    (``main(SERVICE, ["once"])``) configures logging for the whole process, and a
+    quieter root level would hide later tests' records from ``caplog``."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    try:
+        yield root
+    finally:
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+            handler.close()
+        root.setLevel(level)
 
 
 def unique_name(kind: str) -> str:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 
@@ -29,6 +29,7 @@ from aggregation.policy import RetryPolicy, final_after
 from aggregation.reader import Batch, CounterReader, Malformed
 from aggregation.writer import BatchTarget, UsageWriter, WriteResult
 from tributary.db import is_retryable_conflict
+from tributary.errors import failure_summary
 from tributary.logs import redact
 
 log = logging.getLogger(__name__)
@@ -40,6 +41,22 @@ WRITE_ATTEMPTS = 3
 Clock = Callable[[], datetime]
 #: called after each batch with the number of keys it read
 Progress = Callable[[int], None]
+
+
+#: run statuses that mean a day's work was not done in full (``once`` and ``aggregate`` fail)
+NOT_DONE = (repo.FAILED, BUSY, repo.PARTIAL)
+
+
+def failure_line(results: Sequence[RunResult]) -> str:
+    """``2 of 3 runs not done: 2026-01-04 failed (ConnectionError: ...); ...``; "" when
+    every run was done."""
+    named = [
+        f"{r.day}{'' if r.merchant_id is None else ' ' + r.merchant_id} {r.status}"
+        + (f" ({r.error})" if r.error else "")
+        for r in results
+        if r.status in NOT_DONE
+    ]
+    return failure_summary("runs not done", named, len(results))
 
 
 def utc_now() -> datetime:

@@ -10,7 +10,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 
 from aggregation import repository as repo
-from aggregation.aggregator import Aggregator, AggregatorOptions, Clock, utc_now
+from aggregation.aggregator import Aggregator, AggregatorOptions, Clock, failure_line, utc_now
 from aggregation.api import router
 from aggregation.config import AggregationSettings
 from aggregation.keys import KeyFormat
@@ -21,6 +21,7 @@ from aggregation.reader import Batch, CounterReader, ReadOptions, counter_client
 from aggregation.scheduler import Scheduler
 from aggregation.writer import UsageWriter
 from tributary import catalog
+from tributary.errors import CycleFailed
 from tributary.redis_client import RedisTarget
 from tributary.service import Components, Periodic, Resources, Service
 
@@ -139,8 +140,11 @@ def build(res: Resources[AggregationSettings]) -> Components[AggregationApp]:
 
 
 async def once(res: Resources[AggregationSettings], parts: Components[AggregationApp]) -> None:
-    """One scheduled pass (today, yesterday, unfinished dates, due retries), scheduler or not."""
-    await parts.app.scheduler.tick(force_pass=True)
+    """One scheduled pass (today, yesterday, unfinished dates, due retries), scheduler or not;
+    CycleFailed naming the runs not done in full."""
+    failures = failure_line(await parts.app.scheduler.tick(force_pass=True))
+    if failures:
+        raise CycleFailed(failures)
 
 
 SERVICE: Service[AggregationSettings, AggregationApp] = Service(

@@ -32,7 +32,8 @@ from aggregation.config import AggregationSettings
 from aggregation.service import AggregationApp
 from tributary.cli import Invocation
 from tributary.config import ServiceSettings
-from tributary.logs import configure_logging, redact
+from tributary.errors import one_line
+from tributary.logs import configure_logging
 
 AggregationInvocation = Invocation[AggregationSettings, AggregationApp]
 
@@ -197,8 +198,7 @@ _UNAVAILABLE = (OSError, TimeoutError, RedisError, sa.exc.DBAPIError)
 def _describe(exc: BaseException) -> str:
     if isinstance(exc, sa.exc.ProgrammingError):
         return "the schema is missing or outdated: run `python -m aggregation migrate`"
-    detail = exc.orig if isinstance(exc, sa.exc.DBAPIError) else exc
-    return redact(f"{type(exc).__name__}: {detail}".splitlines()[0])
+    return one_line(exc)
 
 
 def _cli_log_level(settings: ServiceSettings) -> str:

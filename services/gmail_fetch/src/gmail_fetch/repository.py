@@ -16,6 +16,7 @@ from opentelemetry.trace import Tracer
 from sqlalchemy.orm import Session
 
 from gmail_fetch.models import (
+    FAILED,
     FINAL_STATUSES,
     PENDING,
     PROCESSING,
@@ -317,5 +318,15 @@ def list_jobs(session: Session, user_id: str, limit: int) -> list[Job]:
         .where(analytics_jobs.c.user_id == user_id)
         .order_by(analytics_jobs.c.created_at.desc())
         .limit(limit)
+    )
+    return [_job(row) for row in session.execute(stmt)]
+
+
+def failed_since(session: Session, since: datetime) -> list[Job]:
+    """Jobs that ended failed at or after ``since`` (``once`` reports them)."""
+    stmt = (
+        sa.select(analytics_jobs)
+        .where(analytics_jobs.c.status == FAILED, analytics_jobs.c.finished_at >= since)
+        .order_by(analytics_jobs.c.finished_at)
     )
     return [_job(row) for row in session.execute(stmt)]

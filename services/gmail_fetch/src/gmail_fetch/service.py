@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from gmail_fetch import api, handlers
+from gmail_fetch import repository as repo
 from gmail_fetch.config import GmailFetchSettings
 from gmail_fetch.crypto import TokenCipher
 from gmail_fetch.gmail_http import GmailExecutor
@@ -16,9 +17,11 @@ from gmail_fetch.jobs import CredentialCache, JobRunner
 from gmail_fetch.metrics import GmailMetrics
 from gmail_fetch.models import analytics_jobs, message_cache
 from gmail_fetch.quota import QuotaBucket
+from gmail_fetch.repository import Job
 from tributary import catalog
+from tributary.errors import CycleFailed, failure_summary
 from tributary.retention.tables import TableRetention
-from tributary.service import Components, Resources, Service
+from tributary.service import Components, Resources, Service, default_cycle
 from tributary.streams.runner import RunnerOptions, StreamRunner
 from tributary.transactions import Transactions
 
@@ -105,6 +108,25 @@ def build(res: Resources[GmailFetchSettings]) -> Components[GmailFetch]:
     )
 
 
+async def once(res: Resources[GmailFetchSettings], parts: Components[GmailFetch]) -> None:
+    """The jobs waiting (in the outbox or ``gmail.jobs``) until none is left; CycleFailed
+    naming the jobs that ended failed meanwhile (or entries dead-lettered)."""
+    started = repo.utcnow()
+    while await res.relay.relay_once():  # jobs created through the API wait in the outbox
+        pass
+    await default_cycle(parts)
+
+    def failed() -> list[Job]:
+        with res.sessions() as session:
+            return repo.failed_since(session, started)
+
+    jobs = await asyncio.to_thread(failed)
+    if jobs:
+        raise CycleFailed(
+            failure_summary("job(s) failed", [f"{job.id} ({job.error})" for job in jobs])
+        )
+
+
 SERVICE: Service[GmailFetchSettings, GmailFetch] = Service(
     name=NAME,
     settings_class=GmailFetchSettings,
@@ -112,4 +134,5 @@ SERVICE: Service[GmailFetchSettings, GmailFetch] = Service(
     registry=catalog.default_registry(),
     schema="gmail",
     migrations=MIGRATIONS,
+    once=once,
 )

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import functools
 import logging
 import math
@@ -35,9 +36,11 @@ from snapshot.instruments import SnapshotMetrics
 from snapshot.outline import MAX_INTERVAL_SECONDS, OutlineClients, Reading
 from snapshot.pinning import CollectError
 from tributary.backoff import compute_backoff
+from tributary.errors import one_line
 from tributary.events import new_event_id
 from tributary.inbox import process_once
 from tributary.logs import redact
+from tributary.outage import is_dependency_outage
 from tributary.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -59,6 +62,8 @@ class Outcome:
     snapshots: int = 0
     backoff_until: datetime | None = None
     drops: int = 0
+    #: keys whose delta came from the window although an interval answer was there, by why
+    fallbacks: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -95,6 +100,10 @@ class _Read:
 WriteBatch = Callable[[list[_Read]], list[Outcome]]
 
 
+class NotWritten(RuntimeError):
+    """The writer stopped (or broke) before writing a read: nothing of it is stored."""
+
+
 class _Writer:
     """Writes finished reads in groups: whatever piled up while the last group was written.
 
@@ -114,7 +123,7 @@ class _Writer:
 
     async def submit(self, read: _Read) -> Outcome:
         if self._stopped:
-            raise RuntimeError("the collection was not written: the writer stopped")
+            raise NotWritten("the collection was not written: the writer stopped")
         future: asyncio.Future[Outcome] = asyncio.get_running_loop().create_future()
         self._pending.append((read, future))
         self._ready.set()
@@ -131,7 +140,7 @@ class _Writer:
             while self._pending:
                 _, future = self._pending.popleft()
                 if not future.done():
-                    future.set_exception(RuntimeError("the collection was not written"))
+                    future.set_exception(NotWritten("the collection was not written"))
 
     async def _next_group(self) -> None:
         while not self._pending:
@@ -149,7 +158,7 @@ class _Writer:
         finally:
             for _, future in group:  # only if something unforeseen broke the flush
                 if not future.done():
-                    future.set_exception(RuntimeError("the collection was not written"))
+                    future.set_exception(NotWritten("the collection was not written"))
 
     async def _flush(self, group: list[tuple[_Read, asyncio.Future[Outcome]]]) -> None:
         try:
@@ -170,6 +179,16 @@ class _Writer:
         for (_, future), outcome in zip(group, outcomes, strict=True):
             if not future.done():
                 future.set_result(outcome)
+
+
+def refused_data(exc: BaseException) -> bool:
+    """Whether a failed write was the server's data's fault (a value out of range, a
+    string the database refuses, a bug on an odd answer) rather than the database being
+    away or a transaction losing a race (a deadlock: the same write may pass next time)."""
+    if is_dependency_outage(exc) or isinstance(exc, NotWritten | asyncio.CancelledError):
+        return False
+    sqlstate = getattr(getattr(exc, "orig", None), "sqlstate", None) or ""
+    return not sqlstate.startswith("40")  # transaction rollback: deadlock, serialization
 
 
 def aged_out_for(session: Session, states: Iterable[KeyState], now: datetime) -> dict[int, int]:
@@ -251,7 +270,11 @@ class Collector:
                     read = _Read(plan, request.tick, event_id, await self._read(plan, now))
                 except CollectError as exc:
                     read = _Read(plan, request.tick, event_id, error=exc)
-            outcome = await writer.submit(read)
+                except Exception as exc:  # a bug on an odd answer: this server's failure
+                    log.exception("reading server %s failed", plan.server_id)
+                    error = CollectError("protocol", f"unreadable answer: {type(exc).__name__}")
+                    read = _Read(plan, request.tick, event_id, error=error)
+            outcome = await self._write_contained(writer, read)
         if read.error is not None and outcome.status == "failed":
             log.warning(
                 "collection of server %s (%s) failed: %s; backing off until %s",
@@ -263,9 +286,24 @@ class Collector:
         if outcome.status == "collected":
             self.metrics.snapshots.inc(outcome.snapshots)
             self.metrics.drops.inc(outcome.drops)
+            assert read.reading is not None
+            self._count_quirks(read.reading, outcome.fallbacks)
         self.metrics.collections.labels(outcome.status, outcome.reason).inc()
         self.metrics.collect_seconds.observe(time.perf_counter() - started)
         return outcome
+
+    async def _write_contained(self, writer: _Writer, read: _Read) -> Outcome:
+        """Write ``read``; when this server's data cannot be written (a value the database
+        refuses, a bug on an odd answer), record that as its failed collection instead,
+        with its backoff, so that it fails this server's work item only."""
+        try:
+            return await writer.submit(read)
+        except Exception as exc:
+            if not refused_data(exc):
+                raise  # the database is away: the work item is tried again
+            log.exception("writing the collection of server %s failed", read.plan.server_id)
+            error = CollectError("data", f"not stored: {one_line(exc, limit=200)}")
+            return await writer.submit(dataclasses.replace(read, reading=None, error=error))
 
     # -- steps ------------------------------------------------------------------------------
 
@@ -387,13 +425,23 @@ class Collector:
         )
         return Outcome("failed", error.kind, backoff_until=until)
 
+    def _count_quirks(self, reading: Reading, fallbacks: dict[str, int]) -> None:
+        """What a stored reading held that the service worked around (metrics)."""
+        for reason, n in fallbacks.items():
+            self.metrics.interval_fallbacks.labels(reason).inc(n)
+        clamped = reading.clamped
+        if reading.interval is not None:
+            clamped += reading.interval.clamped
+            self.metrics.interval_unmatched.inc(reading.interval.unmatched_entries)
+        self.metrics.clamped_counts.inc(clamped)
+
     def _save(
         self, session: Session, saves: list[tuple[int, _Read, Reading]], now: datetime
     ) -> list[Outcome]:
         """Deltas of every server's reading against its keys' state, written together."""
         states = repo.key_states(session, [read.plan.server_id for _, read, _ in saves], now)
         aged = aged_out_for(session, (s for keys in states.values() for s in keys.values()), now)
-        writes, drops = [], []
+        writes, drops, fallbacks = [], [], []
         for _, read, reading in saves:
             sid = read.plan.server_id
             deltas = compute_deltas(
@@ -403,9 +451,16 @@ class Collector:
                 repo.CollectionWrite(sid, now, read.tick, reading, deltas.keys, deltas.deleted_refs)
             )
             drops.append(sum(1 for d in deltas.keys if d.epoch_reset))
+            fallbacks.append(
+                dict(collections.Counter(d.fallback for d in deltas.keys if d.fallback))
+            )
         snapshots = repo.save_collections(session, writes)
         outcomes = []
-        for (_, _, reading), n, dropped in zip(saves, snapshots, drops, strict=True):
+        for (_, _, reading), n, dropped, fell in zip(
+            saves, snapshots, drops, fallbacks, strict=True
+        ):
             reason = "interval" if reading.interval is not None else "window"
-            outcomes.append(Outcome("collected", reason, snapshots=n, drops=dropped))
+            outcomes.append(
+                Outcome("collected", reason, snapshots=n, drops=dropped, fallbacks=fell)
+            )
         return outcomes

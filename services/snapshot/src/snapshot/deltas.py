@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import NamedTuple
 
+from snapshot.interval import IntervalAnswer
 from snapshot.outline import Reading
 
 #: a drop this small (bytes, or share of the previous reading) is estimation noise
@@ -40,6 +41,9 @@ DROP_TOLERANCE_BYTES = 1_000_000
 DROP_TOLERANCE_RATIO = 0.01
 #: a reading below this share of what should remain means the server lost its metrics
 RESET_SHARE = 0.5
+#: an interval answer may differ from the window's delta by this share (and 1 MB, and
+#: the estimated ageing) before it is taken for a cached or empty one
+INTERVAL_TOLERANCE_RATIO = 0.05
 
 
 # KeyState and KeyDelta are named tuples: a cycle makes one of each per key (100,000 at 500
@@ -71,6 +75,10 @@ class KeyDelta(NamedTuple):
     recreated: bool = False
     #: usage in the window our deltas never saw, after this reading
     untracked: int = 0
+    #: why the interval answer was not used for this key ("" : it was, or none was asked):
+    #: ``unmatched`` (it cannot name the key) or ``inconsistent`` (it disagrees with the
+    #: window: a cached or empty answer)
+    fallback: str = ""
 
 
 @dataclass(frozen=True)
@@ -83,16 +91,33 @@ def _tolerance(previous: int) -> int:
     return max(DROP_TOLERANCE_BYTES, int(previous * DROP_TOLERANCE_RATIO))
 
 
-def _unseen(key_id: str, reading: int, interval: dict[str, int] | None, first: bool) -> KeyDelta:
+#: fallbacks from the interval answer to the window (KeyDelta.fallback)
+UNMATCHED = "unmatched"
+INCONSISTENT = "inconsistent"
+
+
+def _unseen(key_id: str, reading: int, interval: IntervalAnswer | None, first: bool) -> KeyDelta:
     if first:
         return KeyDelta(key_id, None, reading, 0, 0, "baseline", untracked=reading)
-    delta = interval.get(key_id, 0) if interval is not None else reading
-    return KeyDelta(key_id, None, reading, delta, 0, "new", untracked=max(0, reading - delta))
+    said = interval.bytes_for(key_id) if interval is not None else None
+    delta = reading if said is None else min(said, reading)
+    fallback = UNMATCHED if interval is not None and said is None else ""
+    return KeyDelta(
+        key_id,
+        None,
+        reading,
+        delta,
+        0,
+        "new",
+        untracked=max(0, reading - delta),
+        fallback=fallback,
+    )
 
 
-def _recreated(state: KeyState, reading: int, interval: dict[str, int] | None) -> KeyDelta:
-    if interval is not None:
-        delta = interval.get(state.key_id, 0)
+def _recreated(state: KeyState, reading: int, interval: IntervalAnswer | None) -> KeyDelta:
+    said = interval.bytes_for(state.key_id) if interval is not None else None
+    if said is not None:
+        delta = min(said, reading)
         return KeyDelta(
             state.key_id,
             state.ref,
@@ -103,13 +128,53 @@ def _recreated(state: KeyState, reading: int, interval: dict[str, int] | None) -
             recreated=True,
             untracked=max(0, reading - delta),
         )
+    fallback = UNMATCHED if interval is not None else ""
     return KeyDelta(
-        state.key_id, state.ref, reading, 0, 0, "baseline", recreated=True, untracked=reading
+        state.key_id,
+        state.ref,
+        reading,
+        0,
+        0,
+        "baseline",
+        recreated=True,
+        untracked=reading,
+        fallback=fallback,
     )
 
 
+def _interval_delta(
+    state: KeyState, interval: IntervalAnswer | None, derived: int, aged_out: int, reset: bool
+) -> tuple[int | None, str]:
+    """The interval answer's bytes for a known key, or (None, why not).
+
+    The window bounds the traffic: new = R1 - R0 + what aged out, where what aged out is
+    at least 0 and about our tracked estimate (``aged_out``, in ``derived``; hour
+    resolution), plus at most the untracked usage. An answer outside those bounds, give
+    or take :func:`_interval_slack`, is a cached answer to an earlier question or an
+    empty one (a ``since`` shorter than a Prometheus scrape): the window's delta is used
+    instead, so nothing is counted twice or lost.
+    """
+    if interval is None:
+        return None, ""
+    said = interval.bytes_for(state.key_id)
+    if said is None:
+        return None, UNMATCHED
+    if reset:  # the server lost its metrics: the window cannot vouch for anything
+        return said, ""
+    slack = _interval_slack(said, derived) + aged_out
+    if derived - slack <= said <= max(0, derived) + state.untracked + slack:
+        return said, ""
+    return None, INCONSISTENT
+
+
+def _interval_slack(said: int, derived: int) -> int:
+    """What an honest answer may differ from the window by: Prometheus extrapolates
+    increase(), and the two requests are a moment apart."""
+    return DROP_TOLERANCE_BYTES + int(INTERVAL_TOLERANCE_RATIO * max(said, derived, 0))
+
+
 def _known(
-    state: KeyState, reading: int, aged_out: int, interval: dict[str, int] | None
+    state: KeyState, reading: int, aged_out: int, interval: IntervalAnswer | None
 ) -> KeyDelta:
     previous = state.last_reading
     if previous is None:
@@ -124,8 +189,9 @@ def _known(
         and dropped - absorbed > _tolerance(previous)
         and reading < RESET_SHARE * max(0, previous - aged_out)  # below what should remain
     )
-    if interval is not None:
-        delta, source = interval.get(state.key_id, 0), "interval"
+    said, fallback = _interval_delta(state, interval, derived, aged_out, reset)
+    if said is not None:
+        delta, source = said, "interval"
     elif reset:
         # the server lost its metrics since the last reading: all it counts now is new
         delta, source = reading, "window"
@@ -141,6 +207,7 @@ def _known(
         source,
         epoch_reset=reset,
         untracked=untracked,
+        fallback=fallback,
     )
 
 

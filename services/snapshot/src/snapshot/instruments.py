@@ -77,6 +77,25 @@ class SnapshotMetrics:
             "Readings that went down by more than the tracked ageing (clamped to 0).",
             registry=registry,
         )
+        self.interval_fallbacks = Counter(
+            "snapshot_interval_fallbacks",
+            "Keys whose delta came from the 30-day window although an interval answer was "
+            "there, by reason (unmatched: the answer cannot name the key; inconsistent: a "
+            "cached or empty answer the window contradicts).",
+            ("reason",),
+            registry=registry,
+        )
+        self.interval_unmatched = Counter(
+            "snapshot_interval_unmatched_entries",
+            "Interval answer entries whose accessKeyId names no key (null: parseInt of a "
+            "non-numeric id or of unlabelled traffic).",
+            registry=registry,
+        )
+        self.clamped_counts = Counter(
+            "snapshot_negative_byte_counts",
+            "Negative byte counts in Outline answers, read as 0.",
+            registry=registry,
+        )
         self.servers_in_backoff = Gauge(
             "snapshot_servers_in_backoff",
             "Active servers skipped by the last tick because they are backing off.",

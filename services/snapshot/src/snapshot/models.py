@@ -38,8 +38,9 @@ servers = sa.Table(
     sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("created_at", TS, nullable=False),
     sa.Column("deactivated_at", TS),
-    sa.Column("outline_server_id", sa.String(100)),
-    sa.Column("outline_name", sa.String(200)),
+    # as long as the Outline server says (text: nothing is cut)
+    sa.Column("outline_server_id", sa.Text),
+    sa.Column("outline_name", sa.Text),
     sa.Column("access_key_data_limit", sa.BigInteger),
     sa.Column("info_fetched_at", TS),
     sa.Column("interval_metrics", sa.Boolean),
@@ -61,8 +62,9 @@ access_keys = sa.Table(
     sa.Column(
         "server_id", sa.String(36), sa.ForeignKey("servers.id", ondelete="CASCADE"), nullable=False
     ),
-    sa.Column("key_id", sa.String(100), nullable=False),
-    sa.Column("name", sa.String(300)),
+    # any length: PUT /access-keys/{id} lets an admin choose the id (revision 0003)
+    sa.Column("key_id", sa.Text, nullable=False),
+    sa.Column("name", sa.Text),
     sa.Column("data_limit", sa.BigInteger),
     sa.Column("incarnation", sa.Integer, nullable=False, server_default="1"),
     sa.Column("first_seen_at", TS, nullable=False),
@@ -83,7 +85,9 @@ access_keys = sa.Table(
     sa.Column("forecast_state", sa.String(20), nullable=False, server_default="ok"),
     sa.Column("predicted_limit_at", TS),
     sa.Column("forecast_at", TS),
-    sa.UniqueConstraint("server_id", "key_id", name="uq_access_keys_server_key"),
+    # unique on a digest of the id: a B-tree entry holds at most about 2.7 kB
+    sa.Column("key_id_md5", sa.String(32), sa.Computed("md5(key_id)", persisted=True)),
+    sa.UniqueConstraint("server_id", "key_id_md5", name="uq_access_keys_server_key"),
 )
 
 snapshots = sa.Table(

@@ -25,6 +25,7 @@ from pydantic import TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
 from snapshot.credentials import ApiUrl
+from snapshot.interval import IntervalAnswer, entry_id
 from snapshot.pinning import CertificateMismatch, CollectError, check_connection, pinned_context
 from tributary import egress
 from tributary.egress import EgressPolicy, ResponseTooLarge, egress_client, read_bounded
@@ -71,11 +72,13 @@ class Reading:
     keys: list[AccessKey]
     #: bytes per key id over the rolling 30-day window (absent: zero)
     transfer: dict[str, int]
-    #: bytes per key id over the last ``since`` seconds; None when not used
-    interval: dict[str, int] | None
+    #: bytes per key over the last ``since`` seconds; None when not used
+    interval: IntervalAnswer | None
     #: False when the server answered 404 on the interval endpoint
     interval_supported: bool | None
     fetched_at: datetime
+    #: negative byte counts in /metrics/transfer, read as 0
+    clamped: int = 0
 
 
 @dataclass
@@ -143,13 +146,18 @@ def decode(path: str, content: bytes) -> Any:
 
 
 def _bytes(value: Any, what: str) -> int:
+    """A byte count as the server means it: fractions rounded as JavaScript's Math.round
+    does (Prometheus' increase() extrapolates), negative ones (float sums can end a hair
+    below zero) as 0; anything not a finite number is a protocol error."""
     if type(value) is int and value >= 0:  # the usual case, first and cheaply
         return value
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise CollectError("protocol", f"{what}: not a number of bytes")
-    if value < 0:
-        raise CollectError("protocol", f"{what}: negative byte count")
-    return int(value)
+    return max(0, math.floor(value + 0.5))
+
+
+def _clamped(value: Any) -> bool:
+    return not isinstance(value, bool) and isinstance(value, int | float) and value < 0
 
 
 def _limit(value: Any, what: str) -> int | None:
@@ -188,38 +196,54 @@ def parse_access_keys(body: Any) -> list[AccessKey]:
         keys.append(
             AccessKey(
                 key_id if type(key_id) is str else str(key_id),
-                str(name)[:300] if name is not None else None,
+                str(name) if name is not None else None,
                 None if limit is None else _limit(limit, "/access-keys dataLimit"),
             )
         )
     return keys
 
 
-def parse_transfer(body: Any) -> dict[str, int]:
+def parse_transfer(body: Any) -> tuple[dict[str, int], int]:
+    """Bytes per key id over the 30-day window, and how many counts were negative."""
     usage = _object(body, "/metrics/transfer").get("bytesTransferredByUserId")
     if not isinstance(usage, dict):
         raise CollectError("protocol", "/metrics/transfer: bytesTransferredByUserId missing")
-    # JSON object keys are strings already
-    return {
-        k: v if type(v) is int and v >= 0 else _bytes(v, "/metrics/transfer")
-        for k, v in usage.items()
-    }
+    parsed: dict[str, int] = {}
+    clamped = 0
+    for k, v in usage.items():  # JSON object keys are strings already
+        if type(v) is int and v >= 0:
+            parsed[k] = v
+        else:
+            parsed[k] = _bytes(v, "/metrics/transfer")
+            clamped += _clamped(v)
+    return parsed, clamped
 
 
-def parse_interval(body: Any) -> dict[str, int]:
+def parse_interval(body: Any) -> IntervalAnswer:
+    """The per-key bytes of an interval answer, matched to key ids (:mod:`snapshot.interval`)."""
     items = _object(body, "/experimental/server/metrics").get("accessKeys")
     if not isinstance(items, list):
         raise CollectError("protocol", "/experimental/server/metrics: accessKeys missing")
     usage: dict[str, int] = {}
+    ambiguous: set[str] = set()
+    unmatched = clamped = 0
     for item in items:
-        if not isinstance(item, dict) or item.get("accessKeyId") is None:
-            raise CollectError("protocol", "/experimental/server/metrics: entry without key id")
+        if not isinstance(item, dict):
+            raise CollectError("protocol", "/experimental/server/metrics: entry is not an object")
         transferred = item.get("dataTransferred") or {}
         if not isinstance(transferred, dict):
             raise CollectError("protocol", "/experimental/server/metrics: bad dataTransferred")
-        key = str(item["accessKeyId"])
-        usage[key] = usage.get(key, 0) + _bytes(transferred.get("bytes", 0), "dataTransferred")
-    return usage
+        raw = transferred.get("bytes", 0)
+        nbytes = _bytes(raw, "dataTransferred")
+        clamped += _clamped(raw)
+        key = entry_id(item.get("accessKeyId"))
+        if key is None:
+            unmatched += 1
+        elif key in usage:
+            ambiguous.add(key)
+        else:
+            usage[key] = nbytes
+    return IntervalAnswer(usage, frozenset(ambiguous), unmatched, clamped)
 
 
 class OutlineClients:
@@ -327,13 +351,15 @@ class OutlineClients:
             # task per request and the pool's queueing, and holds one slot of the limit
             parsed = [await ask(*a) for a in asks]
         interval = parsed[2] if since is not None else None
+        transfer, clamped = parsed[1]
         return Reading(
             parsed[-1] if with_info else None,
             parsed[0],
-            parsed[1],
+            transfer,
             interval,
             None if since is None else interval is not None,
             now,
+            clamped,
         )
 
     async def _get(

@@ -257,7 +257,7 @@ def save_collections(session: Session, writes: list[CollectionWrite]) -> list[in
                 "iv": write.reading.interval_supported,
                 "info": info is not None,
                 "oid": info.server_id if info else None,
-                "oname": info.name[:200] if info and info.name else None,
+                "oname": info.name if info else None,
                 "dl": info.data_limit if info else None,
             }
         )

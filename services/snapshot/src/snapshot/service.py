@@ -13,6 +13,7 @@ from snapshot.api import analytics_router, servers_router
 from snapshot.collector import READ_DEADLINE_FACTOR, Collector
 from snapshot.config import SnapshotSettings
 from snapshot.credentials import SecretBox
+from snapshot.cycle import uncollected
 from snapshot.handlers import register_handlers
 from snapshot.instruments import RedactUrlSpans, SnapshotMetrics
 from snapshot.jobs import Analysis, Scheduler
@@ -20,6 +21,7 @@ from snapshot.maintenance import Maintenance
 from snapshot.outline import OutlineClients
 from tributary import catalog
 from tributary.egress import EgressPolicy
+from tributary.errors import CycleFailed
 from tributary.service import Components, Periodic, Resources, Service
 from tributary.streams.runner import RunnerOptions, StreamRunner
 
@@ -147,12 +149,19 @@ def build(res: Resources[SnapshotSettings]) -> Components[Snapshot]:
 
 
 async def once(res: Resources[SnapshotSettings], parts: Components[Snapshot]) -> None:
-    """One cycle: tick, collect every server, then upkeep and analysis."""
+    """One cycle: tick, collect every server, then upkeep and analysis; CycleFailed
+    naming the servers not collected (failed, or backing off from earlier failures)."""
     app = parts.app
-    await app.scheduler.tick()
+    started = app.collector.clock()
+    result = await app.scheduler.tick()
     await app.runner.run(burst=True)
     await app.maintain()
     await app.analyse()
+    failures = await asyncio.to_thread(
+        uncollected, res.sessions, [*result.published, *result.in_backoff], started
+    )
+    if failures:
+        raise CycleFailed(failures)
 
 
 SERVICE: Service[SnapshotSettings, Snapshot] = Service(

@@ -16,6 +16,7 @@ from fastapi.encoders import jsonable_encoder
 from snapshot import repository as repo
 from snapshot.config import SnapshotSettings
 from snapshot.credentials import SecretBox, generate_key
+from snapshot.cycle import failure_line
 from snapshot.history import import_history
 from snapshot.maintenance import rebuild_totals
 from snapshot.servers import (
@@ -29,6 +30,7 @@ from snapshot.servers import (
 from snapshot.service import Snapshot
 from tributary.cli import Invocation
 from tributary.egress import EgressPolicy
+from tributary.errors import CycleFailed
 
 SnapshotInvocation = Invocation[SnapshotSettings, Snapshot]
 #: how long a verb waits for the database, in seconds
@@ -95,18 +97,25 @@ def servers(inv: SnapshotInvocation) -> int:
 
 async def _collect_async(inv: SnapshotInvocation) -> int:
     async with inv.started() as (res, parts):
-        status = 0
+        failed: list[tuple[str, str]] = []
         for ref in inv.args.server:
             with res.sessions() as session:
                 row = repo.find_server(session, ref)
             if row is None:
-                print(f"snapshot: no server {ref!r}", file=sys.stderr)
-                status = 1
+                failed.append((ref, "no such server"))
                 continue
             outcome = await parts.app.collector.collect(row.id)
             _print({"server": row.id, **outcome.__dict__})
-            status = status or (0 if outcome.status == "collected" else 1)
-        return status
+            if outcome.status != "collected":
+                with res.sessions() as session:
+                    now = repo.find_server(session, row.id)
+                why = outcome.reason
+                if now is not None and now.last_error and outcome.status == "failed":
+                    why = f"{outcome.reason}: {now.last_error}"
+                failed.append((row.name, f"{outcome.status}, {why}"))
+        if failed:
+            raise CycleFailed(failure_line(failed, len(inv.args.server)))
+        return 0
 
 
 def collect(inv: SnapshotInvocation) -> int:

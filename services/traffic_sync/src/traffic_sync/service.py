@@ -18,6 +18,7 @@ from traffic_sync.models import flush_ledger
 from traffic_sync.mover import Mover
 from traffic_sync.publishing import RENDERERS
 from tributary import catalog
+from tributary.errors import CycleFailed
 from tributary.retention.tables import TableRetention
 from tributary.service import Components, Periodic, Resources, Service
 
@@ -99,6 +100,21 @@ def build(
     )
 
 
+async def once(res: Resources[TrafficSyncSettings], parts: Components[Flusher]) -> None:
+    """One flush (its status saved for ``status``); CycleFailed when a batch could not be
+    applied (it stays in Redis for the next flush). Counters rejected as malformed are
+    the flush doing its work (they are kept in the ledger, ``status`` lists them). Unlike
+    the periodic job, a flush that cannot read Redis at all is raised: the verb fails."""
+    flusher = parts.app
+    report = await flusher.flush()
+    await flusher.save_status(report)
+    if report.failed_batches:
+        raise CycleFailed(
+            f"flush not done in full: {report.failed_batches} batch(es) not applied (kept in "
+            f"Redis for the next flush), {report.batches} applied"
+        )
+
+
 SERVICE: Service[TrafficSyncSettings, Flusher] = Service(
     name=NAME,
     settings_class=TrafficSyncSettings,
@@ -107,4 +123,5 @@ SERVICE: Service[TrafficSyncSettings, Flusher] = Service(
     schema=None,  # MySQL: the URL's database; PostgreSQL: the URL's default search path
     migrations=MIGRATIONS,
     renderers=RENDERERS,
+    once=once,
 )

@@ -90,6 +90,8 @@ class StreamRunner:
         self.stream = stream
         self.group = group
         self.options = options = options or RunnerOptions()
+        #: entries this runner dead-lettered since it was made (``once`` reports them)
+        self.dead_lettered = 0
         self.retries = Retries(
             options.max_deliveries,
             options.retry_base_s,
@@ -263,6 +265,7 @@ class StreamRunner:
             calls = await self.worker.process(entries, deliveries)
             plan = Settlement.of(calls)
             await self.consumer.settle(plan)
+            self.dead_lettered += len(plan.dead)
         finally:
             self._inflight = []
         if self._fail_fast and plan.dead:
