@@ -213,6 +213,7 @@ def compose_run() -> Run:
         "TRAFFIC_SYNC_INTERVAL_SECONDS": "5",
         "AGGREGATION_INTERVAL_SECONDS": "10",
         "SNAPSHOT_COLLECT_INTERVAL_SECONDS": "10",
+        "SNAPSHOT_ANALYSIS_INTERVAL_SECONDS": "10",
     }
     for name in SERVICES:
         env[f"{name.upper().replace('-', '_')}_HOST_PORT"] = str(ports[name])

@@ -13,11 +13,12 @@ import json
 import os
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from simulators.scenario import receivers, rules
+from simulators.scenario import Scenario, receivers, rules
 
 DEMO = Path("/demo")
 ALERT_URL = os.environ.get("ALERT_URL", "http://alert:8000")
@@ -68,6 +69,26 @@ def outline_servers() -> None:
         )  # fmt: skip
 
 
+def spiky_history(seconds: float = 180) -> None:
+    """Two quiet days of hourly history for the scenario's spiky key (outline-sim's
+    --scenario), once snapshot has collected its server: its bursts are then anomalies."""
+    path = DEMO / "scenario.json"
+    if not path.exists():
+        return
+    spiky = json.loads(path.read_text())["spiky"]
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        listed = [json.loads(line) for line in cli("snapshot", "servers", "list").splitlines()
+                  if line.startswith("{")]  # fmt: skip
+        server = next((s for s in listed if s.get("name") == spiky["name"]), None)
+        if server is not None and server.get("last_success_at"):
+            history = Scenario().history(server["id"], spiky["key_id"])
+            cli("snapshot", "history", "import", "-", stdin=history)
+            return
+        time.sleep(2)
+    print(f"spiky key's server not collected within {seconds:.0f}s: no history", flush=True)
+
+
 def gmail_users() -> None:
     for line in (DEMO / "gmail.jsonl").read_text().splitlines():
         user = json.loads(line)
@@ -93,3 +114,4 @@ if __name__ == "__main__":
     outline_servers()
     gmail_users()
     alerting()
+    spiky_history()

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import json
 import random
@@ -40,7 +41,7 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 from uvicorn.server import ServerState
@@ -56,6 +57,9 @@ from simulators.outline_model import (
 )
 from simulators.outline_quirks import Quirks
 from simulators.outline_tls import server_context
+
+if TYPE_CHECKING:
+    from simulators.scenario import OutlineWorld
 
 __all__ = [
     "WINDOW_SECONDS",
@@ -264,6 +268,19 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--churn-rate", type=float, default=0.0)
     parser.add_argument("--reset-rate", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument(
+        "--scenario",
+        type=Path,
+        default=None,
+        help="add the scenario's spiky and almost-full keys and write where "
+        "they are to this file (the compose demo's history import reads it)",
+    )
+    parser.add_argument(
+        "--spike-every",
+        type=float,
+        default=0.0,
+        help="with --scenario: seconds between 600 MB bursts of the spiky key",
+    )
     parser.add_argument("--quirks", type=Quirks.parse, default=Quirks(),
                         help="real-server quirks: all, or names (query_cache,...)")  # fmt: skip
     parser.add_argument("--registrations", type=Path, required=True,
@@ -290,10 +307,31 @@ async def _serve(args: argparse.Namespace) -> None:
         for server in simulator.servers:
             server.churn_rate, server.reset_rate = args.churn_rate, args.reset_rate
             server.quirks = dataclasses.replace(args.quirks)
+        spikes = None
+        if args.scenario is not None:
+            from simulators.scenario import Scenario  # it builds on this module
+
+            world = Scenario.special_keys(simulator.servers, simulator.clock())
+            server, key_id = world.spiky
+            args.scenario.write_text(json.dumps({"spiky": {"name": server.name, "key_id": key_id}}))
+            if args.spike_every > 0:
+                spikes = asyncio.create_task(_spike_every(world, args.spike_every, stop))
         args.registrations.write_text(json.dumps(simulator.registrations()))
         args.registrations.chmod(0o600)
         print(json.dumps({"ready": True, "servers": len(simulator.servers)}), flush=True)
         await stop.wait()
+        if spikes is not None:
+            await spikes
+
+
+async def _spike_every(world: OutlineWorld, seconds: float, stop: asyncio.Event) -> None:
+    from simulators.scenario import Scenario
+
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), seconds)
+        if not stop.is_set():
+            Scenario.spike(world)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -171,11 +171,17 @@ class Scenario:
             for k in range(keys):
                 server.create_key(name=f"user-{i}-{k}", rate=self.rng.uniform(5_000, 40_000))
             made.append(server)
-        spiky = made[0].create_key(name="spiky", rate=2_000)
-        full = made[-1].create_key(name="almost-full", data_limit=1 * GB, rate=60_000)
-        # 900 MB used two days ago: the rolling 30-day window already holds it
-        made[-1].add_traffic(full.id, 900 * MB, at=sim.clock() - 2 * 86_400)
-        return OutlineWorld(made, (made[0], spiky.id), (made[-1], full.id))
+        return self.special_keys(made, sim.clock())
+
+    @staticmethod
+    def special_keys(servers: list[FakeOutlineServer], now: float) -> OutlineWorld:
+        """The keys the analytics are shown with: ``spiky`` on the first server (quiet
+        until :meth:`spike`), ``almost-full`` on the last (900 MB of its 1 GB limit used
+        two days ago, within the rolling 30-day window)."""
+        spiky = servers[0].create_key(name="spiky", rate=2_000)
+        full = servers[-1].create_key(name="almost-full", data_limit=1 * GB, rate=60_000)
+        servers[-1].add_traffic(full.id, 900 * MB, at=now - 2 * 86_400)
+        return OutlineWorld(servers, (servers[0], spiky.id), (servers[-1], full.id))
 
     def history(self, server_id: str, key_id: str, hours: int = 48) -> str:
         """JSON lines of a quiet hourly history (about 5 MB an hour) for ``history import``."""
