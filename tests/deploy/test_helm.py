@@ -39,6 +39,11 @@ COMBINATIONS: dict[str, list[str]] = {
         "networkPolicy.allowedFrom[0].namespaceSelector.matchLabels.team=ops",
     ],
     "existing-secret": ["secrets.existingSecret=tributary-prod"],
+    "monitoring": [
+        "serviceMonitor.enabled=true,prometheusRule.enabled=true,grafanaDashboard.enabled=true",
+        "prometheusRule.labels.release=kube-prometheus-stack",
+        "grafanaDashboard.annotations.grafana_folder=Tributary",
+    ],
     "chart-made-secret": [
         "secrets.values.REDIS_URL=redis://redis:6379/0",
         "secrets.values.SNAPSHOT_ENCRYPTION_KEY=not-a-real-key",
@@ -371,3 +376,30 @@ def test_the_helm_test_script_picks_the_first_token_that_grants_the_scope() -> N
     assert script.token_for(entries, "alert:read") == ("ops", "token-for-ops-000000")
     assert script.token_for(entries, "aggregation:write") == ("all", "t3")
     assert script.token_for("ci:token-for-ci-0000000:snapshot:read", "alert:read") is None
+
+
+def test_the_operators_pack_is_off_by_default_and_one_source_when_on() -> None:
+    defaults = render([])
+    assert of_kind(defaults, "PrometheusRule") == []
+    assert of_kind(defaults, "ConfigMap") == []
+    documents = render(COMBINATIONS["monitoring"])
+    (rule,) = of_kind(documents, "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    plain = yaml.safe_load((CHART / "files" / "prometheus" / "tributary-rules.yaml").read_text())
+    assert rule["spec"] == plain
+    (dashboard,) = of_kind(documents, "ConfigMap")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["annotations"] == {"grafana_folder": "Tributary"}
+    source = (CHART / "files" / "grafana" / "tributary.json").read_text()
+    assert json.loads(dashboard["data"]["tributary.json"]) == json.loads(source)
+
+
+def test_each_service_is_scraped_as_the_job_named_after_it() -> None:
+    """The alert rules and the dashboard select a service by job="<service>"."""
+    documents = render(["serviceMonitor.enabled=true"])
+    services = {s["metadata"]["name"]: s for s in of_kind(documents, "Service")}
+    for monitor in of_kind(documents, "ServiceMonitor"):
+        label = monitor["spec"]["jobLabel"]
+        service = services[monitor["metadata"]["name"]]
+        assert service["metadata"]["labels"][label] in SERVICES
+        assert service["metadata"]["labels"][label].replace("_", "-") in service["metadata"]["name"]
