@@ -358,3 +358,19 @@ def test_the_helm_test_script_fails_without_a_token_that_may_call_the_route(
     wrong = run_helm_test(scrape, "ops:a-token-the-services-do-not-know:alert:read")
     assert wrong.returncode == 1
     assert "-> 401" in wrong.stdout
+
+
+def test_the_compose_prometheus_config_passes_promtool_check(promtool: str, tmp_path: Path) -> None:
+    """The grafana profile's Prometheus config, with its container paths pointed at the
+    files compose mounts there."""
+    config_file = ROOT / "deploy" / "compose" / "prometheus" / "prometheus.yml"
+    token = tmp_path / "metrics-token"
+    token.write_text("a-token")
+    text = config_file.read_text()
+    text = text.replace("/etc/prometheus/rules/tributary-rules.yaml", str(RULES))
+    text = text.replace("/tmp/metrics-token", str(token))
+    config = tmp_path / "prometheus.yml"
+    config.write_text(text)
+    out = run_promtool(promtool, "check", "config", config)
+    assert "SUCCESS" in out
+    assert "11 rules found" in out
