@@ -27,7 +27,6 @@ from typing import Any
 
 import httpx
 import pytest
-import sqlalchemy as sa
 import yaml  # type: ignore[import-untyped]  # no stubs in the lock file
 from prometheus_client.metrics import MetricWrapperBase
 from prometheus_client.parser import text_string_to_metric_families
@@ -35,7 +34,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from simulators.stack import secrets_env
 from simulators.system import SERVICES, LocalSystem, SystemConfig
 from tributary.metrics import Metrics
-from tributary_testing.infra import delete_prefix
+from tributary_testing.infra import create_mysql_database, drop_run_data
 from tributary_testing.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -224,17 +223,12 @@ def scrape(
     run = uuid.uuid4().hex[:8]
     prefix = f"pack_{run}:"
     schemas = {name: f"pack_{run}_{name}" for name in SERVICES if name != "traffic_sync"}
-    mysql_db = f"pack_{run}"
-    admin = sa.create_engine(mysql_url)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE `{mysql_db}`"))
+    run_mysql_url = create_mysql_database(mysql_url, f"pack_{run}")
     secrets = secrets_env()
     config = SystemConfig(
         redis_url=redis_url,
         postgres_url=postgres_url,
-        mysql_url=sa.make_url(mysql_url)
-        .set(database=mysql_db)
-        .render_as_string(hide_password=False),
+        mysql_url=run_mysql_url,
         stream_prefix=prefix,
         log_dir=tmp_path_factory.mktemp("logs"),
         schemas=schemas,
@@ -267,15 +261,7 @@ def scrape(
         yield Scrape(system, secrets["API_TOKENS"], {n: metrics_of(n) for n in system.services})
     finally:
         system.stop_all()
-        delete_prefix(redis_url, prefix)
-        engine = sa.create_engine(postgres_url)
-        with engine.begin() as conn:
-            for schema in schemas.values():
-                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        engine.dispose()
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS `{mysql_db}`"))
-        admin.dispose()
+        drop_run_data(redis_url, prefix, postgres_url, schemas.values(), run_mysql_url)
 
 
 @pytest.mark.parametrize(
