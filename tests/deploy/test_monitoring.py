@@ -179,6 +179,24 @@ def test_the_dashboard_has_a_row_per_service() -> None:
     assert len(ids) == len(set(ids))
 
 
+def test_a_service_row_selects_only_its_own_service() -> None:
+    """Its group, job and leases: a row copied from another must not show that one."""
+    row = ""
+    for panel in json.loads(DASHBOARD.read_text())["panels"]:
+        if panel["type"] == "row":
+            row = panel["title"]
+            continue
+        for target in panel["targets"]:
+            selected = re.findall(r'(?:group|job)="([^"]+)"|lease=~"([^:"]+):', target["expr"])
+            names = {a or b for a, b in selected}
+            if row == "System":
+                assert names == set(), target["expr"]
+            else:
+                metrics = metric_names(grafana_to_promql(target["expr"]))
+                own = all(m.startswith(row) for m in metrics)
+                assert names == {row} or (own and names == set()), target["expr"]
+
+
 # -- a real scrape -----------------------------------------------------------------------
 
 
