@@ -4,7 +4,7 @@ UV ?= uv
 PYTEST_ARGS ?=
 MYPY_PATHS = $(shell find libs services bench tests simulators deploy -name '*.py' -not -path '*/.venv/*' 2>/dev/null)
 
-.PHONY: help install test e2e lint fmt bench clean
+.PHONY: help install test e2e lint fmt bench clean promtool
 
 help:
 	@echo "install  create .venv and install every workspace member from uv.lock"
@@ -12,6 +12,7 @@ help:
 	@echo "e2e      all five services as processes, with faults (SIGKILL, Redis restart, PostgreSQL outage)"
 	@echo "compose-e2e  the system in containers (docker compose, demo profile), with a docker kill"
 	@echo "lint     ruff (lint + format check) and mypy --strict"
+	@echo "promtool install promtool (checks the alert rules; tests/deploy/test_monitoring.py)"
 	@echo "fmt      ruff format + autofix"
 	@echo "bench    benchmarks under bench/ (print JSON figures)"
 	@echo "demo     the whole system as local processes with simulators and a live view"
@@ -55,6 +56,18 @@ fmt: install
 
 bench: install
 	for b in bench/[!_]*.py; do m=$$(basename $$b .py); echo "== bench.$$m"; $(UV) run python -m bench.$$m || exit 1; done
+
+# promtool, which checks and unit-tests the alert rules (tests/deploy/test_monitoring.py
+# fails without it): when missing, taken out of Debian's prometheus package, unpacked
+# rather than installed, so no Prometheus server is installed or started (needs root)
+PROMTOOL_DIR ?= /usr/local/bin
+promtool:
+	@command -v promtool >/dev/null || { \
+	  set -e; tmp=$$(mktemp -d); cd "$$tmp"; \
+	  apt-get update -qq; apt-get download prometheus; \
+	  dpkg-deb -x prometheus_*.deb root; install -m 0755 root/usr/bin/promtool $(PROMTOOL_DIR)/promtool; \
+	  cd /; rm -rf "$$tmp"; }
+	promtool --version | head -n1
 
 clean:
 	rm -rf .venv .mypy_cache .ruff_cache .pytest_cache

@@ -27,6 +27,7 @@ SETTINGS = {
     "aggregation": "aggregation.config:AggregationSettings",
 }
 INFRA = ("redis", "postgres", "mariadb", "jaeger")
+GRAFANA_PROFILE = ("prometheus", "grafana")
 
 
 def settings_class(service: str) -> type[BaseSettings]:
@@ -179,9 +180,9 @@ def test_demo_profile() -> None:
     services = compose()["services"]
     demo = {name for name, entry in services.items() if "demo" in entry.get("profiles", [])}
     assert {"outline-sim", "gmail-fake", "demo-register", "demo-generate"} <= demo
-    # the default profile stays free of simulators
+    # the default profile stays free of simulators (and of the grafana profile's two)
     for name, entry in services.items():
-        if name not in demo:
+        if name not in demo | set(GRAFANA_PROFILE):
             assert "profiles" not in entry, name
     for script in ("register.py", "generate.py"):
         assert (ROOT / "deploy" / "compose" / "demo" / script).exists()
@@ -219,3 +220,66 @@ def test_throwaway_test_containers_use_the_compose_file_s_images() -> None:
     used = {entry["image"] for entry in compose()["services"].values() if "image" in entry}
     assert len(wanted) == 3
     assert wanted <= used, wanted - used
+
+
+def host_files(entry: dict[str, Any]) -> dict[str, Path]:
+    """Container path -> repository file of each bind mount (./...)."""
+    found = {}
+    for mount in entry["volumes"]:
+        source, target = mount.split(":")[:2]
+        if source.startswith("./"):
+            found[target] = ROOT / source
+    return found
+
+
+def test_the_grafana_profile_provisions_the_charts_rules_and_dashboard() -> None:
+    """Prometheus (the alert rules) and Grafana (the dashboard), only with the profile, on
+    pinned images, mounting the chart's own files: one source for both deployments."""
+    chart_files = ROOT / "deploy" / "helm" / "tributary" / "files"
+    for name in GRAFANA_PROFILE:
+        entry = service(name)
+        assert entry["profiles"] == ["grafana"]
+        assert re.fullmatch(r"[\w./-]+:v?\d+\.\d+\.\d+", entry["image"]), entry["image"]
+        assert entry["read_only"] is True
+        assert entry["healthcheck"]["test"][0] == "CMD-SHELL"
+        assert all(str(p).startswith("127.0.0.1:") for p in entry["ports"])
+        for path in host_files(entry).values():
+            assert path.is_file(), path
+    assert service("grafana")["image"].startswith("grafana/grafana:")
+    prometheus = host_files(service("prometheus"))
+    grafana = host_files(service("grafana"))
+    assert prometheus["/etc/prometheus/rules/tributary-rules.yaml"] == (
+        chart_files / "prometheus" / "tributary-rules.yaml"
+    )
+    dashboards = yaml.safe_load(
+        grafana["/etc/grafana/provisioning/dashboards/tributary.yaml"].read_text()
+    )
+    folder = dashboards["providers"][0]["options"]["path"]
+    assert grafana[f"{folder}/tributary.json"] == chart_files / "grafana" / "tributary.json"
+    datasources = yaml.safe_load(
+        grafana["/etc/grafana/provisioning/datasources/tributary.yaml"].read_text()
+    )
+    assert datasources["datasources"][0]["url"] == "http://prometheus:9090"
+
+
+def test_prometheus_scrapes_each_service_as_the_job_named_after_it() -> None:
+    config = yaml.safe_load(
+        host_files(service("prometheus"))["/etc/prometheus/prometheus.yml"].read_text()
+    )
+    rules = config["rule_files"]
+    assert rules == ["/etc/prometheus/rules/tributary-rules.yaml"]
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert sorted(jobs) == sorted(SETTINGS)
+    for pkg, job in jobs.items():
+        (target,) = job["static_configs"][0]["targets"]
+        host, _, port = target.partition(":")
+        assert host in compose()["services"], host
+        assert service(host)["environment"]["HTTP_PORT"] == port
+        assert service(host)["entrypoint"] == ["python", "-m", pkg]
+        # /metrics wants a token with <service>:metrics: the container writes METRICS_TOKEN there
+        assert job["authorization"]["credentials_file"] == "/tmp/metrics-token"
+    assert "/tmp/metrics-token" in " ".join(service("prometheus")["command"])
+    env = (ROOT / "deploy" / "compose" / "demo.env").read_text()
+    token = re.search(r"^METRICS_TOKEN=(.+)$", env, re.M)
+    assert token is not None
+    assert f":{token[1]}:*" in env

@@ -4,6 +4,7 @@ combinations, validate every manifest offline with kubernetes-validate --strict.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,11 @@ COMBINATIONS: dict[str, list[str]] = {
         "networkPolicy.allowedFrom[0].namespaceSelector.matchLabels.team=ops",
     ],
     "existing-secret": ["secrets.existingSecret=tributary-prod"],
+    "monitoring": [
+        "serviceMonitor.enabled=true,prometheusRule.enabled=true,grafanaDashboard.enabled=true",
+        "prometheusRule.labels.release=kube-prometheus-stack",
+        "grafanaDashboard.annotations.grafana_folder=Tributary",
+    ],
     "chart-made-secret": [
         "secrets.values.REDIS_URL=redis://redis:6379/0",
         "secrets.values.SNAPSHOT_ENCRYPTION_KEY=not-a-real-key",
@@ -307,3 +313,93 @@ def test_oidc_and_metrics_behind_a_token() -> None:
     endpoint = of_kind(documents, "ServiceMonitor")[0]["spec"]["endpoints"][0]
     assert endpoint["port"] == "http"
     assert endpoint["authorization"]["credentials"]["key"] == "METRICS_TOKEN"
+
+
+def helm_test_pod(documents: list[dict[str, Any]]) -> dict[str, Any]:
+    (pod,) = of_kind(documents, "Pod")
+    return pod
+
+
+def test_the_helm_test_hook_checks_every_service_and_calls_the_api_with_a_token() -> None:
+    pod = helm_test_pod(render([]))
+    assert pod["metadata"]["annotations"]["helm.sh/hook"] == "test"
+    spec = pod["spec"]
+    assert spec["restartPolicy"] == "Never"
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    (container,) = spec["containers"]
+    # a service image the chart already uses: no other image to pull or trust
+    assert container["image"] == "ghcr.io/tributary/aggregation:0.1.0"
+    script = (CHART / "files" / "helm_test.py").read_text()
+    assert container["command"] == ["python", "-c", script]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+    assert env["READYZ_URLS"].split() == [
+        f"http://tributary-{s.replace('_', '-')}:8000/readyz" for s in SERVICES
+    ]
+    assert env["API_URL"] == "http://tributary-alert:8000/rules"
+    assert env["API_SCOPE"] == "alert:read"
+    assert env["API_TOKENS"]["secretKeyRef"] == {
+        "name": "tributary-secrets",
+        "key": "API_TOKENS",
+        "optional": True,
+    }
+
+
+def test_the_helm_test_hook_follows_the_enabled_services() -> None:
+    env = {
+        e["name"]: e.get("value")
+        for e in helm_test_pod(
+            render(["services.alert.enabled=false,services.aggregation.enabled=false"])
+        )["spec"]["containers"][0]["env"]
+    }
+    assert "alert" not in env["READYZ_URLS"]
+    assert "API_URL" not in env  # the route's service is off: readiness only
+    assert of_kind(render(["helmTest.enabled=false"]), "Pod") == []
+
+
+def test_a_network_policy_lets_the_helm_test_pod_in() -> None:
+    documents = render(COMBINATIONS["network-policy"])
+    labels = helm_test_pod(documents)["metadata"]["labels"]
+    for policy in of_kind(documents, "NetworkPolicy"):
+        selectors = [p["podSelector"]["matchLabels"] for p in policy["spec"]["ingress"][0]["from"]
+                     if "podSelector" in p]  # fmt: skip
+        assert any(s.items() <= labels.items() for s in selectors)
+
+
+def test_the_helm_test_script_picks_the_first_token_that_grants_the_scope() -> None:
+    spec = importlib.util.spec_from_file_location("helm_test", CHART / "files" / "helm_test.py")
+    assert spec is not None
+    assert spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    entries = "ci:token-for-ci-0000000:snapshot:read\nops:token-for-ops-000000:alert:* , all:t3:*"
+    assert script.token_for(entries, "alert:read") == ("ops", "token-for-ops-000000")
+    assert script.token_for(entries, "aggregation:write") == ("all", "t3")
+    assert script.token_for("ci:token-for-ci-0000000:snapshot:read", "alert:read") is None
+
+
+def test_the_operators_pack_is_off_by_default_and_one_source_when_on() -> None:
+    defaults = render([])
+    assert of_kind(defaults, "PrometheusRule") == []
+    assert of_kind(defaults, "ConfigMap") == []
+    documents = render(COMBINATIONS["monitoring"])
+    (rule,) = of_kind(documents, "PrometheusRule")
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    plain = yaml.safe_load((CHART / "files" / "prometheus" / "tributary-rules.yaml").read_text())
+    assert rule["spec"] == plain
+    (dashboard,) = of_kind(documents, "ConfigMap")
+    assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert dashboard["metadata"]["annotations"] == {"grafana_folder": "Tributary"}
+    source = (CHART / "files" / "grafana" / "tributary.json").read_text()
+    assert json.loads(dashboard["data"]["tributary.json"]) == json.loads(source)
+
+
+def test_each_service_is_scraped_as_the_job_named_after_it() -> None:
+    """The alert rules and the dashboard select a service by job="<service>"."""
+    documents = render(["serviceMonitor.enabled=true"])
+    services = {s["metadata"]["name"]: s for s in of_kind(documents, "Service")}
+    for monitor in of_kind(documents, "ServiceMonitor"):
+        label = monitor["spec"]["jobLabel"]
+        service = services[monitor["metadata"]["name"]]
+        assert service["metadata"]["labels"][label] in SERVICES
+        assert service["metadata"]["labels"][label].replace("_", "-") in service["metadata"]["name"]

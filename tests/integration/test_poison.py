@@ -14,7 +14,6 @@ from typing import Any, cast
 
 import pytest
 import redis
-import sqlalchemy as sa
 
 from simulators.stack import secrets_env
 from simulators.system import LocalSystem, SystemConfig
@@ -22,7 +21,7 @@ from tributary import catalog
 from tributary.events import encode, make_event
 from tributary.keys import Keys
 from tributary.streams.dlq import DLQ_PREFIX
-from tributary_testing.infra import delete_prefix
+from tributary_testing.infra import drop_run_data
 from tributary_testing.poison import Poison, poisons
 from tributary_testing.waiting import wait_until
 
@@ -134,12 +133,7 @@ def running(
     finally:
         system.stop_all()
         client.close()
-        delete_prefix(redis_url, prefix)
-        engine = sa.create_engine(postgres_url)
-        with engine.begin() as conn:
-            for schema in schemas.values():
-                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        engine.dispose()
+        drop_run_data(redis_url, prefix, postgres_url, schemas.values())
 
 
 def check_dead_lettered(running: Running, stream: str, poison: Poison, entry_id: bytes) -> None:

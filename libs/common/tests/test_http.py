@@ -21,6 +21,7 @@ from tributary.http import (
     ReadinessCheck,
     create_app,
     database_check,
+    metrics_app,
     migrations_check,
     redis_check,
     serve,
@@ -200,6 +201,24 @@ async def test_metrics_exposition() -> None:
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain; version=")
     assert 'tributary_events_processed_total{group="svc",stream="orders"} 3.0' in response.text
+
+
+async def test_a_scrape_says_whether_the_service_is_ready() -> None:
+    """tributary_ready follows the readiness checks at every scrape, on the API port and on
+    METRICS_PORT alike, without anything probing /readyz (what the alert rules watch)."""
+    applied = False
+    checks = [migrations_check(lambda: applied)]
+    metrics = Metrics()
+    for app in (make_app(checks, metrics), metrics_app(metrics, checks)):
+        async with client_for(app) as client:
+            applied = False
+            assert "tributary_ready 0.0" in (await client.get("/metrics")).text
+            applied = True
+            assert "tributary_ready 1.0" in (await client.get("/metrics")).text
+    async with client_for(make_app(checks, metrics)) as client:
+        applied = False
+        assert (await client.get("/readyz")).status_code == 503
+    assert metrics.ready._value.get() == 0
 
 
 async def test_openapi_schema_lists_probes_and_routes(client: httpx.AsyncClient) -> None:

@@ -145,11 +145,16 @@ async def _run_check(check: ReadinessCheck) -> dict[str, Any]:
     return result
 
 
-async def readiness(checks: Sequence[ReadinessCheck]) -> tuple[bool, dict[str, Any]]:
-    """Run every check concurrently; (all passed, per-check results)."""
+async def readiness(
+    checks: Sequence[ReadinessCheck], metrics: Metrics | None = None
+) -> tuple[bool, dict[str, Any]]:
+    """Run every check concurrently; (all passed, per-check results). With ``metrics``,
+    ``tributary_ready`` is set to the outcome."""
     results = await asyncio.gather(*(_run_check(c) for c in checks))
     by_name = {c.name: r for c, r in zip(checks, results, strict=True)}
     ready = all(r["status"] == "ok" for r in results)
+    if metrics is not None:
+        metrics.ready.set(1 if ready else 0)
     return ready, by_name
 
 
@@ -167,28 +172,36 @@ def _probe_router(
 
     @router.get("/readyz", dependencies=[public()])
     async def readyz() -> JSONResponse:
-        ready, results = await readiness(checks)
+        ready, results = await readiness(checks, metrics)
         body = {"status": "ok" if ready else "unavailable", "checks": results}
         return JSONResponse(status_code=200 if ready else 503, content=body)
 
     if with_metrics:
         router.add_api_route(
-            "/metrics", _prometheus(metrics), methods=["GET"], dependencies=[requires("metrics")]
+            "/metrics",
+            _prometheus(metrics, checks),
+            methods=["GET"],
+            dependencies=[requires("metrics")],
         )
     return router
 
 
-def _prometheus(metrics: Metrics) -> Callable[[], Awaitable[Response]]:
+def _prometheus(
+    metrics: Metrics, checks: Sequence[ReadinessCheck]
+) -> Callable[[], Awaitable[Response]]:
     async def prometheus() -> Response:
+        # a scrape runs the readiness checks too: tributary_ready then says what /readyz
+        # would, wherever nothing probes /readyz (compose checks /healthz)
+        await readiness(checks, metrics)
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return prometheus
 
 
-def metrics_app(metrics: Metrics) -> FastAPI:
+def metrics_app(metrics: Metrics, checks: Sequence[ReadinessCheck] = ()) -> FastAPI:
     """/metrics alone, without credentials: what METRICS_PORT serves (nothing else there)."""
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
-    app.add_api_route("/metrics", _prometheus(metrics), methods=["GET"])
+    app.add_api_route("/metrics", _prometheus(metrics, tuple(checks)), methods=["GET"])
     return app
 
 

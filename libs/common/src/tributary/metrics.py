@@ -97,6 +97,11 @@ class Metrics:
             ("lease",),
             registry=self.registry,
         )
+        self.ready = Gauge(
+            "tributary_ready",
+            "1 when every readiness check (/readyz) passed at the last probe or scrape.",
+            registry=self.registry,
+        )
         self._retention_metrics()
         self.outbox_backlog = Gauge(
             "tributary_outbox_backlog",

@@ -346,7 +346,7 @@ def _http_servers(res: Resources[Any], parts: Components[Any]) -> list[HttpServe
     servers = [HttpServer(app, settings.http_host, settings.http_port)]
     if settings.metrics_port is not None:
         servers.append(
-            HttpServer(metrics_app(res.metrics), settings.http_host, settings.metrics_port)
+            HttpServer(metrics_app(res.metrics, checks), settings.http_host, settings.metrics_port)
         )
     return servers
 

@@ -1,5 +1,5 @@
 """Where the test databases are (the environment, the local services, or testcontainers),
-and how a test's Redis keys are removed afterwards.
+and how what a test left (Redis keys, schemas, a MySQL database) is removed afterwards.
 
 ``REDIS_URL``, ``DATABASE_URL`` and ``MYSQL_URL`` win when set. Otherwise the
 local services on their standard ports are used when they answer, and only
@@ -12,10 +12,12 @@ import os
 import shutil
 import socket
 import subprocess
+from collections.abc import Iterable
 from contextlib import ExitStack
 from typing import Any
 
 import redis
+import sqlalchemy as sa
 
 LOCAL_REDIS = "redis://127.0.0.1:6379/0"
 LOCAL_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -111,3 +113,37 @@ def delete_prefix(url: str, prefix: str) -> None:
             batch = batch[500:]
     finally:
         client.close()
+
+
+def create_mysql_database(mysql_url: str, name: str) -> str:
+    """Create the MySQL/MariaDB database ``name`` (a run's own); the URL naming it."""
+    engine = sa.create_engine(mysql_url)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE `{name}`"))
+    finally:
+        engine.dispose()
+    return sa.make_url(mysql_url).set(database=name).render_as_string(hide_password=False)
+
+
+def drop_run_data(
+    redis_url: str,
+    prefix: str,
+    postgres_url: str,
+    schemas: Iterable[str] = (),
+    mysql_url: str | None = None,
+) -> None:
+    """Remove what a run of the services left: its Redis keys under ``prefix``, its
+    PostgreSQL ``schemas`` and the MySQL database ``mysql_url`` names (if given)."""
+    delete_prefix(redis_url, prefix)
+    targets = [(postgres_url, f'DROP SCHEMA IF EXISTS "{schema}" CASCADE') for schema in schemas]
+    if mysql_url is not None:
+        database = sa.make_url(mysql_url).database
+        targets.append((mysql_url, f"DROP DATABASE IF EXISTS `{database}`"))
+    for url, statement in targets:
+        engine = sa.create_engine(url)
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text(statement))
+        finally:
+            engine.dispose()
