@@ -9,6 +9,7 @@ settings come from the same environment the services get (docker-compose.yml).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -18,7 +19,9 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from simulators.scenario import Scenario, receivers, rules
+import httpx
+
+from simulators.scenario import Scenario, set_up
 
 DEMO = Path("/demo")
 ALERT_URL = os.environ.get("ALERT_URL", "http://alert:8000")
@@ -103,10 +106,15 @@ def gmail_users() -> None:
 
 
 def alerting() -> None:
-    for receiver in receivers(WEBHOOK_URL):
-        send(f"{ALERT_URL}/receivers", receiver)
-    for rule in rules():
-        send(f"{ALERT_URL}/rules", rule)
+    """The webhook receiver and the scenario's rules, as ``make demo`` sets them up (and
+    not twice when the demo is brought up again over its volumes)."""
+
+    async def go() -> None:
+        headers = {"Authorization": f"Bearer {api_token()}"}
+        async with httpx.AsyncClient(timeout=10, headers=headers) as http:
+            await set_up(http, ALERT_URL, WEBHOOK_URL)
+
+    asyncio.run(go())
     send(f"{TRAFFIC_SYNC_URL}/nodes/1/limit", {"limit_bytes": 2_000_000_000}, method="PUT")
 
 

@@ -243,9 +243,14 @@ class Scenario:
 
 
 async def set_up(
-    http: httpx.AsyncClient, alert_url: str, webhook_url: str, credentials: WebhookCredentials
+    http: httpx.AsyncClient,
+    alert_url: str,
+    webhook_url: str,
+    credentials: WebhookCredentials | None = None,
 ) -> None:
-    """Receivers and rules in the alert service (a 409 for an existing name is fine)."""
+    """Receivers and rules in the alert service, once: a receiver's 409 for an existing
+    name is fine, and a rule whose name exists is not posted again (a second run of the
+    demo's set-up over the same database must not double every alert)."""
     for receiver in receivers(webhook_url, credentials):
         r = await http.post(f"{alert_url}/receivers", json=receiver)
         if r.status_code not in (201, 409):
