@@ -115,6 +115,7 @@ def soak_env() -> dict[str, str]:
         "TRAFFIC_SYNC_LEDGER_RETENTION_DAYS": days(30),
         "AGGREGATION_RUN_RETENTION_DAYS": days(90),
         "ALERT_RESOLVED_RETENTION_DAYS": days(90),
+        "ALERT_NOTIFICATION_RETENTION_DAYS": days(90),
         "GMAIL_FETCH_CACHE_RETENTION_DAYS": days(30),
         "GMAIL_FETCH_JOB_RETENTION_DAYS": days(30),
         # snapshot runs on the fast clock: its settings are simulated time already
@@ -135,6 +136,8 @@ class Soak:
     stack: Stack
     folder: Path
     anchor: float
+    #: PostgreSQL for the samples: directly, not through the proxy the outage cuts
+    sample_pg_url: str
     footprint: footprint.Footprint = field(default_factory=footprint.Footprint)
     timings: dict[str, float] = field(default_factory=dict)
     traffic_rows: dict[str, tuple[int, int]] = field(default_factory=dict)
@@ -157,7 +160,7 @@ async def sample(soak: Soak, dbs: Databases) -> dict[str, float]:
     streams |= {f"{name}.dlq": keys.dlq(name) for name in STREAMS}
     figures = await footprint.redis_footprint(soak.stack.redis, streams)
     mysql = engine(dbs.mysql_url)
-    pg = engine(dbs.postgres_url)
+    pg = engine(soak.sample_pg_url)
     try:
         figures |= await asyncio.to_thread(footprint.table_footprint, mysql, "traffic_sync", None)
         for owner, schema in dbs.schemas.items():
@@ -169,7 +172,7 @@ async def sample(soak: Soak, dbs: Databases) -> dict[str, float]:
 
 
 async def sample_daily(soak: Soak, dbs: Databases) -> None:
-    """A sample at the end of each simulated day (PostgreSQL may be away: try again)."""
+    """A sample at the end of each simulated day (Redis may be restarting: try again)."""
     for day in range(1, DAYS + 1):
         await asyncio.sleep(max(0.0, soak.anchor + day * DAY_SECONDS - time.time()))
         while True:
@@ -243,7 +246,7 @@ def write_results(soak: Soak) -> None:
 
 
 @pytest.fixture(scope="module")
-def soak_run(e2e_redis: RedisServer, e2e_databases: Databases) -> Soak:
+def soak_run(e2e_redis: RedisServer, e2e_databases: Databases, postgres_url: str) -> Soak:
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     folder = Path(os.environ.get("SOAK_DIR", ROOT / ".soak" / stamp))
     folder.mkdir(parents=True, exist_ok=True)
@@ -265,7 +268,7 @@ def soak_run(e2e_redis: RedisServer, e2e_databases: Databases) -> Soak:
         },
     )
     stack = Stack(config, Scenario(seed=20261206, prefix=PREFIX), gmail_messages=100)
-    soak = Soak(stack, folder, anchor)
+    soak = Soak(stack, folder, anchor, postgres_url)
 
     async def go() -> None:
         try:
