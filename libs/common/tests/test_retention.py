@@ -302,6 +302,41 @@ async def test_a_registered_table_is_purged_by_its_own_age_and_condition(
         assert conn.execute(sa.text("SELECT event_id FROM inbox")).scalars().all() == ["b"]
 
 
+async def test_a_purge_hook_replaces_the_delete_and_a_clock_the_system_time(
+    tables: Engine, redis_client: aioredis.Redis
+) -> None:
+    """A partitioned table drops partitions instead (snapshot); a service on a clock of
+    its own has its table's cut computed from that clock."""
+    engine, system_now = tables, datetime.now(UTC)
+    service_now = system_now + timedelta(days=10)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO inbox (consumer_group, event_id, processed_at) VALUES ('g', 'a', :t)"
+            ),
+            {"t": system_now},
+        )
+    calls: list[tuple[datetime, int]] = []
+
+    def purge(engine: Engine, cut: datetime, batch_rows: int) -> int:
+        calls.append((cut, batch_rows))
+        return 7
+
+    policy = TableRetention(
+        "inbox", "processed_at", timedelta(days=1), purge=purge, clock=lambda: service_now
+    )
+    retention = RetentionSweep(
+        redis_client, engine, None, [], [policy], RetentionOptions(batch_rows=123), sleep=no_sleep
+    )
+    retention._tables = [policy]
+    report = await retention.run_pass()
+    assert calls == [(service_now - timedelta(days=1), 123)]
+    assert report.tables[0].removed == 7
+    assert report.tables[0].oldest_age_s == pytest.approx(10 * 86_400, abs=60)
+    with engine.connect() as conn:  # the hook removed nothing: the row is still there
+        assert conn.execute(sa.text("SELECT count(*) FROM inbox")).scalar_one() == 1
+
+
 async def test_a_stream_nobody_wrote_yet_is_passed_over(
     redis_client: aioredis.Redis, keys: Keys, pg_engine: Engine
 ) -> None:
