@@ -10,7 +10,7 @@ help:
 	@echo "install  create .venv and install every workspace member from uv.lock"
 	@echo "test     unit + integration tests of libs/common and every service (real Redis/PostgreSQL/MySQL)"
 	@echo "e2e      all five services as processes, with faults (SIGKILL, Redis restart, PostgreSQL outage)"
-	@echo "soak     the whole system for a simulated month (~15 min): footprint per day, bounded growth"
+	@echo "soak     the whole system for a simulated month (~10.5 min): footprint per day, bounded growth"
 	@echo "lint     ruff (lint + format check) and mypy --strict"
 	@echo "fmt      ruff format + autofix"
 	@echo "bench    benchmarks under bench/ (print JSON figures)"
@@ -39,7 +39,7 @@ e2e: install
 	$(UV) run pytest tests/integration -m e2e -v $(PYTEST_ARGS)
 
 # a simulated month of the whole system with faults, its footprint sampled daily
-# (tests/integration/test_soak.py, ~15 min; docs/operations.md "Retention and footprint").
+# (tests/integration/test_soak.py, ~10.5 min; docs/operations.md "Retention and footprint").
 # Shorter while developing: make soak SOAK_DAYS=8 SOAK_DAY_SECONDS=10 SOAK_HORIZON_DAYS=2 SOAK_WEEK_DAYS=3
 soak: install
 	$(UV) run pytest tests/integration/test_soak.py -m soak -v -s $(PYTEST_ARGS)
