@@ -40,7 +40,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic_settings import BaseSettings
 
+from aggregation.config import AggregationSettings
+from alert.config import AlertSettings
+from gmail_fetch.config import GmailFetchSettings
 from simulators import footprint
 from simulators.checks import (
     cut_postgres,
@@ -55,7 +59,9 @@ from simulators.redis_server import RedisServer
 from simulators.scenario import Scenario
 from simulators.stack import Stack
 from simulators.system import SERVICES, SystemConfig
+from traffic_sync.config import TrafficSyncSettings
 from tributary.catalog import DLQ_RETENTION, STREAMS
+from tributary.config import ServiceSettings
 from tributary.keys import Keys
 from tributary.retention.policy import StreamRetention
 
@@ -105,19 +111,30 @@ def hours(n: float) -> str:
     return repr(wall(timedelta(hours=n)) / 3600)
 
 
+def default(settings: type[BaseSettings], name: str) -> float:
+    """A setting's default (the age an operator gets), to be compressed."""
+    return float(settings.model_fields[name].default)
+
+
 def soak_env() -> dict[str, str]:
     """Ages and intervals of every service, compressed (see the module's docstring)."""
     return {
         "RETENTION_INTERVAL_SECONDS": "2",
         "STREAM_RETENTION": stream_retention(),
-        "INBOX_RETENTION_HOURS": hours(7 * 24),
-        "OUTBOX_RETENTION_HOURS": hours(24),
-        "TRAFFIC_SYNC_LEDGER_RETENTION_DAYS": days(30),
-        "AGGREGATION_RUN_RETENTION_DAYS": days(90),
-        "ALERT_RESOLVED_RETENTION_DAYS": days(90),
-        "ALERT_NOTIFICATION_RETENTION_DAYS": days(90),
-        "GMAIL_FETCH_CACHE_RETENTION_DAYS": days(30),
-        "GMAIL_FETCH_JOB_RETENTION_DAYS": days(30),
+        "INBOX_RETENTION_HOURS": hours(default(ServiceSettings, "inbox_retention_hours")),
+        "OUTBOX_RETENTION_HOURS": hours(default(ServiceSettings, "outbox_retention_hours")),
+        "TRAFFIC_SYNC_LEDGER_RETENTION_DAYS": days(
+            default(TrafficSyncSettings, "ledger_retention_days")
+        ),
+        "AGGREGATION_RUN_RETENTION_DAYS": days(default(AggregationSettings, "run_retention_days")),
+        "ALERT_RESOLVED_RETENTION_DAYS": days(default(AlertSettings, "resolved_retention_days")),
+        "ALERT_NOTIFICATION_RETENTION_DAYS": days(
+            default(AlertSettings, "notification_retention_days")
+        ),
+        "GMAIL_FETCH_CACHE_RETENTION_DAYS": days(
+            default(GmailFetchSettings, "cache_retention_days")
+        ),
+        "GMAIL_FETCH_JOB_RETENTION_DAYS": days(default(GmailFetchSettings, "job_retention_days")),
         # snapshot runs on the fast clock: its settings are simulated time already
         "SNAPSHOT_RAW_RETENTION_DAYS": str(HORIZON_DAYS),
         "SNAPSHOT_COLLECT_INTERVAL_SECONDS": "2",
