@@ -120,28 +120,40 @@ def cover(conn: Connection, moments: Iterable[datetime]) -> None:
 
 # -- retention ----------------------------------------------------------------------------
 
-_UNCOUNT = (
-    "UPDATE servers s SET snapshot_count = greatest(0, s.snapshot_count - c.n) FROM "
-    "(SELECT k.server_id, count(*) AS n FROM {source} d JOIN access_keys k ON k.id = d.key_ref "
-    "GROUP BY k.server_id) c WHERE s.id = c.server_id"
+#: rows per server of ``{source}`` (a partition, or the rows a statement deleted)
+_COUNTS = (
+    "SELECT k.server_id, count(*) AS n FROM {source} d JOIN access_keys k ON k.id = d.key_ref "
+    "GROUP BY k.server_id"
+)
+_LOWER_COUNTS = "UPDATE servers s SET snapshot_count = greatest(0, s.snapshot_count - c.n) FROM "
+_UNCOUNT_BY = sa.text(
+    _LOWER_COUNTS + "unnest(CAST(:ids AS text[]), CAST(:ns AS bigint[])) AS c(server_id, n) "
+    "WHERE s.id = c.server_id"
 )
 _DELETE_LEGACY = sa.text(
     f"WITH d AS (DELETE FROM {LEGACY} WHERE ctid = ANY(ARRAY(SELECT ctid FROM {LEGACY} "
     "WHERE collected_at < :cut LIMIT :n)) RETURNING key_ref) "
-    + _UNCOUNT.format(source="d")
-    + " RETURNING c.n"
+    f"{_LOWER_COUNTS}({_COUNTS.format(source='d')}) c WHERE s.id = c.server_id RETURNING c.n"
 )
 
 
 def _drop(engine: Engine, partition: Partition) -> int:
-    """Drop one partition, its rows first taken off the servers' counts (one read of
-    the partition, no row written); rows dropped."""
+    """Drop one partition, its rows first taken off the servers' counts; rows dropped.
+
+    The counts are read first, with no lock held but the read's (nothing is written
+    into a day that has passed); the transaction that lowers them and drops the
+    partition then holds servers' rows and the exclusive lock on snapshots for
+    milliseconds. It locks servers' rows before snapshots, as collections do."""
+    with engine.connect() as conn:
+        counts = list(conn.execute(sa.text(_COUNTS.format(source=partition.name))))
     with engine.begin() as conn:
         conn.execute(_LOCK)
-        uncounted = conn.execute(sa.text(_UNCOUNT.format(source=partition.name) + " RETURNING c.n"))
-        rows = sum(int(r[0]) for r in uncounted)
+        conn.execute(
+            _UNCOUNT_BY,
+            {"ids": [str(r[0]) for r in counts], "ns": [int(r[1]) for r in counts]},
+        )
         conn.execute(sa.text(f"DROP TABLE {partition.name}"))
-    return rows
+    return sum(int(r[1]) for r in counts)
 
 
 def _delete_legacy(engine: Engine, cut: datetime, batch_rows: int) -> int:

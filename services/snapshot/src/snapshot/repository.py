@@ -15,7 +15,6 @@ import sqlalchemy as sa
 from pydantic_core import to_json
 from sqlalchemy.orm import Session
 
-from snapshot import partitions
 from snapshot.config import OUTLINE_WINDOW_DAYS
 from snapshot.deltas import KeyDelta, KeyState
 from snapshot.models import access_keys, cursors, servers
@@ -244,7 +243,6 @@ def save_collections(session: Session, writes: list[CollectionWrite]) -> list[in
     now = writes[0].now
     if any(w.now != now for w in writes) or len({w.server_id for w in writes}) < len(writes):
         raise ValueError("one write per server, all at the same instant")
-    partitions.cover(session.connection(), [now])
     rows: list[dict[str, Any]] = []
     states: list[dict[str, Any]] = []
     for write in writes:
