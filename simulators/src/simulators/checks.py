@@ -74,14 +74,14 @@ async def unsettled(redis: aioredis.Redis, keys: Keys) -> list[str]:
     return left
 
 
-async def wait_settled(redis: aioredis.Redis, keys: Keys, what: str) -> None:
+async def wait_settled(redis: aioredis.Redis, keys: Keys, what: str, seconds: float = 120) -> None:
     """Poll until nothing is left unconsumed; a time-out says what is left."""
 
     async def settled() -> bool:
         return not await unsettled(redis, keys)
 
     try:
-        await poll(what, settled, 120, 0.5)
+        await poll(what, settled, seconds, 0.5)
     except TimeoutError as exc:
         raise TimeoutError(f"{exc}; left: {await unsettled(redis, keys)}") from None
 
