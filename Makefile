@@ -40,7 +40,7 @@ e2e: install
 
 # a simulated month of the whole system with faults, its footprint sampled daily
 # (tests/integration/test_soak.py, ~10.5 min; docs/operations.md "Retention and footprint").
-# Shorter while developing (~2 min): make soak SOAK_DAYS=8 SOAK_DAY_SECONDS=10 SOAK_HORIZON_DAYS=3 SOAK_WEEK_DAYS=2
+# Shorter while developing (~4 min): make soak SOAK_DAYS=20 SOAK_DAY_SECONDS=10 SOAK_HORIZON_DAYS=4 SOAK_WEEK_DAYS=3
 soak: install
 	$(UV) run pytest tests/integration/test_soak.py -m soak -v -s $(PYTEST_ARGS)
 

@@ -321,6 +321,11 @@ def soak_run(e2e_redis: RedisServer, e2e_databases: Databases, postgres_url: str
 def test_nothing_grows_without_bound(soak_run: Soak) -> None:
     series = soak_run.footprint.series()
     assert len(soak_run.footprint.samples) == DAYS
+    compared_from = (DAYS - 2 * WEEK) * DAY_SECONDS
+    assert soak_run.timings["after_faults"] < compared_from, (
+        f"the faults went on until {soak_run.timings['after_faults']:.0f} s, into the weeks "
+        f"compared (from {compared_from:.0f} s): a longer run (SOAK_DAYS) or shorter weeks"
+    )
     failed = footprint.unbounded(series, HORIZON_DAYS, WEEK, exempt=EXEMPT)
     assert not failed, json.dumps(failed, indent=1)
 
