@@ -4,13 +4,15 @@ UV ?= uv
 PYTEST_ARGS ?=
 MYPY_PATHS = $(shell find libs services bench tests simulators deploy -name '*.py' -not -path '*/.venv/*' 2>/dev/null)
 
-.PHONY: help install test e2e lint fmt bench clean promtool
+.PHONY: help install test e2e soak lint fmt bench clean promtool
 
 help:
 	@echo "install  create .venv and install every workspace member from uv.lock"
 	@echo "test     unit + integration tests of libs/common and every service (real Redis/PostgreSQL/MySQL)"
 	@echo "e2e      all five services as processes, with faults (SIGKILL, Redis restart, PostgreSQL outage)"
 	@echo "compose-e2e  the system in containers (docker compose, demo profile), with a docker kill"
+
+	@echo "soak     the whole system for a simulated month (~10.5 min): footprint per day, bounded growth"
 	@echo "lint     ruff (lint + format check) and mypy --strict"
 	@echo "promtool install promtool (checks the alert rules; tests/deploy/test_monitoring.py)"
 	@echo "fmt      ruff format + autofix"
@@ -44,6 +46,12 @@ e2e: install
 .PHONY: compose-e2e
 compose-e2e: install
 	$(UV) run pytest tests/compose -m compose -v -s $(PYTEST_ARGS)
+
+# a simulated month of the whole system with faults, its footprint sampled daily
+# (tests/integration/test_soak.py, ~10.5 min; docs/operations.md "Retention and footprint").
+# Shorter while developing (~4 min): make soak SOAK_DAYS=20 SOAK_DAY_SECONDS=10 SOAK_HORIZON_DAYS=4 SOAK_WEEK_DAYS=3
+soak: install
+	$(UV) run pytest tests/integration/test_soak.py -m soak -v -s $(PYTEST_ARGS)
 
 lint: install
 	$(UV) run ruff check .

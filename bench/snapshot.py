@@ -45,6 +45,7 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 
+from snapshot import partitions
 from snapshot.config import SnapshotSettings
 from snapshot.credentials import (
     ApiUrl,
@@ -216,6 +217,8 @@ def generate_history(res: Resources[SnapshotSettings], now: datetime) -> None:
             ),
             {"now": now, "start": start, "end": end},
         )
+        # snapshots is partitioned by day: the month of history needs its partitions
+        partitions.create_days(conn, (start.date() + timedelta(days=n) for n in range(DAYS + 2)))
         conn.execute(
             sa.text(
                 "INSERT INTO snapshots (key_ref, collected_at, reading_bytes, delta_bytes, "

@@ -48,8 +48,14 @@ class Target:
     schema: str | None  # None on MySQL: the URL's database is the schema
 
     def tables(self, version_table: str) -> set[str]:
+        """The tables, partitions of a partitioned table aside (the service makes them)."""
         with self.engine.connect() as conn:
             names = set(sa.inspect(conn).get_table_names(schema=self.schema))
+            if self.schema is not None:
+                names -= set(conn.execute(sa.text(
+                    "SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = "
+                    "c.relnamespace WHERE n.nspname = :s AND c.relispartition"
+                ), {"s": self.schema}).scalars())  # fmt: skip
         return names - {version_table}
 
 

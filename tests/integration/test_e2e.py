@@ -40,6 +40,18 @@ import pytest
 import redis.asyncio as aioredis
 import sqlalchemy as sa
 
+from simulators.checks import (
+    catalog_streams,
+    cut_postgres,
+    pg_rows,
+    restart_each,
+    restart_redis,
+    wait_oracle,
+    wait_settled,
+)
+from simulators.checks import (
+    engine as checks_engine,
+)
 from simulators.otlp import OtlpReceiver
 from simulators.ports import free_port
 from simulators.redis_server import RedisServer
@@ -66,7 +78,6 @@ Databases = Any  # tests/integration/conftest.py: urls, schemas, the PostgreSQL 
 PREFIX = "e2e:"
 #: a node of its own for the trace probe: a tiny limit, so one write fires an alert
 PROBE_NODE = 999
-PG_OUTAGE_SECONDS = 20.0
 MALFORMED = {
     catalog.DEVICE_READINGS: {"type": "device.reading.recorded", "data": "{not json"},
     catalog.USAGE_AGGREGATED: {"hello": "world"},
@@ -98,50 +109,12 @@ class Run:
     accounts: Accounts | None = None
 
 
-# -- reading the final state ------------------------------------------------------------
+# -- the run ----------------------------------------------------------------------------
 
 
-def _engine(url: str, schema: str | None = None) -> sa.Engine:
-    if schema is None:
-        return sa.create_engine(url)
-    return sa.create_engine(url, connect_args={"options": f"-csearch_path={schema}"})
-
-
-def traffic_rows(mysql_url: str) -> dict[str, tuple[int, int]]:
-    engine = _engine(mysql_url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                sa.text("SELECT node_id, upload_bytes, download_bytes FROM node_traffic")
-            )
-            return {str(r[0]): (int(r[1]), int(r[2])) for r in rows}
-    finally:
-        engine.dispose()
-
-
-def pg_rows(url: str, schema: str, query: str) -> list[Any]:
-    engine = _engine(url, schema)
-    try:
-        with engine.connect() as conn:
-            return list(conn.execute(sa.text(query)))
-    finally:
-        engine.dispose()
-
-
-def oracle_diff(run: Run, oracle: Any) -> str:
-    """What differs between the final tables and the oracle: (table, oracle) per row."""
-    wanted_traffic = {node: tuple(v) for node, v in oracle.traffic.items()}
-    traffic = {
-        node: (run.traffic_rows.get(node), wanted_traffic.get(node))
-        for node in sorted(set(run.traffic_rows) | set(wanted_traffic))
-        if run.traffic_rows.get(node) != wanted_traffic.get(node)
-    }
-    usage = {
-        key: (run.usage_rows.get(key), oracle.usage.get(key))
-        for key in sorted(set(run.usage_rows) | set(oracle.usage))
-        if run.usage_rows.get(key) != oracle.usage.get(key)
-    }
-    return f"node_traffic (table, oracle): {traffic}; merchant_usage (table, oracle): {usage}"
+async def _inject_malformed(redis: aioredis.Redis, keys: Keys) -> None:
+    for stream, fields in MALFORMED.items():
+        await redis.xadd(keys.stream(stream), fields)  # type: ignore[arg-type]
 
 
 async def stream_entries(redis: aioredis.Redis, keys: Keys, name: str) -> list[dict[str, str]]:
@@ -154,71 +127,6 @@ def payload(fields: dict[str, str]) -> dict[str, Any]:
     decode(fields)  # raises on anything malformed
     data: dict[str, Any] = json.loads(fields["data"])
     return data
-
-
-async def unsettled(redis: aioredis.Redis, keys: Keys) -> list[str]:
-    """What has not yet been read and acked by every group of every stream (DLQ entries
-    aside), nor flushed by traffic_sync; empty when everything is consumed."""
-    left = []
-    for name in catalog_streams():
-        try:
-            groups = await redis.xinfo_groups(keys.stream(name))
-        except aioredis.ResponseError:
-            continue
-        for g in groups:
-            if int(g["pending"]) or (g.get("lag") or 0):
-                left.append(f"{name}/{g['name']}: pending {g['pending']}, lag {g.get('lag')}")
-    dirty = int(await redis.scard(keys.traffic_dirty))
-    if dirty:
-        left.append(f"traffic_sync: {dirty} dirty nodes")
-    return left
-
-
-async def wait_settled(redis: aioredis.Redis, keys: Keys, what: str) -> None:
-    """Poll until nothing is left unconsumed; a time-out says what is left."""
-
-    async def settled() -> bool:
-        return not await unsettled(redis, keys)
-
-    try:
-        await poll(what, settled, 120, 0.5)
-    except TimeoutError as exc:
-        raise TimeoutError(f"{exc}; left: {await unsettled(redis, keys)}") from None
-
-
-def catalog_streams() -> list[str]:
-    return [
-        catalog.OUTLINE_COLLECT, catalog.USAGE_ANOMALIES, catalog.USAGE_FORECASTS,
-        catalog.GMAIL_JOBS, catalog.GMAIL_JOB_EVENTS, catalog.TRAFFIC_FLUSHED,
-        catalog.USAGE_AGGREGATED, catalog.DEVICE_READINGS, catalog.ALERTS,
-    ]  # fmt: skip
-
-
-# -- the run ----------------------------------------------------------------------------
-
-
-async def _restart_each(stack: Stack, run: Run) -> None:
-    for name in SERVICES:
-        await asyncio.sleep(2)
-        stack.system.restart(name, hard=True)  # SIGKILL, then start again
-        await asyncio.to_thread(stack.system.wait_ready, [name])
-    run.timings["after_kills"] = time.monotonic()
-
-
-async def _restart_redis(stack: Stack, server: RedisServer) -> None:
-    async with stack.writes_paused():  # the writers wait; the services find Redis gone
-        await asyncio.to_thread(server.restart)
-
-
-async def _cut_postgres(dbs: Databases) -> None:
-    await asyncio.to_thread(dbs.proxy.cut)
-    await asyncio.sleep(PG_OUTAGE_SECONDS)
-    await asyncio.to_thread(dbs.proxy.restore)
-
-
-async def _inject_malformed(redis: aioredis.Redis, keys: Keys) -> None:
-    for stream, fields in MALFORMED.items():
-        await redis.xadd(keys.stream(stream), fields)  # type: ignore[arg-type]
 
 
 async def _trace_probe(stack: Stack, run: Run) -> None:
@@ -250,7 +158,7 @@ async def _trace_probe(stack: Stack, run: Run) -> None:
 
 def _database_users(dbs: Databases) -> list[str]:
     users = pg_rows(dbs.postgres_url, "public", "SELECT DISTINCT usename FROM pg_stat_activity")
-    engine = _engine(dbs.mysql_url)
+    engine = checks_engine(dbs.mysql_url)
     with engine.connect() as conn:
         query = "SELECT DISTINCT user FROM information_schema.processlist"
         users += list(conn.execute(sa.text(query)))
@@ -317,10 +225,11 @@ async def drive(stack: Stack, run: Run, redis_server: RedisServer, dbs: Database
     generator = asyncio.create_task(stack.generate(every=1.0, spike_at=15))
     try:
         await stack.import_spiky_history()
-        await _restart_each(stack, run)
-        await _restart_redis(stack, redis_server)
+        await restart_each(stack)
+        run.timings["after_kills"] = time.monotonic()
+        await restart_redis(stack, redis_server)
         run.timings["after_redis"] = time.monotonic()
-        await _cut_postgres(dbs)
+        await cut_postgres(dbs.proxy)
         run.timings["after_postgres"] = time.monotonic()
         await _inject_malformed(stack.redis, keys)
         await poll(
@@ -337,22 +246,9 @@ async def drive(stack: Stack, run: Run, redis_server: RedisServer, dbs: Database
     run.timings["generated"] = time.monotonic()
     await _trace_probe(stack, run)
     await wait_settled(stack.redis, keys, "every stream consumed and every node flushed")
-    oracle = stack.scenario.oracle
-
-    async def tables_match() -> bool:
-        run.traffic_rows = await asyncio.to_thread(traffic_rows, dbs.mysql_url)
-        rows = await asyncio.to_thread(
-            pg_rows, dbs.postgres_url, dbs.schemas["aggregation"],
-            "SELECT merchant_id, usage_date, metric, metric_value FROM merchant_usage",
-        )  # fmt: skip
-        run.usage_rows = {(r[0], r[1].isoformat(), r[2]): int(r[3]) for r in rows}
-        wanted_traffic = {node: (up, down) for node, (up, down) in oracle.traffic.items()}
-        return run.traffic_rows == wanted_traffic and run.usage_rows == dict(oracle.usage)
-
-    try:
-        await poll("tables equal to the oracle", tables_match, 120, 1)
-    except TimeoutError as exc:
-        raise TimeoutError(f"{exc}; {oracle_diff(run, oracle)}") from None
+    run.traffic_rows, run.usage_rows = await wait_oracle(
+        stack, dbs.mysql_url, dbs.postgres_url, dbs.schemas["aggregation"]
+    )
     run.timings["settled"] = time.monotonic()
 
     for name in catalog_streams():

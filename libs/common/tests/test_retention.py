@@ -8,6 +8,7 @@ import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
@@ -24,9 +25,11 @@ from tributary.keys import Keys
 from tributary.metrics import Metrics
 from tributary.outbox import outbox_table
 from tributary.retention.policy import StreamRetention
+from tributary.retention.streams import group_floors
 from tributary.retention.sweep import RetentionOptions, RetentionSweep, StreamTarget
 from tributary.retention.tables import TableRetention
 from tributary.streams import client
+from tributary.streams.ids import next_id
 from tributary_testing.sample_service import SampleSettings
 
 HOUR_MS = 3_600_000
@@ -299,6 +302,41 @@ async def test_a_registered_table_is_purged_by_its_own_age_and_condition(
         assert conn.execute(sa.text("SELECT event_id FROM inbox")).scalars().all() == ["b"]
 
 
+async def test_a_purge_hook_replaces_the_delete_and_a_clock_the_system_time(
+    tables: Engine, redis_client: aioredis.Redis
+) -> None:
+    """A partitioned table drops partitions instead (snapshot); a service on a clock of
+    its own has its table's cut computed from that clock."""
+    engine, system_now = tables, datetime.now(UTC)
+    service_now = system_now + timedelta(days=10)
+    with engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO inbox (consumer_group, event_id, processed_at) VALUES ('g', 'a', :t)"
+            ),
+            {"t": system_now},
+        )
+    calls: list[tuple[datetime, int]] = []
+
+    def purge(engine: Engine, cut: datetime, batch_rows: int) -> int:
+        calls.append((cut, batch_rows))
+        return 7
+
+    policy = TableRetention(
+        "inbox", "processed_at", timedelta(days=1), purge=purge, clock=lambda: service_now
+    )
+    retention = RetentionSweep(
+        redis_client, engine, None, [], [policy], RetentionOptions(batch_rows=123), sleep=no_sleep
+    )
+    retention._tables = [policy]
+    report = await retention.run_pass()
+    assert calls == [(service_now - timedelta(days=1), 123)]
+    assert report.tables[0].removed == 7
+    assert report.tables[0].oldest_age_s == pytest.approx(10 * 86_400, abs=60)
+    with engine.connect() as conn:  # the hook removed nothing: the row is still there
+        assert conn.execute(sa.text("SELECT count(*) FROM inbox")).scalar_one() == 1
+
+
 async def test_a_stream_nobody_wrote_yet_is_passed_over(
     redis_client: aioredis.Redis, keys: Keys, pg_engine: Engine
 ) -> None:
@@ -306,3 +344,25 @@ async def test_a_stream_nobody_wrote_yet_is_passed_over(
     report = await sweep(redis_client, pg_engine, [target]).run_pass()
     assert (report.streams[0].length, report.streams[0].removed) == (0, 0)
     assert await redis_client.exists(target.key) == 0
+
+
+async def test_a_group_that_acks_between_the_info_and_the_pending_summary_has_a_floor(
+    redis_client: aioredis.Redis, keys: Keys
+) -> None:
+    """XINFO GROUPS says an entry is pending, the consumer acks it, XPENDING then finds
+    none (min None): the floor is the entry after the last delivered one (the soak hit
+    ``int('None')`` here)."""
+    key = keys.stream("alerts")
+    ids = await add_at(redis_client, key, int(time.time() * 1000), 3)
+    await redis_client.xgroup_create(key, "g", id="0")
+    await redis_client.xreadgroup("g", "c", {key: ">"}, count=3)
+
+    class AcksInBetween(aioredis.Redis):
+        async def xinfo_groups(self, name: str) -> Any:  # type: ignore[override]
+            groups = await super().xinfo_groups(name)
+            await super().xack(name, "g", *ids)
+            return groups
+
+    racing = AcksInBetween(connection_pool=redis_client.connection_pool)
+    floors = await group_floors(racing, key)
+    assert [(f.group, f.floor) for f in floors] == [("g", next_id(ids[-1]))]

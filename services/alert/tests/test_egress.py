@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from sqlalchemy.engine import Engine
 
 from alert.app import AlertApp
@@ -21,6 +22,7 @@ from alert.config import AlertSettings
 from alert.models import delivery_attempts, notifications
 from simulators.ports import free_port
 from tributary.egress import EgressPolicy, egress_client
+from tributary.migrate import alembic_config
 from tributary.service import Service, migrate
 from tributary_testing.dns import Rebinder
 
@@ -201,11 +203,12 @@ async def test_migration_0003_rewrites_stored_answers_to_failure_classes(
     await fire(harness)
     await harness.notify()
     old = "HTTP 503: internal secret message"
-    version = sa.table(service.version_table, sa.column("version_num"))
-    with migrated.begin() as conn:
+    assert service.migrations is not None
+    with migrated.begin() as conn:  # back to 0002 (later revisions undone), then the old texts
+        config = alembic_config(service.migrations, conn, service.schema, service.version_table)
+        command.downgrade(config, "0002")
         conn.execute(sa.update(delivery_attempts).values(error=old))
         conn.execute(sa.update(notifications).values(last_error=old))
-        conn.execute(sa.update(version).values(version_num="0002"))
     migrate(service, migrated)
     with migrated.connect() as conn:
         errors = conn.execute(sa.select(delivery_attempts.c.error)).scalars().all()

@@ -3,13 +3,13 @@ events -> the alerts stream, against real Redis and PostgreSQL."""
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import sqlalchemy as sa
 
 from alert.clock import ManualClock
 from alert.models import rule_state
-from alert.repository import resolved_retention
+from alert.repository import notification_retention, resolved_retention
 from alert.samples import SOURCES
 from tributary import catalog
 from tributary.events import encode, make_event
@@ -346,3 +346,40 @@ async def test_the_retention_pass_forgets_old_inbox_outbox_rows_and_resolved_ale
     assert _count(harness, "outbox") == 0
     (left,) = harness.events()
     assert left.subject == "aq-2"  # an open alert is never deleted
+
+
+async def test_finished_notifications_and_attempts_past_their_age_go_and_pending_ones_stay(
+    harness: Harness,
+) -> None:
+    """The soak found them growing for ever: every firing and resolve adds a row to
+    each, and nothing deleted them."""
+    now = datetime.now(UTC)
+    old, young = now - timedelta(days=100), now - timedelta(days=1)
+    with harness.res.sessions.begin() as session:
+        for n, (status, at) in enumerate(
+            [("sent", old), ("failed", old), ("pending", old), ("sent", young)]
+        ):
+            session.execute(sa.text(
+                "INSERT INTO notifications (id, event_id, receiver_id, kind, status, attempts, "
+                "next_attempt_at, created_at) VALUES (:n, 'e', 1, 'firing', :s, 1, :at, :at)"
+            ), {"n": n + 1, "s": status, "at": at})  # fmt: skip
+            session.execute(sa.text(
+                "INSERT INTO delivery_attempts (notification_id, attempt, started_at, "
+                "duration_ms, ok) VALUES (:n, 1, :at, 1.0, true)"
+            ), {"n": n + 1, "at": at})  # fmt: skip
+    sweep = RetentionSweep.for_service(
+        "alert",
+        harness.res.settings,
+        harness.res.redis,
+        harness.res.engine,
+        None,
+        consumed=SOURCES,
+        registered=notification_retention(timedelta(days=90)),
+    )
+    report = await sweep.run_pass()
+    removed = {t.table: t.removed for t in report.tables}
+    assert (removed["notifications"], removed["delivery_attempts"]) == (2, 3)
+    with harness.res.sessions() as session:
+        left = session.execute(sa.text("SELECT status FROM notifications ORDER BY id")).scalars()
+        assert list(left) == ["pending", "sent"]
+    assert _count(harness, "delivery_attempts") == 1

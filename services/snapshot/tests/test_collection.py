@@ -7,9 +7,13 @@ one, also after traffic starts leaving the 30-day window.
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
 from simulators.outline import FakeOutlineServer
+from snapshot import partitions
+from tributary.service import retention_sweep
 
 from .harness import MB, Harness
 
@@ -49,9 +53,13 @@ async def test_deltas_equal_injected_traffic_across_window_roll_off(
         outcome = await harness.collect(server_id)
         assert outcome.status == "collected", outcome
         harness.maintain()
+    await retention_sweep(harness.res, harness.parts).run_pass()
+    # raw snapshots: the last 30 days are kept, from the midnight before (whole days go)
+    kept_from = partitions.day_start((harness.now() - timedelta(days=30)).date())
     for key in ("0", "1"):
-        rows = harness.deltas(server_id, key)  # raw snapshots: the last 30 days are kept
-        assert len(rows) == 30 * PER_DAY + 1
+        rows = harness.deltas(server_id, key)
+        assert rows[0].collected_at == kept_from
+        assert 30 * PER_DAY + 1 <= len(rows) <= 31 * PER_DAY
         assert [r.delta_bytes for r in rows] == expected[key][-len(rows) :]
         # the last reading is the 30-day window only: older traffic has aged out
         assert rows[-1].reading_bytes == sum(expected[key][-30 * PER_DAY :])
@@ -128,8 +136,10 @@ async def test_server_restart_losing_metrics_is_no_traffic(
         server.add_traffic("0", 2 * MB)
         await harness.collect(server_id)
         harness.maintain()
+    await retention_sweep(harness.res, harness.parts).run_pass()
     later = [r for r in harness.deltas(server_id, "0") if r.collected_at > reset.collected_at]
-    assert len(later) == PER_DAY * 30 + 1  # raw snapshots of the last 30 days
+    # raw snapshots of the last 30 days, from the midnight before (whole days go)
+    assert PER_DAY * 30 + 1 <= len(later) < PER_DAY * 31
     assert [r.delta_bytes for r in later] == [2 * MB] * len(later)
     assert all(r.dropped_bytes == 0 for r in later)
 

@@ -56,6 +56,9 @@ class SystemConfig:
     #: extra environment for every service, then per service
     env: dict[str, str] = field(default_factory=dict)
     service_env: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: what runs a service instead of ``-m <pkg>`` (the arguments after the interpreter,
+    #: before ``run``): a test's own entry, e.g. the soak's snapshot with a fast clock
+    entries: dict[str, list[str]] = field(default_factory=dict)
 
 
 class ServiceFailed(RuntimeError):
@@ -141,8 +144,9 @@ class LocalSystem:
         log = self._logs.get(name)
         if log is None:
             log = self._logs[name] = self.log_path(name).open("ab")
+        entry = self.config.entries.get(name, ["-m", SERVICES[name]])
         self.procs[name] = subprocess.Popen(  # noqa: S603 - our interpreter, our module
-            [sys.executable, "-m", SERVICES[name], "run"],
+            [sys.executable, *entry, "run"],
             env=self.env(name),
             stdin=subprocess.DEVNULL,
             stdout=log,

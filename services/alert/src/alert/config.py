@@ -72,3 +72,8 @@ class AlertSettings(ServiceSettings):
         gt=0,
         description="Resolved alert events triggered longer ago than this are deleted.",
     )
+    notification_retention_days: float = Field(
+        90.0,
+        gt=0,
+        description="Finished notifications and delivery attempts older than this are deleted.",
+    )

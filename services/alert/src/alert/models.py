@@ -175,6 +175,7 @@ notifications = sa.Table(
         postgresql_where=sa.text("status = 'pending'"),
     ),
     sa.Index("ix_notifications_event_id", "event_id"),
+    sa.Index("ix_notifications_created_at", "created_at"),
 )
 
 delivery_attempts = sa.Table(
@@ -189,4 +190,5 @@ delivery_attempts = sa.Table(
     sa.Column("status_code", sa.Integer, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
     sa.Index("ix_delivery_attempts_notification_id", "notification_id"),
+    sa.Index("ix_delivery_attempts_started_at", "started_at"),
 )

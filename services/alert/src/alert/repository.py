@@ -32,6 +32,15 @@ def resolved_retention(max_age: timedelta) -> TableRetention:
     )
 
 
+def notification_retention(max_age: timedelta) -> list[TableRetention]:
+    """Finished notifications (not ``pending``) created more than ``max_age`` ago, and
+    delivery attempts started that long ago: a pending one is never deleted."""
+    return [
+        TableRetention(notifications.name, "created_at", max_age, where="status <> 'pending'"),
+        TableRetention(delivery_attempts.name, "started_at", max_age),
+    ]
+
+
 # -- rules --------------------------------------------------------------------------------
 
 

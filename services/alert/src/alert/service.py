@@ -20,7 +20,7 @@ from alert.engine import Evaluator
 from alert.index import RuleCache
 from alert.metrics import AlertMetrics
 from alert.notify.notifier import Notifier
-from alert.repository import resolved_retention
+from alert.repository import notification_retention, resolved_retention
 from alert.samples import SOURCES
 from alert.scheduler import Ticker
 from tributary import catalog
@@ -101,7 +101,10 @@ def build(res: Resources[AlertSettings]) -> Components[AlertApp]:
         routers=[api.router(app)],
         tasks=[app.notifier.run],
         uses_outbox=True,
-        retention=[resolved_retention(timedelta(days=settings.resolved_retention_days))],
+        retention=[
+            resolved_retention(timedelta(days=settings.resolved_retention_days)),
+            *notification_retention(timedelta(days=settings.notification_retention_days)),
+        ],
     )
 
 

@@ -28,6 +28,7 @@ from typing import Any
 from opentelemetry.trace import Tracer
 from sqlalchemy.orm import Session, sessionmaker
 
+from snapshot import partitions
 from snapshot import repository as repo
 from snapshot.config import OUTLINE_WINDOW_DAYS, SnapshotSettings
 from snapshot.credentials import ApiUrl, SecretBox, SecretUnavailable
@@ -363,6 +364,10 @@ class Collector:
     def _write(self, reads: list[_Read], *, now: datetime) -> list[Outcome]:
         """Write a group of reads in one transaction (in a thread): each work item once."""
         outcomes: list[Outcome] = []
+        # the day's partition first, in a transaction of its own: creating one takes an
+        # exclusive lock on snapshots, never to be waited for while holding servers' rows
+        with self.sessions.begin() as session:
+            partitions.cover(session.connection(), [now])
 
         def write(session: Session, new_ids: set[str]) -> None:
             outcomes[:] = self._write_new(session, reads, set(new_ids), now)

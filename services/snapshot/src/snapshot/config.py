@@ -53,19 +53,16 @@ class SnapshotSettings(ServiceSettings):
         300.0, gt=0, description="Longest backoff of a failing server (jittered)."
     )
     maintenance_interval_seconds: float = Field(
-        60.0, gt=0, description="Seconds between rollup / window ageing / retention runs."
+        60.0, gt=0, description="Seconds between rollup / window ageing / partition runs."
     )
     raw_retention_days: float = Field(
-        30.0, gt=0, description="Raw snapshots older than this are deleted."
+        30.0,
+        gt=0,
+        description="Raw snapshots older than this are dropped (whole daily partitions, by "
+        "the retention pass; never what is not rolled up yet).",
     )
     rollup_retention_days: float = Field(
         400.0, description="Hourly rollups older than this are deleted (at least 31)."
-    )
-    retention_batch_size: int = Field(
-        10_000, ge=100, description="Rows deleted per retention statement."
-    )
-    retention_max_batches: int = Field(
-        50, ge=1, description="Retention statements per maintenance run (bounds its duration)."
     )
     drift_interval_seconds: float = Field(
         3600.0, gt=0, description="Seconds between drift checks (summed deltas vs 30-day value)."

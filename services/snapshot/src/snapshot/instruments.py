@@ -120,9 +120,3 @@ class SnapshotMetrics:
             ("state",),
             registry=registry,
         )
-        self.retention_deleted = Counter(
-            "snapshot_retention_deleted",
-            "Rows deleted by retention.",
-            ("table",),
-            registry=registry,
-        )

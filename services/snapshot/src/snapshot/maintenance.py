@@ -1,8 +1,11 @@
-"""Leader-only upkeep: hourly rollups, ageing of the window totals, retention, drift check.
+"""Leader-only upkeep: hourly rollups, ageing of the window totals, partitions made ahead,
+drift check; and what retention keeps of the domain's tables.
 
-Retention here is the domain's: raw snapshots (never past what is rolled up) and hourly
-rollups, in bounded batches. The inbox and outbox are purged by the library's retention
-pass (:mod:`tributary.retention`), like every service's.
+Retention (:func:`retention`) is the library's pass (:mod:`tributary.retention`), like
+the inbox's and outbox's: raw snapshots for ``SNAPSHOT_RAW_RETENTION_DAYS``, never past
+what is rolled up, by dropping whole daily partitions (:mod:`snapshot.partitions`);
+hourly rollups for ``SNAPSHOT_ROLLUP_RETENTION_DAYS`` in batched deletes. Both go by the
+service's clock.
 
 Window totals. ``access_keys.used_{24h,7d,30d}`` hold the summed deltas of
 each window so that top-consumer queries read one row per key. A collection
@@ -20,18 +23,23 @@ period longer than any collection takes (cursor ``rolled_until``).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 import sqlalchemy as sa
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
+from snapshot import partitions
 from snapshot import repository as repo
 from snapshot.config import OUTLINE_WINDOW_DAYS, SnapshotSettings
 from snapshot.instruments import SnapshotMetrics
+from tributary.retention.tables import TableRetention
 
 log = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
 
 #: rollup waits this long after a bucket ends, so collections in flight land first
 DEFAULT_ROLLUP_GRACE = timedelta(minutes=5)
@@ -55,20 +63,6 @@ _ROLLUP = sa.text(
     "WHERE collected_at > :lo AND collected_at <= :hi GROUP BY 1, 2 "
     "ON CONFLICT (key_ref, hour) DO UPDATE SET bytes = excluded.bytes, "
     "samples = excluded.samples, max_reading = excluded.max_reading"
-)
-
-_DELETE_SNAPSHOTS = sa.text(
-    "WITH d AS (DELETE FROM snapshots WHERE id IN (SELECT id FROM snapshots "
-    "WHERE collected_at < :cutoff LIMIT :n) RETURNING key_ref), "
-    "c AS (SELECT k.server_id, count(*) AS n FROM d JOIN access_keys k ON k.id = d.key_ref "
-    "GROUP BY k.server_id) "
-    "UPDATE servers s SET snapshot_count = greatest(0, s.snapshot_count - c.n) FROM c "
-    "WHERE s.id = c.server_id RETURNING c.n"
-)
-
-_DELETE_HOURLY = sa.text(
-    "DELETE FROM usage_hourly WHERE (key_ref, hour) IN (SELECT key_ref, hour FROM usage_hourly "
-    "WHERE hour < :cutoff LIMIT :n)"
 )
 
 
@@ -167,71 +161,48 @@ def check_drift(session: Session, now: datetime, settings: SnapshotSettings) -> 
     return list(rows)
 
 
-@dataclass
-class RetentionResult:
-    snapshots: int = 0
-    hourly: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
+def retention(settings: SnapshotSettings, clock: Clock) -> list[TableRetention]:
+    """Raw snapshots (partitions dropped, never past the rollups) and hourly rollups."""
 
+    def rolled_up(conn: Connection, now: datetime) -> datetime:
+        with Session(bind=conn) as session:
+            rolled = repo.get_cursor(session, ROLLED_UNTIL)
+        return now - timedelta(days=OUTLINE_WINDOW_DAYS + 1) if rolled is None else rolled
 
-def _delete_batches(
-    sessions: sessionmaker[Session], stmt: sa.TextClause, params: dict[str, Any], batches: int
-) -> int:
-    deleted = 0
-    for _ in range(batches):
-        with sessions.begin() as session:
-            result = cast("sa.CursorResult[Any]", session.execute(stmt, params))
-            count = sum(r[0] for r in result) if result.returns_rows else int(result.rowcount)
-        deleted += count
-        if count < params["n"]:
-            break
-    return deleted
-
-
-def apply_retention(
-    sessions: sessionmaker[Session], now: datetime, settings: SnapshotSettings
-) -> RetentionResult:
-    """Delete raw snapshots and rollups past retention, in bounded batches."""
-    with sessions() as session:
-        rolled = repo.get_cursor(session, ROLLED_UNTIL)
-    raw_cutoff = now - timedelta(days=settings.raw_retention_days)
-    if rolled is None:
-        raw_cutoff = min(raw_cutoff, now - timedelta(days=OUTLINE_WINDOW_DAYS + 1))
-    else:
-        raw_cutoff = min(raw_cutoff, rolled)  # never delete what is not rolled up yet
-    n, batches = settings.retention_batch_size, settings.retention_max_batches
-    result = RetentionResult()
-    result.snapshots = _delete_batches(
-        sessions, _DELETE_SNAPSHOTS, {"cutoff": raw_cutoff, "n": n}, batches
-    )
-    hourly_cutoff = now - timedelta(days=settings.rollup_retention_days)
-    result.hourly = _delete_batches(
-        sessions, _DELETE_HOURLY, {"cutoff": hourly_cutoff, "n": n}, batches
-    )
-    return result
+    raw = timedelta(days=settings.raw_retention_days)
+    return [
+        TableRetention(
+            partitions.TABLE, "collected_at", raw, cut_hook=rolled_up,
+            purge=partitions.drop_expired, clock=clock,
+        ),
+        TableRetention(
+            "usage_hourly", "hour", timedelta(days=settings.rollup_retention_days), clock=clock
+        ),
+    ]  # fmt: skip
 
 
 class Maintenance:
-    """The periodic job: rollups, window ageing, retention (and drift when due)."""
+    """The periodic job: partitions ahead, rollups, window ageing (and drift when due)."""
 
     def __init__(
         self,
         sessions: sessionmaker[Session],
         settings: SnapshotSettings,
         metrics: SnapshotMetrics,
-        clock: Any,
+        clock: Clock,
     ) -> None:
         self.sessions, self.settings, self.metrics, self.clock = sessions, settings, metrics, clock
 
     def run_once(self) -> None:
         now = self.clock()
         with self.sessions.begin() as session:
+            created = partitions.ensure_ahead(session.connection(), now)
+        if created:
+            log.info("snapshots partitions created: %s", ", ".join(created))
+        with self.sessions.begin() as session:
             roll_up(session, now)
         with self.sessions.begin() as session:
             age_totals(session, now)
-        result = apply_retention(self.sessions, now, self.settings)
-        self.metrics.retention_deleted.labels("snapshots").inc(result.snapshots)
-        self.metrics.retention_deleted.labels("usage_hourly").inc(result.hourly)
 
     def drift_once(self) -> list[Any]:
         now = self.clock()

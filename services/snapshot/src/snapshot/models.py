@@ -90,17 +90,25 @@ access_keys = sa.Table(
     sa.UniqueConstraint("server_id", "key_id_md5", name="uq_access_keys_server_key"),
 )
 
+#: range-partitioned by day on collected_at (snapshot.partitions; revision 0004): the
+#: primary key holds the partition key, ids come from a sequence
 snapshots = sa.Table(
     "snapshots",
     metadata,
-    sa.Column("id", sa.BigInteger, sa.Identity(), primary_key=True),
+    sa.Column(
+        "id",
+        sa.BigInteger,
+        primary_key=True,
+        autoincrement=False,
+        server_default=sa.text("nextval('snapshots_id_seq'::regclass)"),
+    ),
     sa.Column(
         "key_ref",
         sa.BigInteger,
         sa.ForeignKey("access_keys.id", ondelete="CASCADE"),
         nullable=False,
     ),
-    sa.Column("collected_at", TS, nullable=False),
+    sa.Column("collected_at", TS, nullable=False, primary_key=True),
     sa.Column("reading_bytes", sa.BigInteger, nullable=False),
     sa.Column("delta_bytes", sa.BigInteger, nullable=False),
     sa.Column("dropped_bytes", sa.BigInteger, nullable=False, server_default="0"),
@@ -108,6 +116,7 @@ snapshots = sa.Table(
     sa.Column("source", sa.String(10), nullable=False),
     sa.Index("ix_snapshots_key_ref_collected_at", "key_ref", "collected_at"),
     sa.Index("ix_snapshots_collected_at", "collected_at"),
+    postgresql_partition_by="RANGE (collected_at)",
 )
 
 usage_hourly = sa.Table(

@@ -17,7 +17,7 @@ from snapshot.cycle import uncollected
 from snapshot.handlers import register_handlers
 from snapshot.instruments import RedactUrlSpans, SnapshotMetrics
 from snapshot.jobs import Analysis, Scheduler
-from snapshot.maintenance import Maintenance
+from snapshot.maintenance import Maintenance, retention
 from snapshot.outline import OutlineClients
 from tributary import catalog
 from tributary.egress import EgressPolicy
@@ -141,6 +141,7 @@ def components(
         ],
         release=[app.clients.aclose],
         uses_outbox=True,
+        retention=retention(s, clock),
     )
 
 

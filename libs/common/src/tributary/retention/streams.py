@@ -102,11 +102,12 @@ async def group_floors(redis: Redis, key: str) -> list[GroupFloor]:
         raise
     for info in groups:
         pending = int(info["pending"])
+        floor = next_id(str(info["last-delivered-id"]))
         if pending > 0:
             summary = await redis.xpending(key, info["name"])
-            floor = str(summary["min"])
-        else:
-            floor = next_id(str(info["last-delivered-id"]))
+            # acknowledged between the two calls (the soak saw it): None, the floor above
+            if summary["min"] is not None:
+                floor = str(summary["min"])
         lag = info.get("lag")
         if lag is None:  # Redis cannot tell (entries deleted midway): the whole stream
             length = await redis.xlen(key) if length is None else length

@@ -164,8 +164,9 @@ class RetentionSweep:
             figures = await self.trimmer.trim(target.stream, target.key, target.policy)
             self._count_stream(figures)
             report.streams.append(figures)
-        now = datetime.now(UTC)
+        system_now = datetime.now(UTC)
         for policy in await self.tables():
+            now = policy.now(system_now)
             removed = await self.purge(policy, now)
             measured = await asyncio.to_thread(tables.measure, self.engine, policy, now)
             measured.removed = removed
@@ -185,6 +186,8 @@ class RetentionSweep:
         """Delete the table's rows past the policy's cut, a batch at a time, paced."""
         cut = await asyncio.to_thread(tables.current_cut, self.engine, policy, now)
         n, removed = self.options.batch_rows, 0
+        if policy.purge is not None:
+            return await asyncio.to_thread(policy.purge, self.engine, cut, n)
         while True:
             started = time.monotonic()
             deleted = await asyncio.to_thread(tables.delete_batch, self.engine, policy, cut, n)
@@ -203,8 +206,9 @@ class RetentionSweep:
             if dry_run:
                 n = await self.trimmer.would_remove(target.key, target.policy)
                 report.would_remove[target.stream] = n
-        now = datetime.now(UTC)
+        system_now = datetime.now(UTC)
         for policy in await self.tables():
+            now = policy.now(system_now)
             measured = await asyncio.to_thread(tables.measure, self.engine, policy, now)
             self._set_table_gauges(measured)
             report.tables.append(measured)

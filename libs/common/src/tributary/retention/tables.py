@@ -23,6 +23,7 @@ from tributary.outbox.table import TABLE_NAME as OUTBOX_TABLE
 __all__ = [
     "INBOX_TABLE",
     "OUTBOX_TABLE",
+    "Purge",
     "TableFigures",
     "TableRetention",
     "count_older",
@@ -36,12 +37,22 @@ __all__ = [
 #: lowers a table's cut given the database and the policy's own cut (e.g. never past what
 #: is not rolled up yet); returns the cut to use
 CutHook = Callable[[Connection, datetime], datetime]
+#: removes a table's rows older than the cut its own way, in short transactions (e.g.
+#: drops whole partitions), at most ``batch_rows`` rows per statement where it deletes
+#: rows; returns the rows removed: ``purge(engine, cut, batch_rows)``
+Purge = Callable[[Engine, datetime, int], int]
+#: the time a table's rows are stamped with (a service with a clock of its own)
+Clock = Callable[[], datetime]
 
 
 @dataclass(frozen=True, slots=True)
 class TableRetention:
     """Rows of ``table`` whose ``column`` (a timestamp, indexed) is older than ``max_age``
     are deleted, if they also match ``where`` (constant SQL, e.g. ``status <> 'running'``).
+
+    ``purge`` replaces the batched DELETE (a range-partitioned table drops partitions;
+    the generic DELETE by ``ctid`` would be wrong there, ctids repeat across partitions);
+    ``clock`` replaces the system clock for a table stamped by the service's own.
     """
 
     table: str
@@ -49,6 +60,8 @@ class TableRetention:
     max_age: timedelta
     where: str = ""
     cut_hook: CutHook | None = None
+    purge: Purge | None = None
+    clock: Clock | None = None
 
     def __post_init__(self) -> None:
         if self.max_age <= timedelta(0):
@@ -56,6 +69,9 @@ class TableRetention:
         for name in (self.table, self.column):
             if not name.replace("_", "").isalnum():
                 raise ValueError(f"not a plain SQL name: {name!r}")
+
+    def now(self, system_now: datetime) -> datetime:
+        return system_now if self.clock is None else self.clock()
 
     def cut(self, conn: Connection, now: datetime) -> datetime:
         cut = now - self.max_age
@@ -120,7 +136,14 @@ def count_older(engine: Engine, policy: TableRetention, now: datetime) -> int:
 
 def _approximate_rows(conn: Connection, table: str) -> int:
     if _is_postgres(conn):
-        sql = "SELECT reltuples::bigint FROM pg_class WHERE oid = to_regclass(:t)"
+        # a partitioned table has no estimate of its own: the sum of its partitions'
+        # (one never analysed counts 0 until it is)
+        sql = (
+            "SELECT CASE WHEN c.relkind = 'p' THEN (SELECT sum(greatest(p.reltuples, 0)) "
+            "FROM pg_partition_tree(c.oid) t JOIN pg_class p ON p.oid = t.relid "
+            "WHERE t.isleaf) ELSE c.reltuples END::bigint "
+            "FROM pg_class c WHERE c.oid = to_regclass(:t)"
+        )
     else:
         sql = (
             "SELECT table_rows FROM information_schema.tables "
