@@ -60,6 +60,19 @@ def shared(name: str) -> AliasChoices:
     return AliasChoices(name)
 
 
+def parse_addresses(text: str) -> tuple[tuple[str, int], ...]:
+    """``host:port,host:port`` (``REDIS_SENTINELS``) as pairs; ValueError naming a bad one."""
+    found = []
+    for entry in (e.strip() for e in text.split(",")):
+        if not entry:
+            continue
+        host, _, port = entry.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"{entry!r} is not host:port")
+        found.append((host.strip("[]"), int(port)))
+    return tuple(found)
+
+
 def _check_tls_files(what: str, ca: str | None, cert: str | None, key: str | None) -> None:
     """Each named file is readable, and a client certificate comes with its key."""
     if bool(cert) != bool(key):
@@ -87,6 +100,24 @@ class ServiceSettings(BaseSettings):
         SecretStr(DEFAULT_DATABASE_URL),
         validation_alias=shared("DATABASE_URL"),
         description="SQLAlchemy URL of the service's database.",
+    )
+    redis_sentinels: str = Field(
+        "",
+        validation_alias=shared("REDIS_SENTINELS"),
+        description="Redis Sentinel addresses, host:port comma-separated: the client asks "
+        "them for the master of REDIS_SENTINEL_MASTER and follows failovers (REDIS_URL then "
+        "gives only the scheme, redis:// or rediss://, and the database number).",
+    )
+    redis_sentinel_master: str = Field(
+        "mymaster",
+        min_length=1,
+        validation_alias=shared("REDIS_SENTINEL_MASTER"),
+        description="Name of the master the sentinels monitor.",
+    )
+    redis_sentinel_password: SecretStr | None = Field(
+        None,
+        validation_alias=shared("REDIS_SENTINEL_PASSWORD"),
+        description="Password of the sentinels themselves (their requirepass), if any.",
     )
     redis_username: str | None = Field(
         None,
@@ -367,6 +398,12 @@ class ServiceSettings(BaseSettings):
                 f"refused: {', '.join(refused) or '(none given)'}"
             )
         return ",".join(names)
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinel_addresses(cls, value: str) -> str:
+        parse_addresses(value)  # ValueError names the bad entry
+        return value
 
     @model_validator(mode="after")
     def _tls_files(self) -> Self:

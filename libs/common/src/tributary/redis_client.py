@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.sentinel import Sentinel
+
+from tributary.config import parse_addresses
 
 if TYPE_CHECKING:
     from tributary.config import ServiceSettings
@@ -26,7 +29,8 @@ ENCODING_ERRORS = "surrogateescape"
 @dataclass(frozen=True, slots=True)
 class RedisTarget:
     """Where Redis is and how to reach it: the URL plus the ACL user and the TLS files
-    that the settings may give apart from it (a password from a Secret, not in the URL)."""
+    that the settings may give apart from it (a password from a Secret, not in the URL),
+    or the sentinels that say which server is the master now."""
 
     url: str
     username: str | None = None
@@ -35,6 +39,9 @@ class RedisTarget:
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
     tls_check_hostname: bool = True
+    sentinels: tuple[tuple[str, int], ...] = ()
+    sentinel_master: str = "mymaster"
+    sentinel_password: str | None = None
 
     @classmethod
     def of(cls, settings: ServiceSettings) -> RedisTarget:
@@ -47,6 +54,13 @@ class RedisTarget:
             tls_cert_file=settings.redis_tls_cert_file,
             tls_key_file=settings.redis_tls_key_file,
             tls_check_hostname=settings.redis_tls_check_hostname,
+            sentinels=parse_addresses(settings.redis_sentinels),
+            sentinel_master=settings.redis_sentinel_master,
+            sentinel_password=(
+                settings.redis_sentinel_password.get_secret_value()
+                if settings.redis_sentinel_password is not None
+                else None
+            ),
         )
 
     @property
@@ -77,6 +91,8 @@ def connect(target: RedisTarget | str, **options: Any) -> aioredis.Redis:
     """An asyncio client of the Redis at ``target`` that decodes replies binary-safely."""
     if isinstance(target, str):
         target = RedisTarget(target)
+    if target.sentinels:
+        return _master_of(target, **options)
     return aioredis.Redis.from_url(
         target.url,
         decode_responses=True,
@@ -84,3 +100,46 @@ def connect(target: RedisTarget | str, **options: Any) -> aioredis.Redis:
         **target.options(),
         **options,
     )
+
+
+def _master_of(target: RedisTarget, **options: Any) -> aioredis.Redis:
+    """A client of the master the sentinels name: it asks them again whenever a
+    connection fails, so it follows a failover (writes in flight then fail once). The
+    URL gives the database number (and a user and password, if it names them)."""
+    from redis.connection import parse_url
+
+    from_url: dict[str, Any] = parse_url(target.url)  # type: ignore[no-untyped-call]
+    kwargs: dict[str, Any] = {
+        "db": from_url.get("db", 0),
+        "decode_responses": True,
+        "encoding_errors": ENCODING_ERRORS,
+        **{k: v for k, v in from_url.items() if k in ("username", "password")},
+        **target.options(),
+        **options,
+    }
+    if target.tls:
+        kwargs["ssl"] = True
+    sentinel_kwargs: dict[str, Any] = {"decode_responses": True}
+    if target.sentinel_password is not None:
+        sentinel_kwargs["password"] = target.sentinel_password
+    if target.tls:
+        sentinel_kwargs |= {k: v for k, v in target.options().items() if k.startswith("ssl")}
+        sentinel_kwargs["ssl"] = True
+    sentinel = Sentinel(list(target.sentinels), sentinel_kwargs=sentinel_kwargs)  # type: ignore[no-untyped-call]
+    client: _SentinelManaged = sentinel.master_for(
+        target.sentinel_master, redis_class=_SentinelManaged, **kwargs
+    )
+    client.sentinel_client = sentinel
+    return client
+
+
+class _SentinelManaged(aioredis.Redis):
+    """A master's client that also closes its connections to the sentinels."""
+
+    sentinel_client: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        if self.sentinel_client is not None:
+            for each in self.sentinel_client.sentinels:
+                await each.aclose()
