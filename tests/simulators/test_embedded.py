@@ -22,7 +22,12 @@ import redis
 import sqlalchemy as sa
 
 from simulators.demo import local_servers
-from simulators.embedded import EmbeddedServers, database_answers, redis_answers
+from simulators.embedded import (
+    EmbeddedError,
+    EmbeddedServers,
+    database_answers,
+    redis_answers,
+)
 from simulators.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,6 +120,14 @@ def test_embedded_postgres_runs_and_keeps_its_folder_for_the_next_run(
     finally:
         embedded.stop()
     assert leftover_pids(embedded.folder) == []
+
+
+def test_a_postgres_left_running_on_the_folder_is_named_not_fought(open_folder: Path) -> None:
+    data = open_folder / "embedded" / "postgres"
+    data.mkdir(parents=True)
+    (data / "postmaster.pid").write_text(f"{os.getpid()}\n{data}\n")  # a live process
+    with pytest.raises(EmbeddedError, match=f"pid {os.getpid()}.*still runs"):
+        EmbeddedServers(open_folder / "embedded").start_postgres("postgres")
 
 
 def test_embedded_postgres_as_root_under_a_closed_folder_uses_a_temporary_one(

