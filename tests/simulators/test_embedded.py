@@ -9,6 +9,7 @@ import queue
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +28,7 @@ from simulators.embedded import (
     EmbeddedServers,
     database_answers,
     redis_answers,
+    server_listens,
 )
 from simulators.ports import free_port
 
@@ -172,6 +174,15 @@ def test_nothing_is_started_or_created_when_the_servers_answer(
                     "DEMO_MYSQL_URL": mysql_url}  # fmt: skip
     assert servers.summary() == ""
     assert not servers.folder.exists()
+
+
+def test_a_server_that_listens_is_kept_even_if_it_would_refuse_the_demo() -> None:
+    """Only a missing server is replaced; wrong credentials fail the demo as before."""
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        port = listening.getsockname()[1]
+        assert server_listens(f"postgresql+psycopg://who:wrong@127.0.0.1:{port}/x")
+    assert not server_listens(f"postgresql+psycopg://who:wrong@127.0.0.1:{port}/x")
+    assert server_listens("unix:///nowhere/redis.sock")  # not probed: no port
 
 
 def _lines(stream: object, out: queue.Queue[str]) -> None:

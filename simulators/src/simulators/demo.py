@@ -32,8 +32,7 @@ from simulators.dashboard import refresh_forever, render, stream_rows
 from simulators.embedded import (
     EmbeddedError,
     EmbeddedServers,
-    database_answers,
-    redis_answers,
+    server_listens,
 )
 from simulators.outline_quirks import Quirks
 from simulators.scenario import Scenario
@@ -58,12 +57,12 @@ def local_servers(embedded: EmbeddedServers) -> dict[str, str]:
     """DEMO_* name -> URL: the configured server where one answers, else an embedded
     one (started into ``embedded``); traffic_sync shares PostgreSQL when no MySQL does."""
     urls = {name: setting(name) for name in DEFAULTS}
-    if not redis_answers(urls["DEMO_REDIS_URL"]):
+    if not server_listens(urls["DEMO_REDIS_URL"]):
         urls["DEMO_REDIS_URL"] = embedded.start_redis()
-    if not database_answers(urls["DEMO_DATABASE_URL"]):
+    if not server_listens(urls["DEMO_DATABASE_URL"]):
         name = make_url(urls["DEMO_DATABASE_URL"]).database or "tributary_demo"
         urls["DEMO_DATABASE_URL"] = embedded.start_postgres(name)
-    if not database_answers(urls["DEMO_MYSQL_URL"]):
+    if not server_listens(urls["DEMO_MYSQL_URL"]):
         urls["DEMO_MYSQL_URL"] = urls["DEMO_DATABASE_URL"]
         embedded.notes.append("traffic_sync on PostgreSQL (no MySQL answered)")
     return urls

@@ -21,6 +21,7 @@ import os
 import pwd
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -45,6 +46,27 @@ POSTGRES_USER_WHEN_ROOT = "nobody"
 
 class EmbeddedError(RuntimeError):
     pass
+
+
+#: the port of a URL that names none
+DEFAULT_PORTS = {"redis": 6379, "rediss": 6379, "postgresql": 5432, "mysql": 3306}
+
+
+def server_listens(url: str, seconds: float = DEFAULT_PROBE_SECONDS) -> bool:
+    """Whether something accepts a TCP connection at the host and port of ``url``.
+
+    Only a server that is not there is replaced: one that is there but refuses the
+    demo's credentials makes the demo fail with its own error, as before."""
+    parsed = make_url(url)
+    scheme = parsed.get_backend_name()
+    if scheme == "unix" or (scheme.startswith("redis") and not parsed.host):
+        return True  # a socket path: the demo's own error if it is wrong
+    port = parsed.port or DEFAULT_PORTS.get(scheme)
+    try:
+        with socket.create_connection((parsed.host or "127.0.0.1", port or 0), seconds):
+            return True
+    except OSError:
+        return False
 
 
 def redis_answers(url: str, seconds: float = DEFAULT_PROBE_SECONDS) -> bool:
