@@ -64,7 +64,7 @@ def local_servers(embedded: EmbeddedServers) -> dict[str, str]:
         urls["DEMO_DATABASE_URL"] = embedded.start_postgres(name)
     if not server_listens(urls["DEMO_MYSQL_URL"]):
         urls["DEMO_MYSQL_URL"] = urls["DEMO_DATABASE_URL"]
-        embedded.notes.append("traffic_sync on PostgreSQL (no MySQL answered)")
+        embedded.notes.append("traffic_sync on PostgreSQL (no MySQL listens)")
     return urls
 
 

@@ -223,7 +223,7 @@ class EmbeddedServers:
             return ""
         servers = ", ".join(f"{name} {url}" for name, url in self.started.items())
         return "; ".join(
-            [f"embedded (no configured server answered): {servers} in {self.folder}/"]
+            [f"embedded (nothing listens where DEMO_* point): {servers} in {self.folder}/"]
             * bool(self.started)
             + self.notes
         )
