@@ -23,6 +23,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
+from simulators import embedded as embedded_module
 from simulators.demo import local_servers
 from simulators.embedded import (
     EmbeddedError,
@@ -127,6 +128,23 @@ def test_embedded_postgres_runs_and_keeps_its_folder_for_the_next_run(
     finally:
         embedded.stop()
     assert leftover_pids(embedded.folder) == []
+
+
+def test_postgres_binaries_nobody_can_reach_are_run_from_a_copy(
+    embedded: EmbeddedServers, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As root with the virtualenv under a folder closed to others (/root/...): PostgreSQL
+    runs as nobody from a copy in /tmp, removed at stop."""
+    if os.geteuid() != 0:
+        pytest.skip("only root runs PostgreSQL as another user")
+    monkeypatch.setattr(embedded_module, "_reachable_by_others", lambda folder: False)
+    url = embedded.start_postgres("postgres")
+    assert database_answers(url)
+    copied = [Path(note.split()[4]) for note in embedded.notes if "binaries copied" in note]
+    assert len(copied) == 1
+    assert (copied[0] / "postgres").is_file()
+    embedded.stop()
+    assert not copied[0].exists()
 
 
 def test_a_postgres_left_running_on_the_folder_is_named_not_fought(open_folder: Path) -> None:

