@@ -5,6 +5,10 @@ Every run starts fresh: it (re)creates the databases ``tributary_demo`` (Postgre
 MariaDB, or the ones in DEMO_DATABASE_URL / DEMO_MYSQL_URL) and deletes the Redis keys
 under the ``demo:`` prefix, runs the migrations, starts everything, registers the demo
 data and drives the scenario of :mod:`simulators.scenario`. Ctrl-C stops it all.
+
+When a configured server does not answer, the demo starts its own from the dev group's
+wheels (:mod:`simulators.embedded`, data under ``--embedded-dir``) and says so in one
+line; with no MySQL, traffic_sync runs on PostgreSQL (in its own schema).
 """
 
 from __future__ import annotations
@@ -25,6 +29,11 @@ from rich.live import Live
 from sqlalchemy.engine import make_url
 
 from simulators.dashboard import refresh_forever, render, stream_rows
+from simulators.embedded import (
+    EmbeddedError,
+    EmbeddedServers,
+    server_listens,
+)
 from simulators.outline_quirks import Quirks
 from simulators.scenario import Scenario
 from simulators.stack import Stack
@@ -42,6 +51,21 @@ DEFAULTS = {
 
 def setting(name: str) -> str:
     return os.environ.get(name) or DEFAULTS[name]
+
+
+def local_servers(embedded: EmbeddedServers) -> dict[str, str]:
+    """DEMO_* name -> URL: the configured server where one answers, else an embedded
+    one (started into ``embedded``); traffic_sync shares PostgreSQL when no MySQL does."""
+    urls = {name: setting(name) for name in DEFAULTS}
+    if not server_listens(urls["DEMO_REDIS_URL"]):
+        urls["DEMO_REDIS_URL"] = embedded.start_redis()
+    if not server_listens(urls["DEMO_DATABASE_URL"]):
+        name = make_url(urls["DEMO_DATABASE_URL"]).database or "tributary_demo"
+        urls["DEMO_DATABASE_URL"] = embedded.start_postgres(name)
+    if not server_listens(urls["DEMO_MYSQL_URL"]):
+        urls["DEMO_MYSQL_URL"] = urls["DEMO_DATABASE_URL"]
+        embedded.notes.append("traffic_sync on PostgreSQL (no MySQL listens)")
+    return urls
 
 
 def recreate_database(url: str) -> None:
@@ -99,21 +123,33 @@ async def _plain_progress(stack: Stack, keys: Keys, every: float) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
+    embedded = EmbeddedServers(Path(args.embedded_dir))
+    try:
+        return await run_on(args, embedded)
+    finally:
+        await asyncio.to_thread(embedded.stop)
+
+
+async def run_on(args: argparse.Namespace, embedded: EmbeddedServers) -> int:
+    console = Console()
+    urls = await asyncio.to_thread(local_servers, embedded)
+    if embedded.summary():
+        console.print(embedded.summary(), soft_wrap=True, highlight=False)
     log_dir = Path(args.log_dir)
     config = SystemConfig(
-        redis_url=setting("DEMO_REDIS_URL"),
-        postgres_url=setting("DEMO_DATABASE_URL"),
-        mysql_url=setting("DEMO_MYSQL_URL"),
+        redis_url=urls["DEMO_REDIS_URL"],
+        postgres_url=urls["DEMO_DATABASE_URL"],
+        mysql_url=urls["DEMO_MYSQL_URL"],
         stream_prefix=PREFIX,
         log_dir=log_dir,
         ports={name: args.port_base + i for i, name in enumerate(
             ("alert", "traffic_sync", "aggregation", "snapshot", "gmail_fetch"))},
         otlp_endpoint=os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
     )  # fmt: skip
-    console = Console()
     console.print("[bold]Tributary demo[/]: preparing databases and Redis ...")
     recreate_database(config.postgres_url)
-    recreate_database(config.mysql_url)
+    if config.mysql_url != config.postgres_url:
+        recreate_database(config.mysql_url)
     clear_redis(config.redis_url, PREFIX)
     stack = Stack(
         config, Scenario(seed=args.seed, prefix=PREFIX), outline_quirks=args.outline_quirks
@@ -172,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="real Outline quirks the fake servers show: all, or "
                              "names (query_cache,scrape_seconds=60,...)")  # fmt: skip
     parser.add_argument("--log-dir", default=".demo/logs")
+    parser.add_argument("--embedded-dir", default=".demo/embedded",
+                        help="data of the servers the demo starts when none answers")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -185,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         return asyncio.run(main_task())
     except KeyboardInterrupt:
         return 0
-    except (ServiceFailed, TimeoutError) as exc:
+    except (ServiceFailed, TimeoutError, EmbeddedError) as exc:
         print(f"demo failed: {exc}", file=sys.stderr)
         return 1
 
