@@ -63,7 +63,7 @@ COMBINATIONS: dict[str, list[str]] = {
     ],
     "keda-sentinel": [
         *KEDA_ON,
-        "redis.mode=sentinel,redis.sentinelMaster=tributary",
+        "redis.mode=sentinel,redis.sentinelMaster=tributary,redis.tls=true",
         "redis.sentinels={sentinel-0.data:26379,sentinel-1.data:26379}",
         "global.env.STREAM_PREFIX=prod:,secrets.existingSecret=tributary-prod",
     ],
@@ -544,10 +544,12 @@ def test_the_scaled_objects_follow_the_values() -> None:
     assert alert["spec"]["maxReplicaCount"] == 12
     assert {t["metadata"]["lagCount"] for t in alert["spec"]["triggers"]} == {"500"}
     assert {t["metadata"]["address"] for t in alert["spec"]["triggers"]} == {"redis.data:6379"}
+    assert not any("enableTLS" in t["metadata"] for t in alert["spec"]["triggers"])
     sentinel = of_kind(render(COMBINATIONS["keda-sentinel"]), "ScaledObject")[0]
     metadata = sentinel["spec"]["triggers"][0]["metadata"]
     assert metadata["addresses"] == "sentinel-0.data:26379,sentinel-1.data:26379"
     assert metadata["sentinelMaster"] == "tributary"
+    assert metadata["enableTLS"] == "true"
 
 
 @pytest.mark.parametrize("mode", ["single", "sentinel"])
