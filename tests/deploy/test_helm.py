@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import helm_python
+import jsonschema  # type: ignore[import-untyped]  # no stubs in the lock file
 import kubernetes_validate  # type: ignore[import-untyped]  # ships no py.typed
 import pytest
 import yaml  # type: ignore[import-untyped]  # no stubs in the lock file
@@ -19,6 +20,11 @@ CHART = ROOT / "deploy" / "helm" / "tributary"
 #: bundled with kubernetes-validate, so validation needs no network
 KUBE_VERSION = "1.31.0"
 SERVICES = ("aggregation", "alert", "gmail_fetch", "snapshot", "traffic_sync")
+#: KEDA's CRDs and its Redis scalers' documented keys, pinned (tests/deploy/keda/README.md)
+KEDA = Path(__file__).resolve().parent / "keda"
+#: the services whose stream consumption KEDA may scale
+LAG_SCALED = ("alert", "gmail_fetch", "snapshot")
+KEDA_ON = [f"services.{s}.keda.enabled=true" for s in LAG_SCALED]
 
 COMBINATIONS: dict[str, list[str]] = {
     "defaults": [],
@@ -49,6 +55,18 @@ COMBINATIONS: dict[str, list[str]] = {
         "secrets.values.SNAPSHOT_ENCRYPTION_KEY=not-a-real-key",
     ],
     "no-migrations-no-pdb": ["migrations.enabled=false,podDisruptionBudget.enabled=false"],
+    "keda-single": [
+        *KEDA_ON,
+        "redis.address=redis.data:6379",
+        "services.snapshot.autoscaling.enabled=true,services.traffic_sync.autoscaling.enabled=true",
+        "services.alert.keda.maxReplicaCount=12,services.alert.keda.lagCount=500",
+    ],
+    "keda-sentinel": [
+        *KEDA_ON,
+        "redis.mode=sentinel,redis.sentinelMaster=tributary,redis.tls=true",
+        "redis.sentinels={sentinel-0.data:26379,sentinel-1.data:26379}",
+        "global.env.STREAM_PREFIX=prod:,secrets.existingSecret=tributary-prod",
+    ],
     "extra-env": [
         "services.alert.env.ALERT_SMTP_HOST=smtp.example.com",
         "services.alert.extraEnv[0].name=ALERT_SMTP_USERNAME",
@@ -116,6 +134,9 @@ def test_every_manifest_validates(sets: list[str]) -> None:
     documents = render(sets)
     assert documents
     for document in documents:
+        if document["apiVersion"].startswith("keda.sh/"):
+            validate_keda(document)
+            continue
         if document["apiVersion"].startswith("monitoring.coreos.com/"):
             continue  # a CRD: not in the bundled schemas
         kubernetes_validate.validate(document, KUBE_VERSION, strict=True)
@@ -253,6 +274,15 @@ def test_service_monitor() -> None:
         "egress.allowNetworks[0]=10.0.0.0",
         "egress.allowHosts[0]=http://sink/",
         "egress.maxResponseBytes=12",
+        "redis.mode=cluster",  # not supported yet
+        "redis.mode=sentinel",  # no sentinels
+        "redis.sentinels[0]=sentinel-0",  # no port
+        "redis.address=redis://redis:6379",
+        "services.traffic_sync.keda.enabled=true",  # consumes no stream
+        "services.aggregation.keda.enabled=true",
+        # every service holds leader-lease periodic jobs and serves its API
+        *(f"services.{s}.keda.minReplicaCount=0" for s in LAG_SCALED),
+        "services.alert.keda.lagCount=0",
     ],
 )
 def test_schema_rejects_bad_values(bad: str) -> None:
@@ -403,3 +433,170 @@ def test_each_service_is_scraped_as_the_job_named_after_it() -> None:
         service = services[monitor["metadata"]["name"]]
         assert service["metadata"]["labels"][label] in SERVICES
         assert service["metadata"]["labels"][label].replace("_", "-") in service["metadata"]["name"]
+
+
+def strict(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema`` refusing unknown fields, as the API server's strict field validation
+    does (objects with listed properties and no x-kubernetes-preserve-unknown-fields)."""
+    out = {k: v for k, v in schema.items() if k not in ("properties", "items")}
+    if "properties" in schema:
+        out["properties"] = {k: strict(v) for k, v in schema["properties"].items()}
+        if not schema.get("x-kubernetes-preserve-unknown-fields"):
+            out.setdefault("additionalProperties", False)
+    if isinstance(schema.get("items"), dict):
+        out["items"] = strict(schema["items"])
+    if isinstance(schema.get("additionalProperties"), dict):
+        out["additionalProperties"] = strict(schema["additionalProperties"])
+    return out
+
+
+def keda_schema(kind: str) -> dict[str, Any]:
+    """The openAPIV3Schema of KEDA's CRD of ``kind`` (v1alpha1), made strict."""
+    crd = yaml.safe_load((KEDA / f"keda.sh_{kind.lower()}s.yaml").read_text())
+    assert crd["spec"]["names"]["kind"] == kind
+    (version,) = [v for v in crd["spec"]["versions"] if v["name"] == "v1alpha1"]
+    schema = version["schema"]["openAPIV3Schema"]
+    # the API server checks apiVersion, kind and metadata itself
+    schema["properties"]["metadata"] = {"type": "object"}
+    return strict(schema)
+
+
+def validate_keda(document: dict[str, Any]) -> None:
+    assert document["apiVersion"] == "keda.sh/v1alpha1"
+    jsonschema.Draft7Validator(keda_schema(document["kind"])).validate(document)
+    kubernetes_validate.validate(
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": document["metadata"]},
+        KUBE_VERSION,
+        strict=True,
+    )  # metadata (names, labels) checked as any object's
+
+
+def test_the_keda_schemas_refuse_what_the_api_server_would() -> None:
+    documents = render(COMBINATIONS["keda-single"])
+    scaled = copy.deepcopy(of_kind(documents, "ScaledObject")[0])
+    scaled["spec"]["minReplicaCount"] = "one"
+    with pytest.raises(jsonschema.ValidationError):
+        validate_keda(scaled)
+    auth = copy.deepcopy(of_kind(documents, "TriggerAuthentication")[0])
+    auth["spec"]["secretTargetRef"][0]["secret"] = auth["spec"]["secretTargetRef"][0].pop("name")
+    with pytest.raises(jsonschema.ValidationError):
+        validate_keda(auth)
+
+
+def consumed_streams() -> dict[str, set[str]]:
+    """What each service's runners read, from the services' code (group = service name)."""
+    from alert.samples import SOURCES
+    from tributary import catalog
+    from tributary.privileges import NEEDS
+
+    consumed = {
+        "alert": set(SOURCES),
+        "gmail_fetch": {catalog.GMAIL_JOBS},
+        "snapshot": {catalog.OUTLINE_COLLECT},
+    }
+    for service, streams in consumed.items():
+        assert streams <= set(NEEDS[service].streams), service
+    return consumed
+
+
+def test_no_keda_objects_by_default() -> None:
+    documents = render([])
+    assert of_kind(documents, "ScaledObject") == []
+    assert of_kind(documents, "TriggerAuthentication") == []
+
+
+@pytest.mark.parametrize("mode", ["single", "sentinel"])
+def test_a_scaled_object_per_consumer_with_a_trigger_per_stream_and_group(mode: str) -> None:
+    documents = render(COMBINATIONS[f"keda-{mode}"])
+    prefix = "prod:" if mode == "sentinel" else ""
+    scaled = {d["metadata"]["name"]: d for d in of_kind(documents, "ScaledObject")}
+    auths = {d["metadata"]["name"]: d for d in of_kind(documents, "TriggerAuthentication")}
+    secret = "tributary-prod" if mode == "sentinel" else "tributary-secrets"
+    for service, streams in consumed_streams().items():
+        name = f"tributary-{service.replace('_', '-')}"
+        spec = scaled.pop(name)["spec"]
+        assert spec["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                          "name": name}  # fmt: skip
+        assert spec["minReplicaCount"] >= 1
+        triggers = spec["triggers"]
+        assert {t["metadata"]["stream"] for t in triggers} == {prefix + s for s in streams}
+        assert len(triggers) == len(streams)
+        for trigger in triggers:
+            assert trigger["type"] == f"redis-{mode}-streams".replace("-single", "")
+            assert trigger["metadata"]["consumerGroup"] == service
+            assert int(trigger["metadata"]["lagCount"]) >= 1
+            assert "activationLagCount" in trigger["metadata"]
+            assert trigger["authenticationRef"]["name"] == f"{name}-redis"
+        refs = {r["parameter"]: r for r in auths.pop(f"{name}-redis")["spec"]["secretTargetRef"]}
+        assert refs["username"]["key"] == f"{service.upper()}_REDIS_USERNAME"
+        assert refs["password"]["key"] == f"{service.upper()}_REDIS_PASSWORD"
+        assert {r["name"] for r in refs.values()} == {secret}
+        assert ("sentinelPassword" in refs) is (mode == "sentinel")
+    assert scaled == {}, "no ScaledObject for traffic_sync or aggregation"
+    assert auths == {}
+
+
+def test_the_scaled_objects_follow_the_values() -> None:
+    documents = render(COMBINATIONS["keda-single"])
+    (alert,) = [
+        d for d in of_kind(documents, "ScaledObject") if d["metadata"]["name"] == "tributary-alert"
+    ]
+    assert alert["spec"]["maxReplicaCount"] == 12
+    assert {t["metadata"]["lagCount"] for t in alert["spec"]["triggers"]} == {"500"}
+    assert {t["metadata"]["address"] for t in alert["spec"]["triggers"]} == {"redis.data:6379"}
+    assert not any("enableTLS" in t["metadata"] for t in alert["spec"]["triggers"])
+    sentinel = of_kind(render(COMBINATIONS["keda-sentinel"]), "ScaledObject")[0]
+    metadata = sentinel["spec"]["triggers"][0]["metadata"]
+    assert metadata["addresses"] == "sentinel-0.data:26379,sentinel-1.data:26379"
+    assert metadata["sentinelMaster"] == "tributary"
+    assert metadata["enableTLS"] == "true"
+
+
+@pytest.mark.parametrize("mode", ["single", "sentinel"])
+def test_never_an_hpa_and_a_scaled_object_for_one_deployment(mode: str) -> None:
+    sets = [*COMBINATIONS[f"keda-{mode}"], *COMBINATIONS["all-on"]]
+    documents = render(sets)
+    scaled = {d["spec"]["scaleTargetRef"]["name"] for d in of_kind(documents, "ScaledObject")}
+    hpas = {
+        d["spec"]["scaleTargetRef"]["name"] for d in of_kind(documents, "HorizontalPodAutoscaler")
+    }
+    assert len(scaled) == 3
+    assert hpas == {"tributary-traffic-sync", "tributary-aggregation"}  # CPU, the fallback
+    for deployment in of_kind(documents, "Deployment"):
+        assert "replicas" not in deployment["spec"]  # an autoscaler owns the count
+
+
+def test_trigger_metadata_and_auth_parameters_are_keda_documented_keys() -> None:
+    """The CRD leaves trigger metadata free-form: pin our keys to KEDA's scalers'."""
+    documented = json.loads((KEDA / "scaler-keys.json").read_text())
+    for mode in ("single", "sentinel"):
+        documents = render(COMBINATIONS[f"keda-{mode}"])
+        for scaled in of_kind(documents, "ScaledObject"):
+            for trigger in scaled["spec"]["triggers"]:
+                keys = documented[trigger["type"]]
+                assert set(trigger["metadata"]) <= set(keys["metadata"]), trigger["type"]
+                assert set(keys["required"]) <= set(trigger["metadata"])
+                assert all(isinstance(v, str) for v in trigger["metadata"].values())
+                auth_params = set(keys["authParams"])
+        for auth in of_kind(documents, "TriggerAuthentication"):
+            assert {r["parameter"] for r in auth["spec"]["secretTargetRef"]} <= auth_params
+
+
+def test_sentinel_mode_reaches_every_deployment_and_job() -> None:
+    documents = render(COMBINATIONS["keda-sentinel"])
+    workloads = [*of_kind(documents, "Deployment"), *of_kind(documents, "Job")]
+    assert len(workloads) == 10
+    for workload in workloads:
+        env = env_of(workload)
+        assert env["REDIS_SENTINELS"] == "sentinel-0.data:26379,sentinel-1.data:26379"
+        assert env["REDIS_SENTINEL_MASTER"] == "tributary"
+        assert env["REDIS_SENTINEL_PASSWORD"]["secretKeyRef"]["key"] == "REDIS_SENTINEL_PASSWORD"
+        assert env["REDIS_URL"]["secretKeyRef"]["key"] == "REDIS_URL"
+    for workload in of_kind(render([]), "Deployment"):
+        assert "REDIS_SENTINELS" not in env_of(workload)
+
+
+def test_single_mode_keda_needs_the_redis_address() -> None:
+    chart = helm_python.Chart.load(CHART)
+    with pytest.raises(helm_python.HelmRenderError, match=r"redis\.address \(host:port\)"):
+        chart.render(values_of(KEDA_ON), name="tributary", namespace="tributary")

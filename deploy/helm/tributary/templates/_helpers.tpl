@@ -98,6 +98,17 @@ app.kubernetes.io/component: {{ replace "_" "-" (index . 1) }}
 - name: REDIS_URL
   valueFrom:
     secretKeyRef: {name: {{ $secret }}, key: REDIS_URL, optional: true}
+{{- with $root.Values.redis }}
+{{- if eq .mode "sentinel" }}
+- name: REDIS_SENTINELS
+  value: {{ join "," .sentinels | quote }}
+- name: REDIS_SENTINEL_MASTER
+  value: {{ .sentinelMaster | quote }}
+- name: REDIS_SENTINEL_PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ $secret }}, key: REDIS_SENTINEL_PASSWORD, optional: true}
+{{- end }}
+{{- end }}
 {{- /* each service's own Redis ACL user (docs/security.md), when the Secret has one */}}
 - name: REDIS_USERNAME
   valueFrom:
@@ -140,4 +151,19 @@ app.kubernetes.io/component: {{ replace "_" "-" (index . 1) }}
 {{- with $svc.extraEnv }}
 {{ toYaml . }}
 {{- end }}
+{{- end -}}
+
+
+{{/* The (stream, consumer group) pairs each service consumes, as YAML: service -> streams
+(the group is the service's name). Checked against the services' runners by
+tests/deploy/test_helm.py; traffic_sync and aggregation consume no stream. */}}
+{{- define "tributary.consumedStreams" -}}
+snapshot: [outline.collect]
+gmail_fetch: [gmail.jobs]
+alert: [device.readings, traffic.flushed, usage.aggregated, usage.anomalies, usage.forecasts]
+{{- end -}}
+
+{{/* does a KEDA ScaledObject scale this service? call with $svc */}}
+{{- define "tributary.kedaEnabled" -}}
+{{- if and .enabled (dig "keda" "enabled" false .) }}true{{ end -}}
 {{- end -}}
