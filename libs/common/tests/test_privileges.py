@@ -123,9 +123,8 @@ def test_a_postgres_role_owns_its_schema_and_nothing_else(postgres_url: str) -> 
     try:
         with admin.begin() as conn:
             conn.execute(sa.text(f'CREATE SCHEMA "{other}"'))
-            for statement in database_sql("alert", "postgresql", role, schema):
-                suffix = f" PASSWORD '{password}'" if statement.startswith("CREATE ROLE") else ""
-                conn.execute(sa.text(statement + suffix))
+            for statement in database_sql("alert", "postgresql", role, schema, password):
+                conn.execute(sa.text(statement))
         errors = _run_as(postgres_url, role, password, [
             f'CREATE TABLE "{schema}".rules (id int primary key)',
             f'INSERT INTO "{schema}".rules VALUES (1)',
@@ -153,11 +152,8 @@ def test_a_mysql_user_has_rights_on_its_database_only(mysql_url: str) -> None:
     try:
         with admin.begin() as conn:
             conn.execute(sa.text(f"CREATE DATABASE `{database}`"))
-            for statement in database_sql("traffic_sync", "mysql", user, database):
-                suffix = (
-                    f" IDENTIFIED BY '{password}'" if statement.startswith("CREATE USER") else ""
-                )
-                conn.execute(sa.text(statement + suffix))
+            for statement in database_sql("traffic_sync", "mysql", user, database, password):
+                conn.execute(sa.text(statement))
         other = make_url(mysql_url).database
         errors = _run_as(own_url, user, password, [
             "CREATE TABLE node_traffic (id int primary key)",

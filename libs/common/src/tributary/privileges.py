@@ -105,20 +105,23 @@ def redis_acl(service: str, keys: Keys) -> list[str]:
             *REDIS_COMMANDS]  # fmt: skip
 
 
-def database_sql(service: str, backend: str, role: str, schema_or_database: str) -> list[str]:
-    """The statements an administrator runs once to give ``service`` its database user
-    (the password set apart: ``PASSWORD '...'`` / ``IDENTIFIED BY '...'``)."""
+def database_sql(
+    service: str, backend: str, role: str, schema_or_database: str, password: str
+) -> list[str]:
+    """The statements an administrator runs once to give ``service`` its database user,
+    logging in with ``password`` (quoted here)."""
     if service not in NEEDS:
         raise KeyError(service)
+    quoted = password.replace("'", "''")
     if backend == "postgresql":
         return [
-            f'CREATE ROLE "{role}" LOGIN',
+            f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{quoted}'",
             f'CREATE SCHEMA IF NOT EXISTS "{schema_or_database}" AUTHORIZATION "{role}"',
             # PostgreSQL 15+ already refuses CREATE in public to everyone else
             f'REVOKE CREATE ON SCHEMA public FROM "{role}"',
         ]
     return [
-        f"CREATE USER '{role}'@'%'",
+        f"CREATE USER '{role}'@'%' IDENTIFIED BY '{quoted}'",
         f"GRANT {MYSQL_RIGHTS} ON `{schema_or_database}`.* TO '{role}'@'%'",
     ]
 
@@ -138,7 +141,5 @@ def render(service: str, prefix: str = "") -> str:
     command prints): its Redis ACL user and its database user, for ``STREAM_PREFIX``."""
     backend, home = HOMES[service]
     acl = " ".join(["ACL SETUSER", service, "on", ">CHANGE-ME", *redis_acl(service, Keys(prefix))])
-    password = " IDENTIFIED BY 'CHANGE-ME'" if backend == "mysql" else " PASSWORD 'CHANGE-ME'"
-    sql = [s + (password if s.startswith("CREATE ROLE") or s.startswith("CREATE USER") else "")
-           for s in database_sql(service, backend, service, home)]  # fmt: skip
+    sql = database_sql(service, backend, service, home, "CHANGE-ME")
     return "\n".join(["```", acl, "```", "", "```sql", *(f"{s};" for s in sql), "```"])

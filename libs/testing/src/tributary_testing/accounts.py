@@ -52,12 +52,9 @@ class Accounts:
         mysql = service in self.mysql_services
         engine = sa.create_engine(self.mysql_url if mysql else self.postgres_url)
         statements = database_sql(service, "mysql" if mysql else "postgresql",
-                                  self.user(service), home)  # fmt: skip
-        quoted = password.replace("'", "''")
+                                  self.user(service), home, password)  # fmt: skip
         with engine.begin() as conn:
             for statement in statements:
-                if statement.startswith(("CREATE ROLE", "CREATE USER")):
-                    statement += f" IDENTIFIED BY '{quoted}'" if mysql else f" PASSWORD '{quoted}'"
                 conn.execute(sa.text(statement))
         engine.dispose()
 

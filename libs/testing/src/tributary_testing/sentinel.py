@@ -12,6 +12,7 @@ from pathlib import Path
 import redis
 
 from simulators.ports import free_port
+from tributary_testing.waiting import wait_until
 
 MASTER_NAME = "mymaster"
 
@@ -74,13 +75,6 @@ class SentinelGroup:
     def client(self, port: int) -> redis.Redis:
         return redis.Redis(port=port, decode_responses=True)
 
-    def wait(self, what: str, check: object, seconds: float = 30) -> None:
-        deadline = time.monotonic() + seconds
-        while not (callable(check) and check()):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{what}: not within {seconds:.0f}s")
-            time.sleep(0.1)
-
     def failover(self) -> int:
         """Promote the replica (SENTINEL FAILOVER, once the sentinel knows it and it is in
         sync) and wait until the old master is its replica; the new master's port.
@@ -95,23 +89,23 @@ class SentinelGroup:
             )
             return any("s_down" not in str(r) for r in replicas) and bool(replicas)
 
-        self.wait("the sentinel knows the replica", replica_ready)
-        replica = self.client(self.ports["b"] if old == self.ports["a"] else self.ports["a"])
-        in_sync = lambda: replica.info("replication").get("master_link_status") == "up"  # noqa: E731
-        self.wait("the replica in sync", in_sync)
-        replica.close()
+        wait_until(replica_ready, what="the sentinel knows the replica")
+        other = self.ports["b"] if old == self.ports["a"] else self.ports["a"]
+        self._wait_replication(other, "master_link_status", "up", "the replica in sync")
         self.sentinel.execute_command("SENTINEL", "FAILOVER", MASTER_NAME)  # type: ignore[no-untyped-call]
-        self.wait("the sentinel names a new master", lambda: self.master_port() != old)
+        wait_until(lambda: self.master_port() != old, what="the sentinel names a new master")
         new = self.master_port()
-        promoted = self.client(new)
-        self.wait("the new master accepts writes",
-                  lambda: promoted.info("replication").get("role") == "master")  # fmt: skip
-        promoted.close()
-        demoted = self.client(old)
-        self.wait("the old master demoted",
-                  lambda: demoted.info("replication").get("role") == "slave")  # fmt: skip
-        demoted.close()
+        self._wait_replication(new, "role", "master", "the new master accepts writes")
+        self._wait_replication(old, "role", "slave", "the old master demoted")
         return new
+
+    def _wait_replication(self, port: int, field: str, value: str, what: str) -> None:
+        """Until ``INFO replication`` of the server on ``port`` says ``field:value``."""
+        client = self.client(port)
+        try:
+            wait_until(lambda: client.info("replication").get(field) == value, what=what)
+        finally:
+            client.close()
 
     def close(self) -> None:
         self.sentinel.close()
